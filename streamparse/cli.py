@@ -1,0 +1,64 @@
+"""`streamparse` command line: one subcommand per module under ``streamparse.commands``.
+
+Each command module exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+Heavy imports (torch, ray, av) happen inside ``run`` so ``streamparse --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> module path. Keep the order: it is the order shown by --help.
+COMMANDS: dict[str, str] = {
+    "run": "streamparse.commands.run",
+    "predict": "streamparse.commands.predict",
+    "train": "streamparse.commands.train",
+    "eval": "streamparse.commands.eval",
+    "synth": "streamparse.commands.synth",
+    "bench": "streamparse.commands.bench",
+}
+
+
+class CLIError(Exception):
+    """An error reported to the user as one line, with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from streamparse import __version__
+
+    parser = argparse.ArgumentParser(prog="streamparse", description="Multi-human parsing (UniParser) on video.")
+    parser.add_argument("--version", action="version", version=f"streamparse {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, modpath in COMMANDS.items():
+        try:
+            mod = importlib.import_module(modpath)
+        except ModuleNotFoundError as exc:  # a command not built yet must not break the others
+            if exc.name != modpath:
+                raise
+            continue
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except CLIError as exc:
+        print(f"streamparse {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"streamparse {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Typed containers that cross stage boundaries (and, as plain numpy dicts, Ray actors).
+
+``FrameBatch``  -- decoded frames of one source, as produced by a source/decoder.
+``FrameParsing`` -- the parsing of one frame, as produced by the predictor.
+Both validate shapes and dtypes in ``__post_init__`` and convert to/from ``dict[str, ndarray]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def _as(arr, dtype, name: str, ndim: int | None = None) -> np.ndarray:
+    out = np.asarray(arr)
+    if ndim is not None and out.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {out.shape}")
+    if out.dtype != dtype:
+        if out.size and np.issubdtype(out.dtype, np.floating) and np.issubdtype(dtype, np.integer):
+            raise ValueError(f"{name}: expected {np.dtype(dtype)}, got {out.dtype}")
+        out = out.astype(dtype)
+    return out
+
+
+@dataclass
+class FrameBatch:
+    """B decoded frames of one source.
+
+    Attributes:
+        frames: uint8[B, H, W, 3] RGB.
+        frame_index: int64[B] decode-order index within the source (gaps = dropped frames).
+        pts: int64[B] presentation timestamps in ``time_base`` units.
+        time: float64[B] seconds since the start of the source (monotonic across segments).
+        wallclock: float64[B] unix seconds when the frame was grabbed.
+        segment: uint16[B] reconnect counter (0 for files).
+        time_base: (num, den) of the stream's time base.
+        source_id: id of the source the frames belong to.
+    """
+
+    frames: np.ndarray
+    frame_index: np.ndarray
+    pts: np.ndarray
+    time: np.ndarray
+    wallclock: np.ndarray
+    segment: np.ndarray
+    time_base: tuple[int, int] = (1, 1)
+    source_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.frames = np.asarray(self.frames)
+        if self.frames.ndim != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != np.uint8:
+            raise ValueError(
+                f"frames must be uint8[B, H, W, 3], got {self.frames.dtype}{list(self.frames.shape)}"
+            )
+        b = self.frames.shape[0]
+        self.frame_index = _as(self.frame_index, np.int64, "frame_index", 1)
+        self.pts = _as(self.pts, np.int64, "pts", 1)
+        self.time = _as(self.time, np.float64, "time", 1)
+        self.wallclock = _as(self.wallclock, np.float64, "wallclock", 1)
+        self.segment = _as(self.segment, np.uint16, "segment", 1)
+        for name in ("frame_index", "pts", "time", "wallclock", "segment"):
+            if getattr(self, name).shape[0] != b:
+                raise ValueError(f"{name} has {getattr(self, name).shape[0]} entries for {b} frames")
+        self.time_base = (int(self.time_base[0]), int(self.time_base[1]))
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def to_dict(self) -> dict:
+        return {
+            "frames": self.frames,
+            "frame_index": self.frame_index,
+            "pts": self.pts,
+            "time": self.time,
+            "wallclock": self.wallclock,
+            "segment": self.segment,
+            "time_base": np.asarray(self.time_base, dtype=np.int64),
+            "source_id": self.source_id,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FrameBatch":
+        tb = d.get("time_base", (1, 1))
+        return cls(
+            frames=d["frames"],
+            frame_index=d["frame_index"],
+            pts=d["pts"],
+            time=d["time"],
+            wallclock=d["wallclock"],
+            segment=d["segment"],
+            time_base=(int(tb[0]), int(tb[1])),
+            source_id=str(d.get("source_id", "")),
+        )
+
+
+@dataclass
+class FrameParsing:
+    """Multi-human parsing of one image at the image's resolution.
+
+    Attributes:
+        part: uint8[H, W] part category per pixel (0 = background).
+        instance: uint16[H, W] person id per pixel (0 = background, 1..K).
+        scores: float32[K] score of person k+1 (centre-heatmap confidence).
+        bboxes: int32[K, 4] (x0, y0, x1, y1) of person k+1, x1/y1 exclusive; zeros if empty.
+        areas: int64[K] pixel count of person k+1.
+        part_areas: int64[K, num_classes] pixel count of each category inside person k+1.
+    """
+
+    part: np.ndarray
+    instance: np.ndarray
+    scores: np.ndarray
+    bboxes: np.ndarray = field(default=None)  # type: ignore[assignment]
+    areas: np.ndarray = field(default=None)  # type: ignore[assignment]
+    part_areas: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.part = np.asarray(self.part)
+        self.instance = np.asarray(self.instance)
+        if self.part.ndim != 2 or self.part.dtype != np.uint8:
+            raise ValueError(f"part must be uint8[H, W], got {self.part.dtype}{list(self.part.shape)}")
+        if self.instance.shape != self.part.shape or self.instance.dtype != np.uint16:
+            raise ValueError(
+                f"instance must be uint16{list(self.part.shape)}, got {self.instance.dtype}{list(self.instance.shape)}"
+            )
+        self.scores = _as(self.scores, np.float32, "scores", 1)
+        k = self.scores.shape[0]
+        if self.bboxes is None or self.areas is None:
+            self.bboxes, self.areas = instance_boxes_areas(self.instance, k)
+        self.bboxes = _as(self.bboxes, np.int32, "bboxes", 2).reshape(k, 4)
+        self.areas = _as(self.areas, np.int64, "areas", 1)
+        if self.part_areas is None:
+            self.part_areas = np.zeros((k, 0), dtype=np.int64)
+        self.part_areas = _as(self.part_areas, np.int64, "part_areas", 2)
+        if self.areas.shape[0] != k or self.part_areas.shape[0] != k:
+            raise ValueError("scores, bboxes, areas and part_areas must have one row per instance")
+
+    @property
+    def num_instances(self) -> int:
+        return int(self.scores.shape[0])
+
+    def person_masks(self) -> list[np.ndarray]:
+        """K part-label maps uint8[H, W], one per person (parts outside the person set to 0)."""
+        return [np.where(self.instance == k + 1, self.part, 0).astype(np.uint8) for k in range(self.num_instances)]
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        return {
+            "part": self.part,
+            "instance": self.instance,
+            "scores": self.scores,
+            "bboxes": self.bboxes,
+            "areas": self.areas,
+            "part_areas": self.part_areas,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FrameParsing":
+        return cls(**{k: d[k] for k in ("part", "instance", "scores", "bboxes", "areas", "part_areas")})
+
+
+def instance_boxes_areas(instance: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes int32[k, 4] (x0, y0, x1, y1; exclusive ends) and areas int64[k] of ids 1..k."""
+    boxes = np.zeros((k, 4), dtype=np.int32)
+    areas = np.zeros((k,), dtype=np.int64)
+    if k == 0:
+        return boxes, areas
+    counts = np.bincount(instance.ravel(), minlength=k + 1)
+    areas[:] = counts[1 : k + 1]
+    ys, xs = np.nonzero(instance)
+    ids = instance[ys, xs].astype(np.int64) - 1
+    if ids.size:
+        valid = ids < k
+        ids, ys, xs = ids[valid], ys[valid], xs[valid]
+        x0 = np.full(k, np.iinfo(np.int32).max, dtype=np.int64)
+        y0 = x0.copy()
+        x1 = np.full(k, -1, dtype=np.int64)
+        y1 = x1.copy()
+        np.minimum.at(x0, ids, xs)
+        np.minimum.at(y0, ids, ys)
+        np.maximum.at(x1, ids, xs)
+        np.maximum.at(y1, ids, ys)
+        has = areas > 0
+        boxes[has] = np.stack([x0[has], y0[has], x1[has] + 1, y1[has] + 1], axis=1)
+    return boxes, areas
