@@ -1,0 +1,164 @@
+"""NMS-free post-processing: centre heatmap + similarity maps -> label maps (pure functions).
+
+Duplicates are avoided without box or mask NMS, the way the method allows:
+1. only local maxima of H_c (a ``pool`` x ``pool`` max-pool window, as in the authors' release)
+   above ``center_thresh`` become centres;
+2. centres whose instance kernels are near-identical in cosine space (>= ``merge_cos``) are one
+   person: the lower-scored one is dropped (kernels of one person converge to one point of the
+   cosine space, kernels of different people are pushed apart by L_metric);
+3. every pixel belongs to at most one person: the one with the highest fused score.
+``mask_nms`` exists only to show (in tests and benchmarks) that a mask NMS afterwards changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def peak_cells(heat: torch.Tensor, thresh: float, pool: int = 3, max_k: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local maxima of a heatmap (S,S) above ``thresh``.
+
+    Returns (cells (K,) long, y * S + x, sorted by score desc; scores (K,)). ``pool`` <= 1 keeps
+    every cell above the threshold."""
+    if heat.ndim != 2:
+        raise ValueError(f"heat must be (S,S), got {tuple(heat.shape)}")
+    h = heat
+    if pool > 1:
+        if pool % 2 == 0:
+            raise ValueError(f"pool must be odd, got {pool}")
+        pooled = F.max_pool2d(h[None, None], pool, stride=1, padding=pool // 2)[0, 0]
+        keep = (h >= pooled) & (h > thresh)
+    else:
+        keep = h > thresh
+    flat = h.flatten()
+    cells = torch.nonzero(keep.flatten(), as_tuple=False).flatten()
+    scores = flat[cells]
+    order = torch.argsort(scores, descending=True, stable=True)[:max_k]
+    return cells[order], scores[order]
+
+
+def merge_duplicates(kernels: torch.Tensor, scores: torch.Tensor, cos_thresh: float) -> torch.Tensor:
+    """Greedy merge in score order: a centre whose kernel has cosine >= ``cos_thresh`` with an
+    already kept (higher-scored) centre is the same person. kernels (K,C) unit-norm, scores (K,).
+    Returns the kept indices (K',) in descending score order."""
+    k = kernels.shape[0]
+    order = torch.argsort(scores, descending=True, stable=True)
+    if k <= 1 or cos_thresh > 1.0:
+        return order
+    sim = kernels[order] @ kernels[order].t()
+    kept: list[int] = []
+    for i in range(k):
+        if not kept or bool((sim[i, kept] < cos_thresh).all()):
+            kept.append(i)
+    return order[torch.as_tensor(kept, dtype=torch.long, device=order.device)]
+
+
+def mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_thresh: float = 0.5) -> torch.Tensor:
+    """Greedy mask NMS (for verification only). masks (K,H,W) bool, scores (K,) -> kept indices."""
+    k = masks.shape[0]
+    order = torch.argsort(scores, descending=True, stable=True)
+    if k == 0:
+        return order
+    flat = masks[order].flatten(1).float()
+    inter = flat @ flat.t()
+    area = flat.sum(1)
+    iou = inter / (area[:, None] + area[None, :] - inter).clamp(min=1)
+    kept: list[int] = []
+    for i in range(k):
+        if all(float(iou[i, j]) <= iou_thresh for j in kept):
+            kept.append(i)
+    return order[torch.as_tensor(kept, dtype=torch.long)]
+
+
+@dataclass
+class ImageParsing:
+    """Label maps of one image at the network input's (unpadded) resolution.
+
+    part: (H,W) long category per pixel (0 = background); instance: (H,W) long (0 = background,
+    1..K in descending score order); scores: (K,); raw_masks: (K,H,W) bool per-person masks
+    before pixel competition (for verification); cells: (K,) grid cells of the centres."""
+
+    part: torch.Tensor
+    instance: torch.Tensor
+    scores: torch.Tensor
+    raw_masks: torch.Tensor | None
+    cells: torch.Tensor
+
+
+def parse_image(
+    *,
+    heat: torch.Tensor,
+    cells: torch.Tensor,
+    ins_kernels: torch.Tensor,
+    ins_maps: torch.Tensor,
+    cate_maps: torch.Tensor,
+    parsing: torch.Tensor | None,
+    stride: int,
+    out_size: tuple[int, int],
+    mask_thresh: float = 0.5,
+    merge_cos: float = 0.95,
+    keep_raw: bool = False,
+) -> ImageParsing:
+    """Turn one image's outputs into label maps.
+
+    Args:
+        heat: (S,S) centre heatmap H_c; cells: (K,) centre cells; ins_kernels: (K,C);
+        ins_maps: (K,h,w) Q_ins; cate_maps: (N,h,w) Q_cate; parsing: (K,N,h,w) fused maps for
+        the conv fusions, None for the index fusion (computed here in factorised form:
+        max_c relu(q_k) * relu(Q_c) = relu(q_k) * max_c relu(Q_c)).
+        stride: feature stride; out_size: (H,W) of the unpadded network input.
+    """
+    H, W = out_size
+    dev = cate_maps.device
+    scores_all = heat.flatten()[cells] if cells.numel() else heat.new_zeros((0,))
+    keep = merge_duplicates(ins_kernels, scores_all, merge_cos)
+    cells, scores = cells[keep], scores_all[keep]
+    h, w = cate_maps.shape[-2:]
+    hc, wc = min(h, -(-H // stride)), min(w, -(-W // stride))  # feature cells covering the image
+
+    def up(x: torch.Tensor) -> torch.Tensor:  # (M,hc,wc) -> (M,H,W)
+        x = F.interpolate(x[None], size=(hc * stride, wc * stride), mode="bilinear", align_corners=False)[0]
+        return x[:, :H, :W]
+
+    if parsing is None:  # index fusion, factorised
+        fg = up(cate_maps[1:, :hc, :wc].float())
+        fg_best, fg_arg = fg.clamp(min=0).max(dim=0)
+        label = fg_arg + 1
+        q = up(ins_maps[keep][:, :hc, :wc].float()).clamp(min=0) if keep.numel() else fg.new_zeros((0, H, W))
+        score_maps = q * fg_best.unsqueeze(0)
+        labels = None
+    else:
+        p = parsing[keep][:, 1:, :hc, :wc].float()
+        k = p.shape[0]
+        p = F.interpolate(p.flatten(0, 1)[None], size=(hc * stride, wc * stride), mode="bilinear", align_corners=False)[0]
+        p = p.view(k, -1, hc * stride, wc * stride)[..., :H, :W]
+        score_maps, labels = p.max(dim=1) if k else (p.new_zeros((0, H, W)), p.new_zeros((0, H, W), dtype=torch.long))
+        labels = labels + 1
+        label = None
+    raw = score_maps > mask_thresh
+    if score_maps.shape[0]:
+        best, who = score_maps.max(dim=0)
+        fgmask = best > mask_thresh
+    else:
+        fgmask = torch.zeros((H, W), dtype=torch.bool, device=dev)
+        who = torch.zeros((H, W), dtype=torch.long, device=dev)
+    # drop people that won no pixel, renumber 1..K in score order
+    counts = torch.bincount(who[fgmask], minlength=score_maps.shape[0]) if score_maps.shape[0] else torch.zeros(0, dtype=torch.long, device=dev)
+    alive = torch.nonzero(counts > 0).flatten()
+    remap = torch.zeros(score_maps.shape[0] + 1, dtype=torch.long, device=dev)
+    remap[alive] = torch.arange(1, alive.numel() + 1, device=dev)
+    instance = torch.where(fgmask, remap[who], torch.zeros_like(who))
+    if labels is None:
+        part = torch.where(fgmask, label, torch.zeros_like(label))
+    else:
+        part = torch.where(fgmask, labels.gather(0, who.unsqueeze(0))[0], torch.zeros_like(who))
+    return ImageParsing(
+        part=part,
+        instance=instance,
+        scores=scores[alive],
+        raw_masks=raw[alive] if keep_raw else None,
+        cells=cells[alive],
+    )

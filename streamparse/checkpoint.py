@@ -1,0 +1,105 @@
+"""Checkpoints are data: ``{format, state_dict, model_name, model_kwargs, config, class_names}``.
+
+Saved with ``torch.save`` and loaded with ``torch.load(weights_only=True)`` -- never pickled
+modules, never module paths, so a checkpoint loads whatever the package layout becomes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "streamparse-checkpoint-v1"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "uniparser_r18_fpn_light_synth_cihp.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, or does not fit the requested model."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    *,
+    model_name: str,
+    model_kwargs: dict[str, Any],
+    class_names: list[str],
+    config: dict | None = None,
+    half: bool = False,
+    extra: dict | None = None,
+) -> Path:
+    """Write a checkpoint (optionally with fp16 floating weights, e.g. for shipping)."""
+    sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone() for k, v in model.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "state_dict": sd,
+        "model_name": model_name,
+        "model_kwargs": dict(model_kwargs),
+        "class_names": list(class_names),
+        "config": config or {},
+    }
+    if extra:
+        payload["extra"] = extra
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load and validate a checkpoint dict (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, or a pickle that is not plain data
+        raise CheckpointError(f"cannot load checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a streamparse checkpoint (expected format {FORMAT!r})")
+    for key in ("state_dict", "model_name", "model_kwargs", "class_names"):
+        if key not in ckpt:
+            raise CheckpointError(f"checkpoint {path} lacks {key!r}")
+    return ckpt
+
+
+def build_from_checkpoint(
+    path: str | Path,
+    *,
+    expect_model: str | None = None,
+    expect_num_classes: int | None = None,
+) -> tuple[torch.nn.Module, dict]:
+    """Build the checkpoint's model and load its weights (float32). Mismatches raise
+    ``CheckpointError`` naming what differs."""
+    from streamparse.models import build_model
+
+    ckpt = load_checkpoint(path)
+    name = ckpt["model_name"]
+    kwargs = dict(ckpt["model_kwargs"])
+    n = int(kwargs.get("num_classes", len(ckpt["class_names"])))
+    if expect_model and expect_model != name:
+        raise CheckpointError(f"checkpoint {path} holds model {name!r}, but {expect_model!r} was requested")
+    if expect_num_classes and expect_num_classes != n:
+        raise CheckpointError(f"checkpoint {path} has {n} classes, but {expect_num_classes} were requested")
+    model = build_model(name, **kwargs)
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit model {name!r}: missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}"
+        )
+    return model, ckpt
