@@ -124,11 +124,13 @@ def parse_image(
         return x[:, :H, :W]
 
     if parsing is None:  # index fusion, factorised
-        fg = up(cate_maps[1:, :hc, :wc].float())
-        fg_best, fg_arg = fg.clamp(min=0).max(dim=0)
-        label = fg_arg + 1
-        q = up(ins_maps[keep][:, :hc, :wc].float()).clamp(min=0) if keep.numel() else fg.new_zeros((0, H, W))
-        score_maps = q * fg_best.unsqueeze(0)
+        # fused score max_c P[k,c] = relu(q_k) * max_c relu(Q_c), formed at feature resolution and
+        # then upsampled (upsampling the two factors first would shrink masks: 0.5 * 0.5 < 0.5)
+        cm = cate_maps[1:, :hc, :wc].float()
+        fg_best_low = cm.clamp(min=0).amax(dim=0)
+        fused_low = ins_maps[keep][:, :hc, :wc].float().clamp(min=0) * fg_best_low
+        score_maps = up(fused_low) if keep.numel() else cm.new_zeros((0, H, W))
+        label = up(cm).argmax(dim=0) + 1
         labels = None
     else:
         p = parsing[keep][:, 1:, :hc, :wc].float()
