@@ -60,5 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m streamparse.cli`: use the package module so CLIError matches
+    from streamparse.cli import main as _main
+
+    sys.exit(_main())
