@@ -1,0 +1,1 @@
+"""Benchmark suites (commands print numbers; they are not tests)."""

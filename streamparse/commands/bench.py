@@ -1,0 +1,73 @@
+"""`streamparse bench model|pipeline|live|gpu`: benchmarks that print numbers (not tests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HELP = "benchmarks: model (UniParser vs Mask R-CNN), pipeline (end-to-end vs model-only vs naive), live, gpu"
+
+
+def add_arguments(p) -> None:
+    sub = p.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    m = sub.add_parser("model", help="ms/image of each UniParser variant, split by stage, vs Mask R-CNN")
+    m.add_argument("--variants", nargs="+", default=None, help="registered model names")
+    m.add_argument("--sizes", nargs="+", default=["512x512", "800x1344"], help="HxW input sizes")
+    m.add_argument("--reps", type=int, default=3)
+    m.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    m.add_argument("--num-classes", type=int, default=20)
+    m.add_argument("--json", metavar="FILE")
+    for name, hlp in (("pipeline", "streamparse run vs model-only vs a naive loop"), ("live", "a live RTSP stream: fps, lag, drops, memory"),
+                      ("gpu", "the GPU path (CUDA streams on vs off); needs a CUDA device")):
+        sp = sub.add_parser(name, help=hlp)
+        sp.add_argument("--json", metavar="FILE")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+        sp.add_argument("--frames", type=int, default=300)
+        sp.add_argument("--duration", type=float, default=300.0, help="seconds (live)")
+        sp.add_argument("--video", help="video file (default: a generated synthetic video)")
+
+
+def _sizes(items):
+    out = []
+    for s in items:
+        h, _, w = s.lower().partition("x")
+        out.append((int(h), int(w)))
+    return out
+
+
+def run(args) -> int:
+    from streamparse.cli import CLIError
+
+    if args.suite == "model":
+        from streamparse.bench.model import DEFAULT_VARIANTS, format_table, run_model_bench
+
+        res = run_model_bench(variants=args.variants or DEFAULT_VARIANTS, sizes=_sizes(args.sizes), reps=args.reps,
+                              threads=args.threads, num_classes=args.num_classes)
+        print(format_table(res))
+    elif args.suite == "pipeline":
+        try:
+            from streamparse.bench.pipeline import format_pipeline, run_pipeline_bench
+        except ImportError as exc:
+            raise CLIError(f"pipeline benchmark unavailable: {exc}") from None
+        res = run_pipeline_bench(args)
+        print(format_pipeline(res))
+    elif args.suite == "live":
+        try:
+            from streamparse.commands.bench_live import bench_live
+        except ImportError as exc:
+            raise CLIError(f"live benchmark unavailable: {exc}") from None
+        res = bench_live(duration_s=args.duration)
+        print(json.dumps(res, indent=2))
+    else:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CLIError("no CUDA device here: run 'streamparse bench gpu' on a machine with a GPU")
+        from streamparse.bench.gpu import run_gpu_bench
+
+        res = run_gpu_bench(args)
+        print(json.dumps(res, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+        print(f"figures written to {args.json}")
+    return 0
