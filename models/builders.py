@@ -114,3 +114,15 @@ def uniparser_tiny(*, num_classes: int = 20, stride: int = 8, **kw) -> UniParser
     kw.setdefault("num_convs", 3)
     kw.setdefault("grid", 16)
     return _uniparser(depth=10, num_classes=num_classes, light=False, dcn=False, stride=stride, **kw)
+
+
+@register_model()
+def uniparser_small(*, num_classes: int = 20, stride: int = 4, **kw) -> UniParser:
+    """A small CPU-trainable variant (the shipped synthetic-data model): one BasicBlock per ResNet
+    stage, 128-ch FPN, light neck (64 ch), 64-ch builders with 5 convs, S = 24, stride 4."""
+    kw.setdefault("fpn_channels", 128)
+    kw.setdefault("neck_channels", 64)
+    kw.setdefault("head_channels", 64)
+    kw.setdefault("num_convs", 5)
+    kw.setdefault("grid", 24)
+    return _uniparser(depth=10, num_classes=num_classes, light=True, dcn=False, stride=stride, **kw)
