@@ -118,45 +118,56 @@ def parse_image(
     cells, scores = cells[keep], scores_all[keep]
     h, w = cate_maps.shape[-2:]
     hc, wc = min(h, -(-H // stride)), min(w, -(-W // stride))  # feature cells covering the image
-
-    def up(x: torch.Tensor) -> torch.Tensor:  # (M,hc,wc) -> (M,H,W)
-        x = F.interpolate(x[None], size=(hc * stride, wc * stride), mode="bilinear", align_corners=False)[0]
-        return x[:, :H, :W]
-
+    k = int(keep.numel())
     if parsing is None:  # index fusion, factorised
         # fused score max_c P[k,c] = relu(q_k) * max_c relu(Q_c), formed at feature resolution and
         # then upsampled (upsampling the two factors first would shrink masks: 0.5 * 0.5 < 0.5)
         cm = cate_maps[1:, :hc, :wc].float()
-        fg_best_low = cm.clamp(min=0).amax(dim=0)
-        fused_low = ins_maps[keep][:, :hc, :wc].float().clamp(min=0) * fg_best_low
-        score_maps = up(fused_low) if keep.numel() else cm.new_zeros((0, H, W))
-        label = up(cm).argmax(dim=0) + 1
-        labels = None
+        fused_low = ins_maps[keep][:, :hc, :wc].float().clamp(min=0) * cm.clamp(min=0).amax(dim=0)
+        p = None
     else:
         p = parsing[keep][:, 1:, :hc, :wc].float()
-        k = p.shape[0]
-        p = F.interpolate(p.flatten(0, 1)[None], size=(hc * stride, wc * stride), mode="bilinear", align_corners=False)[0]
-        p = p.view(k, -1, hc * stride, wc * stride)[..., :H, :W]
-        score_maps, labels = p.max(dim=1) if k else (p.new_zeros((0, H, W)), p.new_zeros((0, H, W), dtype=torch.long))
-        labels = labels + 1
-        label = None
+        fused_low = p.amax(dim=1) if k else p.new_zeros((0, hc, wc))
+        cm = None
+    score_maps = fused_low.new_zeros((k, H, W))
+    fgmask = torch.zeros((H, W), dtype=torch.bool, device=dev)
+    who = torch.zeros((H, W), dtype=torch.long, device=dev)
+    label_full = torch.zeros((H, W), dtype=torch.long, device=dev)
+    # Bilinear upsampling is a convex combination of the 4 nearest cells, so a pixel can exceed
+    # mask_thresh only next to a cell that does: upsample just the bounding box of those cells
+    # (+1 cell margin). Exact, and much cheaper when people cover a small part of the frame.
+    hot = (fused_low > mask_thresh).any(dim=0) if k else torch.zeros((hc, wc), dtype=torch.bool, device=dev)
+    if bool(hot.any()):
+        rows = torch.nonzero(hot.any(dim=1)).flatten()
+        cols = torch.nonzero(hot.any(dim=0)).flatten()
+        r0, r1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 1, hc - 1)
+        c0, c1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 1, wc - 1)
+        Y0, X0 = r0 * stride, c0 * stride
+        Y1, X1 = min((r1 + 1) * stride, H), min((c1 + 1) * stride, W)
+
+        def up(x: torch.Tensor) -> torch.Tensor:  # (M, crop cells) -> (M, crop pixels)
+            y = F.interpolate(x[None], scale_factor=stride, mode="bilinear", align_corners=False)[0]
+            return y[:, : Y1 - Y0, : X1 - X0]
+
+        sm = up(fused_low[:, r0 : r1 + 1, c0 : c1 + 1])
+        score_maps[:, Y0:Y1, X0:X1] = sm
+        best, w_ = sm.max(dim=0)
+        fgmask[Y0:Y1, X0:X1] = best > mask_thresh
+        who[Y0:Y1, X0:X1] = w_
+        if p is None:
+            label_full[Y0:Y1, X0:X1] = up(cm[:, r0 : r1 + 1, c0 : c1 + 1]).argmax(dim=0) + 1
+        else:  # label of the winning person's own fused maps
+            pc = p[:, :, r0 : r1 + 1, c0 : c1 + 1]
+            lab = up(pc.flatten(0, 1)).view(k, pc.shape[1], Y1 - Y0, X1 - X0).argmax(dim=1) + 1
+            label_full[Y0:Y1, X0:X1] = lab.gather(0, w_.unsqueeze(0))[0]
     raw = score_maps > mask_thresh
-    if score_maps.shape[0]:
-        best, who = score_maps.max(dim=0)
-        fgmask = best > mask_thresh
-    else:
-        fgmask = torch.zeros((H, W), dtype=torch.bool, device=dev)
-        who = torch.zeros((H, W), dtype=torch.long, device=dev)
     # drop people that won no pixel, renumber 1..K in score order
-    counts = torch.bincount(who[fgmask], minlength=score_maps.shape[0]) if score_maps.shape[0] else torch.zeros(0, dtype=torch.long, device=dev)
+    counts = torch.bincount(who[fgmask], minlength=k) if k else torch.zeros(0, dtype=torch.long, device=dev)
     alive = torch.nonzero(counts > 0).flatten()
-    remap = torch.zeros(score_maps.shape[0] + 1, dtype=torch.long, device=dev)
+    remap = torch.zeros(k + 1, dtype=torch.long, device=dev)
     remap[alive] = torch.arange(1, alive.numel() + 1, device=dev)
     instance = torch.where(fgmask, remap[who], torch.zeros_like(who))
-    if labels is None:
-        part = torch.where(fgmask, label, torch.zeros_like(label))
-    else:
-        part = torch.where(fgmask, labels.gather(0, who.unsqueeze(0))[0], torch.zeros_like(who))
+    part = torch.where(fgmask, label_full, torch.zeros_like(label_full))
     return ImageParsing(
         part=part,
         instance=instance,
