@@ -132,7 +132,10 @@ class ResNetFPNNeck(nn.Module):
         return list(self.fpn(OrderedDict(cs)).values())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        levels = self.backbone_fpn(x)
+        return self.compress_levels(self.backbone_fpn(x))
+
+    def compress_levels(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        """FPN levels -> F_neck (the full neck's concat + 1x1, or the light neck's 1x1)."""
         if self.light:
             return self.compress(levels[0])
         size = levels[0].shape[-2:]

@@ -121,7 +121,12 @@ class UniParser(nn.Module):
             raise ValueError(f"images must be (B,3,H,W), got {tuple(images.shape)}")
         if images.shape[-1] % self.size_divisor or images.shape[-2] % self.size_divisor:
             raise ValueError(f"image size {tuple(images.shape[-2:])} must be a multiple of {self.size_divisor}")
-        feat = self.neck(images)
+        return self.forward_heads(self.neck(images), centers, compute_parsing=compute_parsing)
+
+    def forward_heads(
+        self, feat: torch.Tensor, centers: list[torch.Tensor] | None = None, *, compute_parsing: bool = True
+    ) -> UniParserOutput:
+        """Everything after the neck: F_neck (B, C_neck, h, w) -> ``UniParserOutput``."""
         center_logits = self.center_locator(feat)
         ins_feats = self.ins_builder(feat)
         cate_feats = self.cate_builder(feat)
