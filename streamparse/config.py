@@ -95,6 +95,15 @@ class TrainConfig:
     eval_interval: int = 1
     loss_weights: tuple[float, float, float, float] = (1.0, 3.0, 3.0, 1.0)  # c, aux, par, metric
     cihp_variant: bool = False  # paper 6.5: no negative-category term, pull-together term instead
+    lr_gamma: float = 0.1  # lr factor at each of lr_steps
+    # BatchNorm in the ResNet during training: frozen_bn = BN layers kept in eval mode (running
+    # statistics fixed, affine parameters trained; detectron2's choice for small per-GPU batches),
+    # bn = batch statistics per worker, syncbn = batch statistics across workers (CUDA only).
+    norm: str = "frozen_bn"
+    log_interval: int = 20  # iterations between metrics.jsonl lines / progress-bar updates
+    eval_max_images: int = 0  # images of the val split evaluated per eval (0 = all)
+    ray_address: str = ""  # multi-worker training: "" = start a local Ray, else connect here
+    torch_threads: int = 0  # CPU threads per training process (0 = torch's default; Ray workers: CPUs per worker)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,18 @@
+"""Training: data (seeded augmentation, global-batch sampler, collation), the loop, Ray launchers.
+
+The entry point is ``streamparse.pipelines.train.train`` (CLI: ``streamparse train``).
+"""
+
+from streamparse.training.data import AugmentedDataset, Batch, Collate, GlobalBatchSampler, TrainAugment
+from streamparse.training.loop import (
+    LRSchedule,
+    TrainingError,
+    evaluate_model,
+    load_state,
+    per_image_loss,
+    run_training,
+    set_train_mode,
+)
+
+__all__ = ["AugmentedDataset", "Batch", "Collate", "GlobalBatchSampler", "TrainAugment", "LRSchedule",
+           "TrainingError", "evaluate_model", "load_state", "per_image_loss", "run_training", "set_train_mode"]
