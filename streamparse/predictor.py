@@ -127,7 +127,9 @@ class Predictor:
             class_names = meta["class_names"]
             sha = ck.sha256_file(path)
         else:
-            model = build_model(mc.name, num_classes=mc.num_classes)
+            with torch.random.fork_rng(devices=[]):  # deterministic random init: every worker builds the same model
+                torch.manual_seed(0)
+                model = build_model(mc.name, num_classes=mc.num_classes)
             sha = None
             class_names = None
         space = None
