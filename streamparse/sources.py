@@ -111,6 +111,8 @@ class FileSource:
             raise SourceError(f"{self.path} is a directory, not a video file")
         try:
             self._container = av.open(str(self.path), mode="r", timeout=(10.0, 10.0))
+        except av.error.EOFError:
+            raise SourceError(f"video has zero frames (the file ends before any frame): {self.path}") from None
         except av.error.FFmpegError as exc:
             raise SourceError(f"not a video (PyAV cannot open it): {self.path}: {exc.strerror or exc}") from None
         if not self._container.streams.video:
@@ -202,6 +204,12 @@ class FileSource:
                 buf = []
         if buf:
             yield self._batch(buf)
+        hint = info.get("frames_hint") or 0
+        stopped_early = limit is not None and self._stats["decoded"] > limit
+        if hint and self._stats["decoded"] < hint and not stopped_early and not self._stats["errors"]:
+            msg = f"truncated: the header announces {hint} frames, {self._stats['decoded']} could be decoded"
+            log.warning("%s: %s", redact_uri(self.uri), msg)
+            self._stats["errors"].append(msg)
         if self._stats["decoded"] == 0 and not self._stats["errors"]:
             raise SourceError(f"video has zero frames: {self.path}")
         if self._stats["decoded"] == 0:
