@@ -44,14 +44,14 @@ class _SourceState:
     eof: bool = False
     done: bool = False
     errors: list = field(default_factory=list)
-    dropped: int = 0
+    dropped: dict = field(default_factory=dict)
 
 
 def probe_file(path: str) -> dict:
     """Open a file source and decode its first frame: clear errors before anything starts."""
-    from streamparse.sources import FileSource
+    from streamparse.sources import open_source
 
-    src = FileSource(path, max_frames=1)
+    src = open_source(path, max_frames=1)  # a FileSource, or SourceError for an unknown URI scheme
     with src:
         info = src.info()
         try:
@@ -313,7 +313,9 @@ def _finish(s: _SourceState, ray) -> None:
             st = ray.get(s.decoder.stats.remote())
         except Exception:  # noqa: BLE001
             st = {}
-        errs = s.errors + [e for e in st.get("errors", []) if isinstance(e, str)]
+        errs = s.errors + [e for e in st.get("errors", []) if isinstance(e, str) and e not in s.errors]
+        s.errors[:] = errs  # the summary reports what the status records
+        s.dropped = st.get("dropped", {})
         dropped = st.get("dropped", 0)
         if isinstance(dropped, dict):
             dropped = sum(dropped.values())

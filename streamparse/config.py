@@ -100,6 +100,9 @@ class TrainConfig:
     # statistics fixed, affine parameters trained; detectron2's choice for small per-GPU batches),
     # bn = batch statistics per worker, syncbn = batch statistics across workers (CUDA only).
     norm: str = "frozen_bn"
+    # sgd = the paper's SGD (momentum, weight_decay); adamw = AdamW(lr, weight_decay) — a deviation for
+    # short from-scratch CPU runs (the shipped synthetic weights), where SGD at the paper's lr is too slow.
+    optimizer: str = "sgd"
     log_interval: int = 20  # iterations between metrics.jsonl lines / progress-bar updates
     eval_max_images: int = 0  # images of the val split evaluated per eval (0 = all)
     ray_address: str = ""  # multi-worker training: "" = start a local Ray, else connect here

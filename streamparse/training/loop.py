@@ -36,6 +36,7 @@ STATE_FORMAT = "streamparse-train-state-v1"
 STATE_FILE = "last_state.pt"
 SUMMARY_FILE = "summary.json"  # rank 0's return value of the last run
 NORMS = ("frozen_bn", "bn", "syncbn")
+OPTIMIZERS = ("sgd", "adamw")
 LOSS_KEYS = ("loss", "loss_center", "loss_aux_ins", "loss_aux_cate", "loss_par", "loss_metric")
 
 
@@ -248,6 +249,8 @@ def run_training(
     main = rank == 0
     if tc.norm not in NORMS:
         raise TrainingError(f"train.norm must be one of {', '.join(NORMS)}, got {tc.norm!r}")
+    if tc.optimizer not in OPTIMIZERS:
+        raise TrainingError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {tc.optimizer!r}")
     if tc.norm == "syncbn" and world_size > 1 and device.type != "cuda":
         raise TrainingError("train.norm=syncbn needs CUDA workers (--gpu); use frozen_bn or bn on CPU")
     t_start = time.perf_counter()
@@ -273,7 +276,10 @@ def run_training(
     seed_everything(tc.seed)
     model = build_train_model(cfg).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=tc.lr_per_image * global_batch, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    if tc.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=tc.lr_per_image * global_batch, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=tc.lr_per_image * global_batch, weight_decay=tc.weight_decay)
     schedule = LRSchedule(base_lr=tc.lr_per_image * global_batch, warmup_iters=tc.warmup_iters,
                           warmup_ratio=tc.warmup_ratio, steps=tuple(tc.lr_steps), gamma=tc.lr_gamma)
     use_amp = bool(tc.amp) and device.type == "cuda"
