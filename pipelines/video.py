@@ -168,6 +168,7 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
         on_actors(workers)
     live_cfg = to_dict(cfg)["live"]
     summary = {"out": str(out), "sources": {}}
+    t_start = time.monotonic()
     interrupted = False
     prev_handler = signal.getsignal(signal.SIGTERM)
 
@@ -209,6 +210,7 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
         load = {i: 0 for i in range(n_workers)}
         pending: dict = {}  # result ref -> (state, seq, n, worker)
         t0 = time.monotonic()
+        summary["startup_s"] = round(t0 - t_start, 3)
         while True:
             active = [s for s in states if not s.done]
             if not active and not pending:
@@ -228,6 +230,8 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
                     for i, fr in enumerate(split_result(res)):
                         s.writer.add(seq + i, fr)
                         s.metrics.observe_lag(now - fr["wallclock"])
+                    if "first_result_s" not in summary:
+                        summary["first_result_s"] = round(time.monotonic() - t_start, 3)
                     s.metrics.count("inferred", n)
                     s.metrics.count("written", n)
                     bar.update(n)
@@ -303,6 +307,7 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
         if started:
             ray.shutdown()
     summary["interrupted"] = interrupted
+    summary["elapsed_s"] = round(time.monotonic() - t_start, 3)
     return summary
 
 

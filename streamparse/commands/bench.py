@@ -29,6 +29,10 @@ def add_arguments(p) -> None:
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
         sp.add_argument("--frames", type=int, default=300)
         sp.add_argument("--video", help="video file (default: a generated synthetic video)")
+        sp.add_argument("--config", help="YAML config (default: the embedded defaults)")
+        sp.add_argument("--checkpoint", default=None, help="weights: a path, 'none' (random init) or the shipped default")
+        sp.add_argument("--size", default="256x256", help="HxW of the generated video")
+        sp.add_argument("--no-progress", action="store_true")
 
 
 def _sizes(items):

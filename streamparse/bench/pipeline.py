@@ -1,0 +1,201 @@
+"""`streamparse bench pipeline`: end-to-end `streamparse run` vs model-only vs a naive loop.
+
+All three use the same video, model, weights, input size and CPU thread budget, in one process run:
+
+- **model-only**: every frame decoded up front into memory, then ``Predictor.predict`` over batches of
+  ``pipeline.batch_size`` (no decode, no store, no Ray) — the ceiling for this model on this machine;
+- **naive**: one process, frame by frame: decode (PyAV) → ``predict([frame])`` → zarr write;
+- **end-to-end**: ``pipelines.video.run`` (Ray decoder actor, inference actors, reorder sink) into a
+  fresh zarr store; Ray is started before the clock starts (its start-up is reported apart).
+
+Resident memory of the whole run (driver + every Ray process) is sampled once a second during the
+end-to-end run; growth = median of the last 10% of samples vs the median of the samples at 10-20% of
+the run (after warm-up).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _rss_tree() -> int:
+    """Resident bytes of this process and all its descendants (the local Ray processes); Linux /proc."""
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    tree, frontier = {os.getpid()}, [os.getpid()]
+    while frontier:
+        p = frontier.pop()
+        for c, pp in parent.items():
+            if pp == p and c not in tree:
+                tree.add(c)
+                frontier.append(c)
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for p in tree:
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+class _RSSSampler:
+    def __init__(self, interval_s: float = 1.0):
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        t0 = time.monotonic()
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic() - t0, _rss_tree()))
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "_RSSSampler":
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+
+    def summary(self) -> dict:
+        rss = np.asarray([s for _, s in self.samples], dtype=float) / 2**20
+        n = len(rss)
+        if n < 10:
+            return {"samples": n, "rss_mb_max": float(rss.max()) if n else None, "growth_pct": None}
+        base = float(np.median(rss[n // 10 : max(n // 5, n // 10 + 1)]))
+        end = float(np.median(rss[-max(1, n // 10):]))
+        return {"samples": n, "rss_mb_after_warmup": round(base, 1), "rss_mb_end": round(end, 1),
+                "rss_mb_max": round(float(rss.max()), 1), "growth_pct": round(100.0 * (end - base) / base, 2)}
+
+
+def _video(args, work: Path) -> tuple[str, int]:
+    if args.video:
+        return args.video, args.frames
+    from streamparse.data.synth import generate_video
+
+    path = work / "bench.mp4"
+    print(f"bench pipeline: generating a {args.frames}-frame synthetic video ({args.size})", flush=True)
+    h, _, w = args.size.partition("x")
+    generate_video(path, work / "gt", args.frames, seed=0, size=(int(h), int(w)), max_people=4)
+    return str(path), args.frames
+
+
+def run_pipeline_bench(args) -> dict:
+    import torch
+
+    from streamparse.config import load_config
+    from streamparse.pipelines.video import init_ray, run
+    from streamparse.predictor import Predictor
+    from streamparse.sink import ZarrSink
+    from streamparse.sources import FileSource
+
+    cfg = load_config(args.config, overrides=list(args.set))
+    pc = cfg.pipeline
+    work = Path(tempfile.mkdtemp(prefix="sp-bench-"))
+    try:
+        video, limit = _video(args, work)
+        ckpt = args.checkpoint
+        threads = pc.torch_threads or max(1, (os.cpu_count() or 2) // max(1, pc.workers))
+        torch.set_num_threads(threads)
+        pred = Predictor.from_config(cfg, checkpoint=ckpt)
+        res = {"video": video, "model": cfg.model.name, "input_size": list(cfg.model.input_size), "batch_size": pc.batch_size,
+               "workers": pc.workers, "threads": threads, "cpu_count": os.cpu_count(), "device": str(pred.device)}
+
+        # -- model-only: pre-decoded frames straight into the batched model
+        with FileSource(video, max_frames=limit) as src:
+            info = src.info()
+            frames = np.concatenate([b.frames for b in src.batches(256)])
+        n = len(frames)
+        res.update(frames=n, width=info["width"], height=info["height"])
+        pred.predict(frames[: pc.batch_size])  # warm-up
+        t = time.perf_counter()
+        for i in range(0, n, pc.batch_size):
+            pred.predict(frames[i : i + pc.batch_size])
+        res["model_only_fps"] = round(n / (time.perf_counter() - t), 2)
+        print(f"bench pipeline: model-only {res['model_only_fps']} fps", flush=True)
+        del frames
+
+        # -- naive: decode -> model -> write, frame by frame, one process
+        from streamparse.pipelines.video import resolve_model_meta, split_result
+        from streamparse.predictor import parsings_to_dict
+
+        meta = resolve_model_meta(cfg, ckpt if ckpt else None)
+        t = time.perf_counter()
+        with ZarrSink(work / "naive.zarr", mode="create", root_attrs={}, chunk_frames=pc.chunk_frames,
+                      compressor=pc.compressor) as sink, FileSource(video, max_frames=limit) as src:
+            w = sink.source("naive", src.info(), (info["height"], info["width"]), meta["class_names"], None)
+            seq = 0
+            for b in src.batches(1):
+                out = parsings_to_dict(pred.predict(b.frames), b.to_dict())
+                for fr in split_result(out):
+                    w.add(seq, fr)
+                    seq += 1
+            w.flush()
+        res["naive_fps"] = round(n / (time.perf_counter() - t), 2)
+        print(f"bench pipeline: naive loop {res['naive_fps']} fps", flush=True)
+        del pred
+
+        # -- end-to-end: streamparse run (Ray started before the clock)
+        t = time.perf_counter()
+        started = init_ray(pc.ray_address, pc.object_store_memory_mb)
+        res["ray_start_s"] = round(time.perf_counter() - t, 2)
+        try:
+            with _RSSSampler() as mem:
+                t = time.perf_counter()
+                summ = run(cfg, [video], work / "e2e.zarr", checkpoint=ckpt, progress=not args.no_progress)
+                wall = time.perf_counter() - t
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+        written = sum(s["frames_written"] for s in summ["sources"].values())
+        if written != n:
+            raise RuntimeError(f"end-to-end run wrote {written} frames, expected {n}")
+        res["e2e_fps"] = round(n / wall, 2)
+        # steady state: from the first result (actors up, model built) to the end
+        steady = wall - summ.get("first_result_s", 0.0)
+        res["e2e_startup_s"] = summ.get("first_result_s")
+        res["e2e_steady_fps"] = round((n - pc.batch_size) / steady, 2) if steady > 0 else None
+        res["e2e_vs_model_only"] = round(res["e2e_fps"] / res["model_only_fps"], 3)
+        res["e2e_steady_vs_model_only"] = round(res["e2e_steady_fps"] / res["model_only_fps"], 3) if res["e2e_steady_fps"] else None
+        res["e2e_vs_naive"] = round(res["e2e_fps"] / res["naive_fps"], 3)
+        res["memory"] = mem.summary()
+        res["memory"]["samples_mb"] = [round(s / 2**20, 1) for _, s in mem.samples]
+        return res
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def format_pipeline(res: dict) -> str:
+    m = res["memory"]
+    lines = [
+        f"video {res['video']}  {res['frames']} frames {res['width']}x{res['height']}  model {res['model']} @ {res['input_size']}  "
+        f"batch {res['batch_size']}  workers {res['workers']}  threads {res['threads']}/{res['cpu_count']} cpus  device {res['device']}",
+        f"{'mode':<28}{'fps':>10}",
+        f"{'model-only (pre-decoded)':<28}{res['model_only_fps']:>10.2f}",
+        f"{'naive loop (1 process)':<28}{res['naive_fps']:>10.2f}",
+        f"{'streamparse run':<28}{res['e2e_fps']:>10.2f}   ({res['e2e_vs_model_only']:.2f}x model-only, {res['e2e_vs_naive']:.2f}x naive)",
+        f"{'  steady state':<28}{(res['e2e_steady_fps'] or 0):>10.2f}   ({(res['e2e_steady_vs_model_only'] or 0):.2f}x model-only; "
+        f"actors+model start {res['e2e_startup_s']} s, Ray start {res['ray_start_s']} s apart)",
+        f"memory (driver + Ray processes): after warm-up {m.get('rss_mb_after_warmup')} MB, end {m.get('rss_mb_end')} MB, "
+        f"max {m.get('rss_mb_max')} MB, growth {m.get('growth_pct')} % ({m['samples']} samples)",
+    ]
+    return "\n".join(lines)
