@@ -45,6 +45,7 @@ class _SourceState:
     done: bool = False
     errors: list = field(default_factory=list)
     dropped: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
 
 
 def probe_file(path: str) -> dict:
@@ -197,9 +198,9 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
                 info = {"uri": redact_uri(st.uri), "kind": "live" if st.live else "file"}
             info = {**infos.get(st.sid, {}), **info}
             st.metrics = SourceMetrics(st.sid)
-            if "width" in info:
-                st.writer = sink.source(st.sid, info, (info["height"], info["width"]), meta["class_names"], np.asarray(meta["palette"]) if meta["palette"] else None)
-                st.next_seq = st.writer.next_seq
+            st.info = info
+            if info.get("width"):  # (a live source not connected yet gets its writer with its first frames)
+                _open_writer(st, sink, meta)
             if st.done and st.writer is not None:
                 st.writer.set_status(state="complete" if not st.errors else "error", errors=st.errors)
         total = sum((infos.get(s.sid, {}).get("frames_hint") or 0) for s in states if not s.live) or None
@@ -216,7 +217,8 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
             if not active and not pending:
                 break
             for s in active:  # issue decode requests under the in-flight bound
-                while not s.eof and s.in_flight + len(s.decode_refs) < pc.max_in_flight and len(s.decode_refs) < 2:
+                bound = cfg.live.max_in_flight if s.live else pc.max_in_flight
+                while not s.eof and s.in_flight + len(s.decode_refs) < bound and len(s.decode_refs) < 2:
                     s.decode_refs.append(s.decoder.next_batch.remote())
             decode_refs = [r for s in active for r in s.decode_refs]
             ready, _ = ray.wait(decode_refs + list(pending), num_returns=1, timeout=0.2)
@@ -244,12 +246,18 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
                     s.errors.append(_one_line(exc))
                     s.eof = True
                     batch = None
+                if batch is not None and "_live" in batch:  # live: drops and reconnects so far
+                    _live_metrics(s, batch.pop("_live"))
                 if batch is None:
                     s.eof = True
                 elif batch.get("empty"):
                     continue
                 else:
                     n = len(batch["frame_index"])
+                    if s.writer is None:
+                        h, w = np.asarray(batch["frames"]).shape[1:3]
+                        s.info = {**s.info, "height": int(h), "width": int(w)}
+                        _open_writer(s, sink, meta)
                     s.metrics.count("decoded", n)
                     wi = min(load, key=load.get)
                     load[wi] += 1
@@ -292,6 +300,12 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
             summ = s.metrics.summary() if s.metrics else {}
             summary["sources"][s.sid] = {"uri": redact_uri(s.uri), "frames_written": s.writer.committed if s.writer else 0,
                                          "errors": s.errors, **{k: v for k, v in summ.items() if k != "source"}}
+        failed = {s.sid: s.errors for s in states if s.writer is None and s.errors}
+        if failed:  # sources that never delivered a frame have no group: their status lives at the root
+            try:
+                sink.root.attrs["failed_sources"] = failed
+            except Exception:  # noqa: BLE001
+                pass
         sink.close()
         for s in states:
             if s.decoder is not None:
@@ -311,6 +325,12 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
     return summary
 
 
+def _open_writer(s: _SourceState, sink, meta: dict) -> None:
+    s.writer = sink.source(s.sid, s.info, (s.info["height"], s.info["width"]), meta["class_names"],
+                           np.asarray(meta["palette"]) if meta["palette"] else None)
+    s.next_seq = s.writer.next_seq
+
+
 def _finish(s: _SourceState, ray) -> None:
     if s.writer is not None:
         s.writer.flush()
@@ -318,15 +338,33 @@ def _finish(s: _SourceState, ray) -> None:
             st = ray.get(s.decoder.stats.remote())
         except Exception:  # noqa: BLE001
             st = {}
-        errs = s.errors + [e for e in st.get("errors", []) if isinstance(e, str) and e not in s.errors]
+        src_errs = st.get("errors") if isinstance(st.get("errors"), list) else []  # (live: a count)
+        driver_errs = [e for e in s.errors if e not in src_errs and "gave up" not in e]
+        errs = s.errors + [e for e in src_errs if isinstance(e, str) and e not in s.errors]
         s.errors[:] = errs  # the summary reports what the status records
-        s.dropped = st.get("dropped", {})
+        if isinstance(st.get("dropped"), dict):
+            _live_metrics(s, {"dropped": st["dropped"], "reconnects": st.get("reconnects", 0), "segments": st.get("segments", 0)})
         dropped = st.get("dropped", 0)
         if isinstance(dropped, dict):
             dropped = sum(dropped.values())
-        s.writer.set_status(state="complete" if not errs else "error", complete=not errs, errors=errs,
-                            dropped=int(dropped or 0), reconnects=int(st.get("reconnects", 0) or 0))
+        if s.live:  # a live stream ends by giving up reconnecting: every frame it delivered is stored
+            state = "ended" if s.writer.committed and not driver_errs else "error"
+            complete = state == "ended"
+        else:
+            state, complete = ("complete" if not errs else "error"), not errs
+        s.writer.set_status(state=state, complete=complete, errors=errs,
+                            dropped=int(dropped or 0), dropped_by_reason=dict(s.dropped),
+                            reconnects=int(st.get("reconnects", 0) or 0), segments=int(st.get("segments", 0) or 0))
     s.done = True
+
+
+def _live_metrics(s: _SourceState, st: dict) -> None:
+    for reason, n in st.get("dropped", {}).items():
+        new = int(n) - s.dropped.get(reason, 0)
+        if new > 0:
+            s.metrics.drop(reason, new)
+    s.dropped = dict(st.get("dropped", {}))
+    s.metrics.set_reconnects(st.get("reconnects", 0), st.get("segments", 0))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -38,19 +38,25 @@ class DecoderActor:
             if self.max_frames and self.emitted >= self.max_frames:
                 return None
             try:
-                b = self.src.read(self.batch_size, self.batch_timeout_s)
+                want = min(self.batch_size, self.max_frames - self.emitted) if self.max_frames else self.batch_size
+                b = self.src.read(want, self.batch_timeout_s)
             except Exception:
                 raise
             if b is None:
                 if self.src.stats().get("state") in ("failed", "closed"):
                     return None
-                return {"empty": True}
+                return {"empty": True, "_live": self._live_stats()}
             self.emitted += len(b)
-            return b.to_dict()
+            return {**b.to_dict(), "_live": self._live_stats()}
         if self.it is None:
             self.it = self.src.batches(self.batch_size)
         b = next(self.it, None)
         return None if b is None else b.to_dict()
+
+    def _live_stats(self) -> dict:
+        st = self.src.stats()
+        return {"dropped": dict(st.get("dropped", {})), "reconnects": int(st.get("reconnects", 0) or 0),
+                "segments": int(st.get("segments", 0) or 0)}
 
     def stats(self) -> dict:
         return self.src.stats()

@@ -63,6 +63,9 @@ class LiveConfig:
     queue_size: int = 8
     drop_policy: str = "drop-oldest"  # drop-oldest | drop-latest | wait
     stall_timeout_s: float = 10.0
+    # batches of a live source in flight downstream (pipeline.max_in_flight is for files): the lag
+    # bound is about (queue_size + max_in_flight x batch_size) frames of model time
+    max_in_flight: int = 2
 
 
 @dataclass(frozen=True)

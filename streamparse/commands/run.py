@@ -56,9 +56,12 @@ def run(args) -> int:
         raise CLIError(str(exc).splitlines()[0]) from None
     failed = 0
     for sid, s in summary["sources"].items():
-        lag = f", lag p95 {s['lag_p95_s']:.2f}s" if s.get("lag_p95_s") is not None else ""
+        lag = f", lag p50/p95 {s['lag_p50_s']:.2f}/{s['lag_p95_s']:.2f}s" if s.get("lag_p95_s") is not None else ""
+        drops = sum((s.get("dropped") or {}).values())
+        drop = f", dropped {drops} ({', '.join(f'{k} {v}' for k, v in s['dropped'].items())})" if drops else ""
+        rec = f", reconnects {s['reconnects']}" if s.get("reconnects") else ""
         err = f", errors: {'; '.join(s['errors'])}" if s["errors"] else ""
-        print(f"{sid}: {s['frames_written']} frames written ({s.get('fps', 0):.1f} fps){lag}{err}")
+        print(f"{sid}: {s['frames_written']} frames written ({s.get('fps', 0):.1f} fps){lag}{drop}{rec}{err}")
         failed += bool(s["errors"])
     print(f"store: {summary['out']}" + (" (interrupted; rerun with --resume)" if summary["interrupted"] else ""))
     if args.summary_json:
