@@ -129,7 +129,7 @@ def parse_image(
         p = parsing[keep][:, 1:, :hc, :wc].float()
         fused_low = p.amax(dim=1) if k else p.new_zeros((0, hc, wc))
         cm = None
-    score_maps = fused_low.new_zeros((k, H, W))
+    score_maps = fused_low.new_zeros((k, H, W)) if keep_raw else None  # (only for raw_masks)
     fgmask = torch.zeros((H, W), dtype=torch.bool, device=dev)
     who = torch.zeros((H, W), dtype=torch.long, device=dev)
     label_full = torch.zeros((H, W), dtype=torch.long, device=dev)
@@ -146,11 +146,15 @@ def parse_image(
         Y1, X1 = min((r1 + 1) * stride, H), min((c1 + 1) * stride, W)
 
         def up(x: torch.Tensor) -> torch.Tensor:  # (M, crop cells) -> (M, crop pixels)
-            y = F.interpolate(x[None], scale_factor=stride, mode="bilinear", align_corners=False)[0]
+            # channels_last: the reductions over M below then read contiguous memory (2x faster on
+            # CPU than reducing over the outer dim; identical values)
+            x = x[None].contiguous(memory_format=torch.channels_last)
+            y = F.interpolate(x, scale_factor=stride, mode="bilinear", align_corners=False)[0]
             return y[:, : Y1 - Y0, : X1 - X0]
 
         sm = up(fused_low[:, r0 : r1 + 1, c0 : c1 + 1])
-        score_maps[:, Y0:Y1, X0:X1] = sm
+        if score_maps is not None:
+            score_maps[:, Y0:Y1, X0:X1] = sm
         best, w_ = sm.max(dim=0)
         fgmask[Y0:Y1, X0:X1] = best > mask_thresh
         who[Y0:Y1, X0:X1] = w_
@@ -158,9 +162,9 @@ def parse_image(
             label_full[Y0:Y1, X0:X1] = up(cm[:, r0 : r1 + 1, c0 : c1 + 1]).argmax(dim=0) + 1
         else:  # label of the winning person's own fused maps
             pc = p[:, :, r0 : r1 + 1, c0 : c1 + 1]
-            lab = up(pc.flatten(0, 1)).view(k, pc.shape[1], Y1 - Y0, X1 - X0).argmax(dim=1) + 1
+            lab = up(pc.flatten(0, 1)).reshape(k, pc.shape[1], Y1 - Y0, X1 - X0).argmax(dim=1) + 1
             label_full[Y0:Y1, X0:X1] = lab.gather(0, w_.unsqueeze(0))[0]
-    raw = score_maps > mask_thresh
+    raw = score_maps > mask_thresh if score_maps is not None else None
     # drop people that won no pixel, renumber 1..K in score order
     counts = torch.bincount(who[fgmask], minlength=k) if k else torch.zeros(0, dtype=torch.long, device=dev)
     alive = torch.nonzero(counts > 0).flatten()

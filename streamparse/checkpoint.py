@@ -14,7 +14,7 @@ import torch
 
 FORMAT = "streamparse-checkpoint-v1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "uniparser_r18_fpn_light_synth_cihp.pt"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "uniparser_small_synth_cihp.pt"
 
 
 class CheckpointError(ValueError):
@@ -75,6 +75,17 @@ def load_checkpoint(path: str | Path) -> dict:
         if key not in ckpt:
             raise CheckpointError(f"checkpoint {path} lacks {key!r}")
     return ckpt
+
+
+def export_checkpoint(src: str | Path, dst: str | Path, *, half: bool = True, extra: dict | None = None) -> tuple[Path, str, int]:
+    """Copy a checkpoint's weights (fp16 with ``half``), name, kwargs, class names and config into a
+    new checkpoint (training state and anything else dropped); returns (path, sha256, bytes)."""
+    model, ck = build_from_checkpoint(src)
+    path = save_checkpoint(dst, model, model_name=ck["model_name"], model_kwargs=ck["model_kwargs"],
+                           class_names=ck["class_names"], config=ck.get("config") or {}, half=half,
+                           extra={**(ck.get("extra") or {}), **(extra or {})} or None)
+    build_from_checkpoint(path)  # it loads back (weights_only) and fits its model
+    return path, sha256_file(path), path.stat().st_size
 
 
 def build_from_checkpoint(

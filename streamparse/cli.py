@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "eval": "streamparse.commands.eval",
     "synth": "streamparse.commands.synth",
     "bench": "streamparse.commands.bench",
+    "export": "streamparse.commands.export",
 }
 
 

@@ -23,10 +23,10 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "uniparser_r18_fpn_light"  # a name from streamparse.models.registry
+    name: str = "uniparser_small"  # a name from streamparse.models.registry (the shipped weights)
     num_classes: int = 20  # incl. background: 20 CIHP, 59 MHPv2
     label_space: str = "cihp"
-    input_size: tuple[int, int] = (512, 512)  # (short side, max long side) at inference
+    input_size: tuple[int, int] = (256, 448)  # (short side, max long side) at inference (the shipped weights: 256)
     center_thresh: float = 0.1  # theta_ctr
     mask_thresh: float = 0.5  # theta_mask
     max_instances: int = 100
