@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -182,7 +183,9 @@ class Predictor:
 
     # ------------------------------------------------------------------ preprocessing
     def _to_device(self, frames: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(frames))
+        with warnings.catch_warnings():  # read-only arrays (Ray zero-copy) are only read here, never written
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            t = torch.from_numpy(np.ascontiguousarray(frames))
         if self.device.type == "cuda":
             t = t.pin_memory()
             if self._copy_stream is not None:
