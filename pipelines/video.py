@@ -71,16 +71,7 @@ def resolve_model_meta(cfg: Config, checkpoint: str | None) -> dict:
     from streamparse.categories import get_label_space
 
     mc = cfg.model
-    path = None
-    if checkpoint not in (None, "none", "default"):
-        path = checkpoint
-    elif checkpoint in (None, "default") and ck.DEFAULT_WEIGHTS.is_file():
-        meta = ck.load_checkpoint(ck.DEFAULT_WEIGHTS)
-        if meta["model_name"] == mc.name and len(meta["class_names"]) == mc.num_classes:
-            path = str(ck.DEFAULT_WEIGHTS)
-        elif checkpoint == "default":
-            raise ck.CheckpointError(f"shipped weights hold {meta['model_name']} with {len(meta['class_names'])} classes, "
-                                     f"config asks for {mc.name} with {mc.num_classes}")
+    path = ck.resolve_checkpoint(checkpoint, mc.name, mc.num_classes)
     names, sha = None, None
     if path:
         meta = ck.load_checkpoint(path)

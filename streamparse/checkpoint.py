@@ -77,6 +77,27 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def resolve_checkpoint(checkpoint: str | None, model_name: str, num_classes: int) -> str | None:
+    """Which weights to load: a path as given; ``'none'`` -> None (random init); ``'default'`` -> the
+    shipped weights (CheckpointError when missing or not fitting); None -> the shipped weights when
+    they fit ``model_name``/``num_classes``, else None."""
+    if checkpoint == "none":
+        return None
+    if checkpoint not in (None, "default"):
+        return str(checkpoint)
+    if not DEFAULT_WEIGHTS.is_file():
+        if checkpoint == "default":
+            raise CheckpointError(f"no shipped weights at {DEFAULT_WEIGHTS}")
+        return None
+    meta = load_checkpoint(DEFAULT_WEIGHTS)
+    if meta["model_name"] == model_name and len(meta["class_names"]) == num_classes:
+        return str(DEFAULT_WEIGHTS)
+    if checkpoint == "default":
+        raise CheckpointError(f"shipped weights hold {meta['model_name']} with {len(meta['class_names'])} classes, "
+                              f"config asks for {model_name} with {num_classes}")
+    return None
+
+
 def export_checkpoint(src: str | Path, dst: str | Path, *, half: bool = True, extra: dict | None = None) -> tuple[Path, str, int]:
     """Copy a checkpoint's weights (fp16 with ``half``), name, kwargs, class names and config into a
     new checkpoint (training state and anything else dropped); returns (path, sha256, bytes)."""

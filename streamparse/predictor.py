@@ -109,20 +109,7 @@ class Predictor:
 
         mc, pc = cfg.model, cfg.pipeline
         dev = device or pc.device
-        path: str | None
-        if checkpoint in (None, "default"):
-            default_ok = ck.DEFAULT_WEIGHTS.is_file()
-            if checkpoint == "default" and not default_ok:
-                raise ck.CheckpointError(f"no shipped weights at {ck.DEFAULT_WEIGHTS}")
-            path = str(ck.DEFAULT_WEIGHTS) if default_ok else None
-            if path and checkpoint is None:
-                meta = ck.load_checkpoint(path)
-                if meta["model_name"] != mc.name or len(meta["class_names"]) != mc.num_classes:
-                    path = None
-        elif checkpoint == "none":
-            path = None
-        else:
-            path = checkpoint
+        path = ck.resolve_checkpoint(checkpoint, mc.name, mc.num_classes)
         if path:
             model, meta = ck.build_from_checkpoint(path, expect_model=mc.name, expect_num_classes=mc.num_classes)
             class_names = meta["class_names"]

@@ -15,3 +15,45 @@ def real_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real data folder absent: {path}")
     return path
+
+
+@pytest.fixture(scope="module")
+def gst():
+    """Skip (with the reason) unless Debian's GStreamer RTSP server packages are installed."""
+    from rtsp_server import gst_rtsp_available
+
+    ok, why = gst_rtsp_available()
+    if not ok:
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    """A local Ray runtime (2 CPUs, 512 MB object store) for one test module."""
+    import ray
+
+    from streamparse.pipelines.video import init_ray
+
+    started = init_ray(object_store_mb=512, num_cpus=2)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """75 flat grey 160x120 H.264 frames at 25 fps; frame i has grey level 10 + 3 i."""
+    import av
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 160, 120, "yuv420p"
+        s.options = {"g": "25", "bf": "0", "preset": "ultrafast", "tune": "zerolatency"}
+        for i in range(75):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((120, 160, 3), 10 + 3 * i, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path

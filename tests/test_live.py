@@ -10,11 +10,10 @@ import logging
 import threading
 import time
 
-import av
 import numpy as np
 import pytest
 
-from rtsp_server import RtspServer, free_port, gst_rtsp_available
+from rtsp_server import RtspServer, free_port
 from streamparse.config import LiveConfig
 from streamparse.live import (
     LiveSource,
@@ -27,30 +26,6 @@ from streamparse.live import (
 )
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def gst():
-    ok, why = gst_rtsp_available()
-    if not ok:
-        pytest.skip(why)
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    """75 flat grey 160x120 H.264 frames at 25 fps; frame i has grey level 10 + 3 i."""
-    path = tmp_path_factory.mktemp("live") / "clip.mp4"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 160, 120, "yuv420p"
-        s.options = {"g": "25", "bf": "0", "preset": "ultrafast", "tune": "zerolatency"}
-        for i in range(75):
-            img = np.full((120, 160, 3), 10 + 3 * i, np.uint8)
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
 
 
 def fast(url: str, **kw) -> LiveSource:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,18 +25,6 @@ MODEL = ["model.name=uniparser_tiny", "model.input_size=[64,64]", "model.center_
          "model.mask_thresh=0.2", "model.merge_cos=1.01"]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
        "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="module")
-def ray_runtime():
-    import ray
-
-    from streamparse.pipelines.video import init_ray
-
-    started = init_ray(object_store_mb=512, num_cpus=2)
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 def cfg_with(*extra):

@@ -8,12 +8,11 @@ import threading
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import zarr
 
-from rtsp_server import RtspServer, free_port, gst_rtsp_available
+from rtsp_server import RtspServer, free_port
 from streamparse.config import load_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
@@ -22,41 +21,6 @@ MODEL = ["model.name=uniparser_tiny", "model.input_size=[64,64]", "model.center_
          "model.mask_thresh=0.2", "model.merge_cos=1.01"]
 FAST = ["live.open_timeout_s=3.0", "live.read_timeout_s=1.5", "live.reconnect_initial_s=0.2", "live.reconnect_cap_s=1.0",
         "pipeline.chunk_frames=8", "pipeline.batch_timeout_s=0.03"]
-
-
-@pytest.fixture(scope="module")
-def gst():
-    ok, why = gst_rtsp_available()
-    if not ok:
-        pytest.skip(why)
-
-
-@pytest.fixture(scope="module")
-def ray_runtime():
-    import ray
-
-    from streamparse.pipelines.video import init_ray
-
-    started = init_ray(object_store_mb=512, num_cpus=2)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    """75 flat grey 160x120 H.264 frames at 25 fps."""
-    path = tmp_path_factory.mktemp("plive") / "clip.mp4"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 160, 120, "yuv420p"
-        s.options = {"g": "25", "bf": "0", "preset": "ultrafast", "tune": "zerolatency"}
-        for i in range(75):
-            for p in s.encode(av.VideoFrame.from_ndarray(np.full((120, 160, 3), 10 + 3 * i, np.uint8), format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
 
 
 def all_attrs(path: Path) -> str:

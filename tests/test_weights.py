@@ -36,3 +36,19 @@ def test_shipped_weights_parse_fresh_synthetic_people(tmp_path):
     m = json.loads(out.read_text())
     # measured on 200 fresh images: AP^p@0.1 0.91, AP^p@0.3 0.37, mIoU 0.44 (random weights: ~0)
     assert m["AP_p"][0] >= 0.7 and m["AP_p"][2] >= 0.15 and m["mIoU"] >= 0.3, m
+
+
+def test_resolve_checkpoint():
+    import pytest
+
+    from streamparse.checkpoint import CheckpointError, resolve_checkpoint
+
+    cfg = load_config()
+    name, n = cfg.model.name, cfg.model.num_classes
+    assert resolve_checkpoint(None, name, n) == str(DEFAULT_WEIGHTS)
+    assert resolve_checkpoint("default", name, n) == str(DEFAULT_WEIGHTS)
+    assert resolve_checkpoint("none", name, n) is None
+    assert resolve_checkpoint("/x/y.pt", name, n) == "/x/y.pt"
+    assert resolve_checkpoint(None, "uniparser_tiny", n) is None  # shipped weights do not fit: random init
+    with pytest.raises(CheckpointError, match="shipped weights hold"):
+        resolve_checkpoint("default", name, 59)
