@@ -258,11 +258,9 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
             for s in active:
                 if s.eof and s.in_flight == 0 and not s.decode_refs:
                     _finish(s, ray)
-            if bar is not None and pending is not None:
-                el = time.monotonic() - t0
+            if bar is not None:
                 lags = [x.metrics.lag_s for x in states if x.metrics and x.metrics.lag_s is not None]
                 bar.set_postfix(inflight=len(pending), lag=f"{max(lags):.2f}s" if lags else "-", refresh=False)
-                _ = el
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: draining in-flight batches and closing the store")

@@ -37,11 +37,8 @@ class DecoderActor:
         if self.live:
             if self.max_frames and self.emitted >= self.max_frames:
                 return None
-            try:
-                want = min(self.batch_size, self.max_frames - self.emitted) if self.max_frames else self.batch_size
-                b = self.src.read(want, self.batch_timeout_s)
-            except Exception:
-                raise
+            want = min(self.batch_size, self.max_frames - self.emitted) if self.max_frames else self.batch_size
+            b = self.src.read(want, self.batch_timeout_s)  # LiveSourceError once it gave up: the driver records it
             if b is None:
                 if self.src.stats().get("state") in ("failed", "closed"):
                     return None
