@@ -18,6 +18,15 @@ def coord_features(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([xx, yy]).unsqueeze(0).expand(b, -1, -1, -1)
 
 
+def with_coords(x: torch.Tensor) -> torch.Tensor:
+    """(B,C,H,W) -> (B,C+2,H,W): ``x`` with relative coordinates appended, in ``x``'s memory
+    format (a channels_last input stays channels_last: the next conv avoids a layout conversion)."""
+    c = coord_features(x)
+    if x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
+        c = c.contiguous(memory_format=torch.channels_last)  # cat of two channels_last tensors stays channels_last
+    return torch.cat([x, c], dim=1)
+
+
 def conv_stack(in_ch: int, ch: int, num_convs: int, groups: int = 32) -> nn.Sequential:
     """``num_convs`` x (conv3x3 -> GN -> ReLU)."""
     layers: list[nn.Module] = []
@@ -47,8 +56,7 @@ class CenterLocator(nn.Module):
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(feat, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
-        x = torch.cat([x, coord_features(x)], dim=1)
-        return self.out(self.tower(x))
+        return self.out(self.tower(with_coords(x)))
 
 
 class FeatureSpaceBuilder(nn.Module):
@@ -65,7 +73,7 @@ class FeatureSpaceBuilder(nn.Module):
         self.out = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([feat, coord_features(feat)], dim=1) if self.coords else feat
+        x = with_coords(feat) if self.coords else feat
         return F.normalize(self.out(self.tower(x)), dim=1, eps=1e-6)
 
 

@@ -70,6 +70,35 @@ def test_bad_input_size_is_a_clear_error():
         model(torch.randn(3, 64, 64))
 
 
+@pytest.mark.parametrize("stride", [4, 8])
+def test_full_neck_compression_equals_concat_then_1x1(stride):
+    """The neck mixes each FPN level at its own resolution and then upsamples; that must equal the
+    paper's formulation (upsample every level, concatenate, 1x1 conv) up to float rounding."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    neck = build_model("uniparser_tiny", num_classes=20, stride=stride).neck.eval()
+    levels = [torch.randn(2, 64, 64 // 2**i, 48 // 2**i) for i in range(4 - neck.first_level)]
+    size = levels[0].shape[-2:]
+    cat = torch.cat([levels[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in levels[1:]], 1)
+    with torch.no_grad():
+        ref = neck.compress(cat)
+        got = neck.compress_levels(levels)
+    assert got.shape == ref.shape == (2, neck.out_channels, *size)
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_coords_keep_channels_last():
+    from streamparse.models.heads import with_coords
+
+    x = torch.randn(1, 8, 5, 7).contiguous(memory_format=torch.channels_last)
+    y = with_coords(x)
+    assert y.shape == (1, 10, 5, 7) and y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y[:, :8], x)
+    assert float(y[0, 8, 0, 0]) == -1.0 and float(y[0, 8, 0, -1]) == 1.0  # x coordinate first
+    assert float(y[0, 9, 0, 0]) == -1.0 and float(y[0, 9, -1, 0]) == 1.0
+
+
 def test_light_variant_is_smaller_than_full():
     full = sum(p.numel() for p in build_model("uniparser_r50_fpn").parameters())
     light = sum(p.numel() for p in build_model("uniparser_r50_fpn_light").parameters())
