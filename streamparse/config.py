@@ -110,6 +110,10 @@ class TrainConfig:
     eval_max_images: int = 0  # images of the val split evaluated per eval (0 = all)
     ray_address: str = ""  # multi-worker training: "" = start a local Ray, else connect here
     torch_threads: int = 0  # CPU threads per training process (0 = torch's default; Ray workers: CPUs per worker)
+    # start from these weights (a streamparse checkpoint of the same model and classes; fresh optimizer
+    # and schedule), e.g. fine-tune the shipped weights; "default" = the shipped weights; "" = from scratch.
+    # --resume takes precedence.
+    init_from: str = ""
 
 
 @dataclass(frozen=True)

@@ -218,6 +218,26 @@ def test_interrupt_mid_epoch_then_resume_exactly(straight_run, data_root, tmp_pa
     assert _max_diff(_weights(straight_run / "last.pt"), _weights(work / "last.pt")) <= 1e-6
 
 
+# ----------------------------------------------------------------------------- init_from (fine-tuning)
+def test_init_from_starts_at_the_given_weights(straight_run, data_root, tmp_path, capsys):
+    """train.init_from loads a checkpoint's weights (fresh optimizer): at a vanishing lr the result
+    stays at those weights, far from a from-scratch start; a checkpoint of another model is refused."""
+    ref = _weights(straight_run / "last.pt")
+    sets = _sets(data_root, **{"train.epochs": 1, "train.lr_per_image": 1e-12, "train.eval_interval": 0})
+    work = tmp_path / "ft"
+    assert _train_cli(work, sets + [f"train.init_from={straight_run / 'last.pt'}"]) == 0
+    assert _max_diff(ref, _weights(work / "last.pt")) <= 1e-6
+    scratch = tmp_path / "scratch"
+    assert _train_cli(scratch, sets) == 0
+    assert _max_diff(ref, _weights(scratch / "last.pt")) > 1e-3
+    capsys.readouterr()
+    assert _train_cli(tmp_path / "bad", sets + ["train.init_from=default"]) == 2  # shipped weights: uniparser_small
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "init_from" in err[0] and "uniparser_small" in err[0], err
+    assert _train_cli(tmp_path / "bad2", sets + [f"train.init_from={tmp_path / 'nowhere.pt'}"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- CLI errors
 def test_bad_set_key_is_one_line(tmp_path, capsys):
     assert _train_cli(tmp_path / "w", ["train.bogus_key=1"]) == 2

@@ -158,6 +158,26 @@ def build_train_model(cfg) -> nn.Module:
     return model
 
 
+def init_weights(model: nn.Module, source: str, cfg) -> None:
+    """Load ``source`` ("default" = the shipped weights, or a checkpoint path) into ``model``
+    (float32). The checkpoint must hold the same model and number of classes."""
+    from streamparse import checkpoint as ck
+
+    try:
+        path = ck.resolve_checkpoint(source, cfg.model.name, cfg.model.num_classes) if source == "default" else source
+        ckpt = ck.load_checkpoint(path)
+    except ck.CheckpointError as exc:
+        raise TrainingError(f"train.init_from: {exc}") from None
+    if ckpt["model_name"] != cfg.model.name or len(ckpt["class_names"]) != cfg.model.num_classes:
+        raise TrainingError(f"train.init_from: {path} holds {ckpt['model_name']} with {len(ckpt['class_names'])} classes, "
+                            f"the config trains {cfg.model.name} with {cfg.model.num_classes}")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise TrainingError(f"train.init_from: {path} does not fit the model: {str(exc).splitlines()[0][:300]}") from None
+
+
 def evaluate_model(model: nn.Module, cfg, dataset, class_names: list[str], device: torch.device,
                    progress: bool = False) -> dict | None:
     """AP^p / PCP / mIoU of ``model`` on ``dataset`` (a copy of the model runs in a Predictor).
@@ -307,6 +327,10 @@ def run_training(
                 print(f"train: warning: resuming with a global batch of {global_batch} images (the state was "
                       f"saved with {saved_batch}): the lr and the data order change")
         set_rng_state(resume_state["rng"])
+    elif tc.init_from:
+        init_weights(model, tc.init_from, cfg)
+        if main:
+            print(f"train: initialised from {tc.init_from}")
     if tc.norm == "syncbn" and world_size > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net = model
