@@ -52,3 +52,29 @@ def test_resolve_checkpoint():
     assert resolve_checkpoint(None, "uniparser_tiny", n) is None  # shipped weights do not fit: random init
     with pytest.raises(CheckpointError, match="shipped weights hold"):
         resolve_checkpoint("default", name, 59)
+
+
+def test_eval_set_overrides_the_config(tmp_path):
+    """`streamparse eval CONFIG CHECKPOINT --set key=value` changes the model's settings; a bad key
+    or --set without a CONFIG is a one-line error."""
+    from streamparse.data.synth import generate_dataset
+
+    generate_dataset(tmp_path / "d", "cihp", 6, seed=4321, size=(256, 256), split="val", min_people=2, max_people=4)
+    cfg = str(Path(__file__).parents[1] / "configs" / "train_synth_cihp_small.yaml")
+
+    def ev(*extra):
+        out = tmp_path / f"m{len(extra)}.json"
+        r = subprocess.run([sys.executable, "-m", "streamparse", "eval", *extra[:1], str(DEFAULT_WEIGHTS), "--data", str(tmp_path / "d"),
+                            "--json", str(out), *extra[1:]], capture_output=True, text=True, timeout=300)
+        return r, (json.loads(out.read_text()) if r.returncode == 0 else None)
+
+    r, base = ev(cfg)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r, strict = ev(cfg, "--set", "model.center_thresh=0.999")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert base["num_pred"] >= 6 and strict["num_pred"] < base["num_pred"], (base["num_pred"], strict["num_pred"])
+    r, _ = ev(cfg, "--set", "model.bogus=1")
+    assert r.returncode == 2 and "unknown config key model.bogus" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = subprocess.run([sys.executable, "-m", "streamparse", "eval", str(DEFAULT_WEIGHTS), "--data", str(tmp_path / "d"),
+                        "--set", "model.mask_thresh=0.4"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--set needs the model as CONFIG CHECKPOINT" in r.stderr, r.stderr

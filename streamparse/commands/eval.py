@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="model mode: auto | cpu | cuda")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the metrics as JSON")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="model mode with CONFIG CHECKPOINT: config override, e.g. model.mask_thresh=0.4 (repeatable)")
 
 
 def _open_dataset(args):
@@ -43,7 +45,7 @@ def _open_dataset(args):
         raise CLIError(str(exc)) from None
 
 
-def _load_predictor(model: list[str], device: str | None):
+def _load_predictor(model: list[str], device: str | None, overrides: list[str] | None = None):
     try:
         from streamparse.predictor import Predictor
     except ImportError as exc:
@@ -56,7 +58,7 @@ def _load_predictor(model: list[str], device: str | None):
             from streamparse.config import ConfigError, load_config
 
             try:
-                cfg = load_config(model[0])
+                cfg = load_config(model[0], overrides)
             except ConfigError as exc:
                 raise CLIError(str(exc)) from None
             return Predictor.from_config(cfg, checkpoint=ckpt, device=device)
@@ -95,10 +97,12 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"expected CONFIG CHECKPOINT, got {len(args.model)} positional arguments")
     if args.save_preds is not None and args.pred_dir is not None:
         raise CLIError("--save-preds needs a model (CONFIG CHECKPOINT), not --pred-dir")
+    if args.overrides and len(args.model) != 2:
+        raise CLIError("--set needs the model as CONFIG CHECKPOINT")
     if args.pred_dir is not None and not args.pred_dir.is_dir():
         raise CLIError(f"prediction folder not found: {args.pred_dir}")
     dataset = _open_dataset(args)
-    predictor = _load_predictor(args.model, args.device) if args.model else None
+    predictor = _load_predictor(args.model, args.device, args.overrides) if args.model else None
     n = dataset.label_space.num_classes
     ev = ParsingEvaluator(n, protocol=args.protocol)
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
