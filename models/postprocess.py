@@ -130,9 +130,9 @@ def parse_image(
         fused_low = p.amax(dim=1) if k else p.new_zeros((0, hc, wc))
         cm = None
     score_maps = fused_low.new_zeros((k, H, W)) if keep_raw else None  # (only for raw_masks)
-    fgmask = torch.zeros((H, W), dtype=torch.bool, device=dev)
-    who = torch.zeros((H, W), dtype=torch.long, device=dev)
-    label_full = torch.zeros((H, W), dtype=torch.long, device=dev)
+    instance = torch.zeros((H, W), dtype=torch.long, device=dev)
+    part = torch.zeros((H, W), dtype=torch.long, device=dev)
+    alive = torch.zeros(0, dtype=torch.long, device=dev)  # people that won pixels, in score order
     # Bilinear upsampling is a convex combination of the 4 nearest cells, so a pixel can exceed
     # mask_thresh only next to a cell that does: upsample just the bounding box of those cells
     # (+1 cell margin). Exact, and much cheaper when people cover a small part of the frame.
@@ -156,22 +156,22 @@ def parse_image(
         if score_maps is not None:
             score_maps[:, Y0:Y1, X0:X1] = sm
         best, w_ = sm.max(dim=0)
-        fgmask[Y0:Y1, X0:X1] = best > mask_thresh
-        who[Y0:Y1, X0:X1] = w_
+        fg = best > mask_thresh
         if p is None:
-            label_full[Y0:Y1, X0:X1] = up(cm[:, r0 : r1 + 1, c0 : c1 + 1]).argmax(dim=0) + 1
+            lab = up(cm[:, r0 : r1 + 1, c0 : c1 + 1]).argmax(dim=0) + 1
         else:  # label of the winning person's own fused maps
             pc = p[:, :, r0 : r1 + 1, c0 : c1 + 1]
             lab = up(pc.flatten(0, 1)).reshape(k, pc.shape[1], Y1 - Y0, X1 - X0).argmax(dim=1) + 1
-            label_full[Y0:Y1, X0:X1] = lab.gather(0, w_.unsqueeze(0))[0]
+            lab = lab.gather(0, w_.unsqueeze(0))[0]
+        # drop people that won no pixel, renumber 1..K in score order (outside the crop no pixel
+        # is foreground, so only the crop is written)
+        w1 = torch.where(fg, w_ + 1, 0)  # person index + 1, 0 = background
+        alive = torch.nonzero(torch.bincount(w1.flatten(), minlength=k + 1)[1:] > 0).flatten()
+        remap = torch.zeros(k + 1, dtype=torch.long, device=dev)
+        remap[alive + 1] = torch.arange(1, alive.numel() + 1, device=dev)
+        instance[Y0:Y1, X0:X1] = remap[w1]
+        part[Y0:Y1, X0:X1] = torch.where(fg, lab, 0)
     raw = score_maps > mask_thresh if score_maps is not None else None
-    # drop people that won no pixel, renumber 1..K in score order
-    counts = torch.bincount(who[fgmask], minlength=k) if k else torch.zeros(0, dtype=torch.long, device=dev)
-    alive = torch.nonzero(counts > 0).flatten()
-    remap = torch.zeros(k + 1, dtype=torch.long, device=dev)
-    remap[alive] = torch.arange(1, alive.numel() + 1, device=dev)
-    instance = torch.where(fgmask, remap[who], torch.zeros_like(who))
-    part = torch.where(fgmask, label_full, torch.zeros_like(label_full))
     return ImageParsing(
         part=part,
         instance=instance,

@@ -36,6 +36,9 @@ def _forced_cells(grid: int, k: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def bench_uniparser(name: str, size: tuple[int, int], reps: int, num_classes: int = 20, people=(3, 20)) -> dict:
+    """Medians over ``reps`` rounds; each round times every stage once, in turn (backbone, then
+    heads and post-processing per people count), so slow drifts of the machine hit every stage
+    alike and the heads+post / backbone ratio stays meaningful."""
     from streamparse.models import build_model
     from streamparse.models.postprocess import parse_image
 
@@ -43,21 +46,36 @@ def bench_uniparser(name: str, size: tuple[int, int], reps: int, num_classes: in
     model = build_model(name, num_classes=num_classes).eval().to(memory_format=torch.channels_last)
     x = torch.randn(1, 3, *size).contiguous(memory_format=torch.channels_last)
     neck = model.neck
-    t_backbone = _time(lambda: neck.backbone_fpn(x), reps)
-    res = {"model": name, "input": list(size), "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
-           "backbone_fpn_ms": t_backbone}
     levels = neck.backbone_fpn(x)
+    stages = {"backbone_fpn_ms": lambda: neck.backbone_fpn(x)}
     for k in people:
         cells = [_forced_cells(model.grid, k)]
-        t_heads = _time(lambda: model.forward_heads(neck.compress_levels(levels), cells, compute_parsing=False), reps)
         out = model(x, centers=cells, compute_parsing=False)
 
-        def post():
-            parse_image(heat=out.heatmap[0, 0], cells=out.centers[0], ins_kernels=out.ins_kernels[0], ins_maps=out.ins_maps[0],
-                        cate_maps=out.cate_maps[0], parsing=None, stride=model.stride, out_size=size, merge_cos=1.01,
-                        mask_thresh=0.0)  # every forced person covers its region: worst case for post-processing
+        def heads(cells=cells):
+            return model.forward_heads(neck.compress_levels(levels), cells, compute_parsing=False)
 
-        t_post = _time(post, reps)
+        def post(out=out):  # every forced person covers its region: worst case for post-processing
+            return parse_image(heat=out.heatmap[0, 0], cells=out.centers[0], ins_kernels=out.ins_kernels[0],
+                               ins_maps=out.ins_maps[0], cate_maps=out.cate_maps[0], parsing=None, stride=model.stride,
+                               out_size=size, merge_cos=1.01, mask_thresh=0.0)
+
+        stages[f"heads_ms@{k}"] = heads
+        stages[f"post_ms@{k}"] = post
+    for fn in stages.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {key: [] for key in stages}
+    for _ in range(reps):
+        for key, fn in stages.items():
+            t0 = time.perf_counter()
+            fn()
+            times[key].append((time.perf_counter() - t0) * 1000)
+    med = {key: statistics.median(v) for key, v in times.items()}
+    t_backbone = med["backbone_fpn_ms"]
+    res = {"model": name, "input": list(size), "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+           "backbone_fpn_ms": t_backbone}
+    for k in people:
+        t_heads, t_post = med[f"heads_ms@{k}"], med[f"post_ms@{k}"]
         res[f"heads_ms@{k}"] = t_heads
         res[f"post_ms@{k}"] = t_post
         res[f"total_ms@{k}"] = t_backbone + t_heads + t_post

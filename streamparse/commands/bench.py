@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
     m = sub.add_parser("model", help="ms/image of each UniParser variant, split by stage, vs Mask R-CNN")
     m.add_argument("--variants", nargs="+", default=None, help="registered model names")
     m.add_argument("--sizes", nargs="+", default=["512x512", "800x1344"], help="HxW input sizes")
-    m.add_argument("--reps", type=int, default=3)
+    m.add_argument("--reps", type=int, default=5)
     m.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     m.add_argument("--num-classes", type=int, default=20)
     m.add_argument("--json", metavar="FILE")
