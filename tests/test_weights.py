@@ -78,3 +78,18 @@ def test_eval_set_overrides_the_config(tmp_path):
     r = subprocess.run([sys.executable, "-m", "streamparse", "eval", str(DEFAULT_WEIGHTS), "--data", str(tmp_path / "d"),
                         "--set", "model.mask_thresh=0.4"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "--set needs the model as CONFIG CHECKPOINT" in r.stderr, r.stderr
+
+
+def test_every_shipped_config_loads_and_the_recipe_matches_the_weights():
+    import pytest
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) >= 4
+    for path in configs:
+        load_config(path)  # unknown keys or bad values raise ConfigError naming them
+    stage2 = load_config(Path(__file__).parents[1] / "configs" / "train_synth_cihp_small_ft.yaml")
+    stored = load_checkpoint(DEFAULT_WEIGHTS)["config"]
+    assert stored["model"]["name"] == stage2.model.name and stored["model"]["num_classes"] == stage2.model.num_classes
+    for key in ("epochs", "lr_steps", "optimizer", "batch_size", "seed"):
+        assert stored["train"][key] == pytest.approx(list(getattr(stage2.train, key)) if key == "lr_steps" else getattr(stage2.train, key)), key
+    assert stored["train"]["lr_per_image"] == pytest.approx(stage2.train.lr_per_image)
