@@ -34,8 +34,9 @@ def test_shipped_weights_parse_fresh_synthetic_people(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads(out.read_text())
-    # measured on 200 fresh images: AP^p@0.1 0.91, AP^p@0.3 0.37, mIoU 0.44 (random weights: ~0)
-    assert m["AP_p"][0] >= 0.7 and m["AP_p"][2] >= 0.15 and m["mIoU"] >= 0.3, m
+    # these 24 images: AP^p@0.1 0.96, @0.3 0.55, AP^p_vol 0.31, mIoU 0.49 (stage-1 weights: 0.96, 0.45,
+    # 0.26, 0.44; random weights: ~0). On 200 fresh images (seed 7): 0.93, 0.47, 0.27, 0.48.
+    assert m["AP_p"][0] >= 0.85 and m["AP_p"][2] >= 0.45 and m["AP_p_vol"] >= 0.27 and m["mIoU"] >= 0.45, m
 
 
 def test_resolve_checkpoint():
