@@ -55,6 +55,12 @@ def train(cfg, work_dir: str | Path, resume: str | None = None, num_workers: int
     if root:
         root = str(Path(root).expanduser().resolve())
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=root))
+    init = cfg.train.init_from
+    if init and init != "default":  # absolute for Ray workers; a missing file fails before any worker starts
+        init = str(Path(init).expanduser().resolve())
+        if not Path(init).is_file():
+            raise TrainingError(f"train.init_from: checkpoint not found: {init}")
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=init))
     from streamparse.models import list_models
 
     if cfg.model.name not in list_models():
