@@ -165,16 +165,12 @@ def init_weights(model: nn.Module, source: str, cfg) -> None:
 
     try:
         path = ck.resolve_checkpoint(source, cfg.model.name, cfg.model.num_classes) if source == "default" else source
-        ckpt = ck.load_checkpoint(path)
+        loaded, _ = ck.build_from_checkpoint(path, expect_model=cfg.model.name, expect_num_classes=cfg.model.num_classes)
     except ck.CheckpointError as exc:
         raise TrainingError(f"train.init_from: {exc}") from None
-    if ckpt["model_name"] != cfg.model.name or len(ckpt["class_names"]) != cfg.model.num_classes:
-        raise TrainingError(f"train.init_from: {path} holds {ckpt['model_name']} with {len(ckpt['class_names'])} classes, "
-                            f"the config trains {cfg.model.name} with {cfg.model.num_classes}")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
+        model.load_state_dict(loaded.state_dict())
+    except RuntimeError as exc:  # same name and classes, other builder kwargs
         raise TrainingError(f"train.init_from: {path} does not fit the model: {str(exc).splitlines()[0][:300]}") from None
 
 
