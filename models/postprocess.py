@@ -6,7 +6,9 @@ Duplicates are avoided without box or mask NMS, the way the method allows:
 2. centres whose instance kernels are near-identical in cosine space (>= ``merge_cos``) are one
    person: the lower-scored one is dropped (kernels of one person converge to one point of the
    cosine space, kernels of different people are pushed apart by L_metric);
-3. every pixel belongs to at most one person: the one with the highest fused score.
+3. every pixel belongs to at most one person: the highest-scored one (centre score) whose fused
+   score there exceeds ``mask_thresh``, so a weak extra centre never takes pixels from a
+   confident person.
 ``mask_nms`` exists only to show (in tests and benchmarks) that a mask NMS afterwards changes nothing.
 """
 
@@ -73,13 +75,40 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_thresh: float = 0.5)
     return order[torch.as_tensor(kept, dtype=torch.long)]
 
 
+def _maskness(p: torch.Tensor, mask_thresh: float) -> torch.Tensor:
+    """(k, N, h, w) fused maps -> (k, N) maskness: sum of P over P > mask_thresh / #(P > 0.1)."""
+    strong = (p * (p > mask_thresh)).sum(dim=(-2, -1))
+    return strong / ((p > 0.1).sum(dim=(-2, -1)) + 1e-5)
+
+
+def _category_filter(q: torch.Tensor, cm_pos: torch.Tensor, mask_thresh: float, thresh: float) -> torch.Tensor:
+    """Index fusion: q (k,h,w) = relu(Q_ins), cm_pos (N,h,w) = relu(Q_cate) -> (k, N) bool, the
+    categories whose maskness inside the person's mask, M = [q_k > mask_thresh] * cm_c (as in the
+    authors' release), exceeds ``thresh``. The mask is binary, so both sums of ``_maskness``
+    factorise into (k, hw) @ (hw, N) products: no (k, N, h, w) tensor is formed."""
+    inside = (q > mask_thresh).flatten(1).to(cm_pos.dtype)  # (k, hw)
+    c = cm_pos.flatten(1).t()  # (hw, N)
+    strong = inside @ (c * (c > mask_thresh))
+    count = inside @ (c > 0.1).to(c.dtype)
+    return strong / (count + 1e-5) > thresh
+
+
+def _masked_amax(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """max over the kept channels of x (N,h,w) >= 0; zeros when none is kept."""
+    if bool(keep.all()):
+        return x.amax(dim=0)
+    if not bool(keep.any()):
+        return x.new_zeros(x.shape[1:])
+    return x[keep].amax(dim=0)
+
+
 @dataclass
 class ImageParsing:
     """Label maps of one image at the network input's (unpadded) resolution.
 
     part: (H,W) long category per pixel (0 = background); instance: (H,W) long (0 = background,
     1..K in descending score order); scores: (K,); raw_masks: (K,H,W) bool per-person masks
-    before pixel competition (for verification); cells: (K,) grid cells of the centres."""
+    before pixels are assigned to people (for verification); cells: (K,) grid cells of the centres."""
 
     part: torch.Tensor
     instance: torch.Tensor
@@ -100,6 +129,7 @@ def parse_image(
     out_size: tuple[int, int],
     mask_thresh: float = 0.5,
     merge_cos: float = 0.95,
+    cate_score_thresh: float = 0.0,
     keep_raw: bool = False,
 ) -> ImageParsing:
     """Turn one image's outputs into label maps.
@@ -110,6 +140,12 @@ def parse_image(
         the conv fusions, None for the index fusion (computed here in factorised form:
         max_c relu(q_k) * relu(Q_c) = relu(q_k) * max_c relu(Q_c)).
         stride: feature stride; out_size: (H,W) of the unpadded network input.
+        cate_score_thresh: per-person category filter of the authors' release (``cate_score_thr``):
+            a category c is kept for person k only if its "maskness" inside the person's mask at
+            feature resolution -- over M = [Q_ins,k > mask_thresh] * Q_cate,c, the sum of M where
+            M > mask_thresh divided by the number of pixels where M > 0.1 -- exceeds this
+            (conv fusions: over P[k,c]). Filtered categories take part neither in the person's
+            fused score nor in its pixels' labels. 0 keeps every category.
     """
     H, W = out_size
     dev = cate_maps.device
@@ -119,14 +155,24 @@ def parse_image(
     h, w = cate_maps.shape[-2:]
     hc, wc = min(h, -(-H // stride)), min(w, -(-W // stride))  # feature cells covering the image
     k = int(keep.numel())
+    allowed = None  # (k, N-1) bool: categories kept per person (None = all)
     if parsing is None:  # index fusion, factorised
         # fused score max_c P[k,c] = relu(q_k) * max_c relu(Q_c), formed at feature resolution and
         # then upsampled (upsampling the two factors first would shrink masks: 0.5 * 0.5 < 0.5)
         cm = cate_maps[1:, :hc, :wc].float()
-        fused_low = ins_maps[keep][:, :hc, :wc].float().clamp(min=0) * cm.clamp(min=0).amax(dim=0)
+        q = ins_maps[keep][:, :hc, :wc].float().clamp(min=0)
+        cm_pos = cm.clamp(min=0)
+        if cate_score_thresh > 0 and k:
+            allowed = _category_filter(q, cm_pos, mask_thresh, cate_score_thresh)
+            fused_low = torch.stack([qi * _masked_amax(cm_pos, a) for qi, a in zip(q, allowed)])
+        else:
+            fused_low = q * cm_pos.amax(dim=0)
         p = None
     else:
         p = parsing[keep][:, 1:, :hc, :wc].float()
+        if cate_score_thresh > 0 and k:
+            allowed = _maskness(p, mask_thresh) > cate_score_thresh
+            p = p * allowed[:, :, None, None]
         fused_low = p.amax(dim=1) if k else p.new_zeros((0, hc, wc))
         cm = None
     score_maps = fused_low.new_zeros((k, H, W)) if keep_raw else None  # (only for raw_masks)
@@ -155,10 +201,22 @@ def parse_image(
         sm = up(fused_low[:, r0 : r1 + 1, c0 : c1 + 1])
         if score_maps is not None:
             score_maps[:, Y0:Y1, X0:X1] = sm
-        best, w_ = sm.max(dim=0)
-        fg = best > mask_thresh
+        # each pixel goes to the highest-scored person (people are in descending centre-score
+        # order) whose fused score there exceeds mask_thresh: a weak extra centre cannot take
+        # pixels from a confident person (argmax returns the first maximal index)
+        over = (sm > mask_thresh).to(torch.uint8)
+        w_ = over.argmax(dim=0)
+        fg = over.gather(0, w_.unsqueeze(0))[0].bool()  # the first maximum is 1 iff any person is above
         if p is None:
-            lab = up(cm[:, r0 : r1 + 1, c0 : c1 + 1]).argmax(dim=0) + 1
+            ucm = up(cm[:, r0 : r1 + 1, c0 : c1 + 1])
+            lab0 = ucm.argmax(dim=0)
+            if allowed is not None:
+                # pixels whose best category is filtered out for their person: best allowed one
+                bad = fg & ~allowed[w_, lab0]
+                if bool(bad.any()):
+                    sub = ucm[:, bad].masked_fill(~allowed[w_[bad]].t(), float("-inf"))
+                    lab0 = lab0.masked_scatter(bad, sub.argmax(dim=0))
+            lab = lab0 + 1
         else:  # label of the winning person's own fused maps
             pc = p[:, :, r0 : r1 + 1, c0 : c1 + 1]
             lab = up(pc.flatten(0, 1)).reshape(k, pc.shape[1], Y1 - Y0, X1 - X0).argmax(dim=1) + 1

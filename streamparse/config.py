@@ -32,6 +32,7 @@ class ModelConfig:
     max_instances: int = 100
     center_pool: int = 3  # local-maximum window on the centre heatmap (odd; 1 = off)
     merge_cos: float = 0.95  # merge centres whose instance kernels have cosine >= this (> 1 = off)
+    cate_score_thresh: float = 0.15  # per-person category filter (authors' cate_score_thr; 0 = off)
 
 
 @dataclass(frozen=True)

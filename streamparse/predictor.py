@@ -52,7 +52,7 @@ class Predictor:
         model_name, class_names, palette: metadata (stored with outputs).
         input_size: (short side, max long side) of the network input.
         device: torch device ('auto' resolved by ``resolve_device``).
-        mask_thresh, merge_cos: post-processing (see ``models.postprocess``).
+        mask_thresh, merge_cos, cate_score_thresh: post-processing (see ``models.postprocess``).
         amp: 'none' | 'fp16' | 'bf16' autocast (CUDA only; ignored on CPU).
         cuda_streams: use a dedicated copy stream on CUDA.
         torch_threads: CPU threads (0 = leave torch's default).
@@ -69,6 +69,7 @@ class Predictor:
         device: str | torch.device | None = "auto",
         mask_thresh: float = 0.5,
         merge_cos: float = 0.95,
+        cate_score_thresh: float = 0.0,
         amp: str = "none",
         cuda_streams: bool = True,
         torch_threads: int = 0,
@@ -88,6 +89,7 @@ class Predictor:
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.mask_thresh = mask_thresh
         self.merge_cos = merge_cos
+        self.cate_score_thresh = float(cate_score_thresh)
         if amp not in ("none", "fp16", "bf16"):
             raise ValueError(f"amp must be none, fp16 or bf16, got {amp!r}")
         self.amp = amp
@@ -145,6 +147,7 @@ class Predictor:
             device=dev,
             mask_thresh=mc.mask_thresh,
             merge_cos=mc.merge_cos,
+            cate_score_thresh=mc.cate_score_thresh,
             amp=pc.amp,
             cuda_streams=pc.cuda_streams,
             torch_threads=pc.torch_threads,
@@ -229,6 +232,7 @@ class Predictor:
                 out_size=(nh, nw),
                 mask_thresh=self.mask_thresh,
                 merge_cos=self.merge_cos,
+                cate_score_thresh=self.cate_score_thresh,
             )
             stacked = torch.stack([parsed.part, parsed.instance]).float()[None]
             if (nh, nw) != (H, W):

@@ -267,6 +267,53 @@ def test_parse_image_hand_made_maps():
     assert int(r2.instance.max()) == 2
 
 
+def test_pixels_go_to_the_highest_scored_person_above_threshold():
+    heat = torch.zeros(4, 4)
+    heat[0, 0], heat[3, 3] = 0.9, 0.3
+    cate = torch.zeros(2, 4, 4)
+    cate[1] = 1.0  # one part everywhere
+    ins = torch.zeros(2, 4, 4)
+    ins[0, :, :3] = 0.7  # confident person: columns 0-2
+    ins[1, :, 1:] = 0.95  # weak extra centre: stronger fused score on columns 1-3
+    r = parse_image(heat=heat, cells=torch.tensor([0, 15]), ins_kernels=torch.eye(2), ins_maps=ins, cate_maps=cate,
+                    parsing=None, stride=1, out_size=(4, 4), mask_thresh=0.5)
+    # the overlap (columns 1-2) stays with the higher-scored person; column 3 is only the other's
+    assert r.instance.tolist() == [[1, 1, 1, 2]] * 4
+    assert r.scores.tolist() == pytest.approx([0.9, 0.3])
+
+
+def test_category_filter_drops_weak_categories_of_a_person():
+    from streamparse.models.postprocess import _category_filter, _maskness
+
+    heat = torch.zeros(4, 4)
+    heat[1, 1] = 0.9
+    ins = torch.zeros(1, 8, 8)
+    ins[0, 1:7, 1:7] = 0.9  # one person
+    cate = torch.zeros(3, 8, 8)
+    cate[1, 1:7, 1:7] = 0.8  # a solid part over the person
+    cate[2, 1:7, 1:7] = 0.3  # a faint second part over all of it ...
+    cate[2, 3, 3] = 0.95  # ... beating the first at one pixel
+    kw = dict(heat=heat, cells=torch.tensor([5]), ins_kernels=torch.eye(1), ins_maps=ins, cate_maps=cate,
+              parsing=None, stride=1, out_size=(8, 8), mask_thresh=0.5)
+    off = parse_image(**kw, cate_score_thresh=0.0)
+    on = parse_image(**kw, cate_score_thresh=0.15)
+    assert int(off.part[3, 3]) == 2 and int((off.part == 2).sum()) == 1
+    # maskness of part 2 = 0.95 / 36 pixels > 0.1 = 0.026 -> dropped; its pixel takes part 1
+    assert int((on.part == 2).sum()) == 0 and int(on.part[3, 3]) == 1
+    assert torch.equal(on.instance, off.instance) and int((on.part == 1).sum()) == 36
+    # a person whose only category is filtered out vanishes
+    weak = cate.clone()
+    weak[1] = 0.0
+    gone = parse_image(**{**kw, "cate_maps": weak}, cate_score_thresh=0.15)
+    assert int(gone.instance.max()) == 0 and gone.scores.numel() == 0
+    # the factorised filter equals the maskness of the (k, N, h, w) maps it avoids forming
+    g = torch.Generator().manual_seed(0)
+    q, cm = torch.rand(5, 9, 11, generator=g), torch.rand(7, 9, 11, generator=g)
+    direct = _maskness((q > 0.5).float()[:, None] * cm[None], 0.5)
+    for t in (0.1, 0.3, 0.5):
+        assert torch.equal(_category_filter(q, cm, 0.5, t), direct > t)
+
+
 def test_mask_nms_removes_duplicates():
     m = torch.zeros(3, 4, 4, dtype=torch.bool)
     m[0, :2] = True

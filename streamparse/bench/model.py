@@ -40,6 +40,7 @@ def bench_uniparser(name: str, size: tuple[int, int], reps: int, num_classes: in
     heads and post-processing per people count), so slow drifts of the machine hit every stage
     alike and the heads+post / backbone ratio stays meaningful."""
     from streamparse.models import build_model
+    from streamparse.config import ModelConfig
     from streamparse.models.postprocess import parse_image
 
     torch.manual_seed(0)
@@ -58,7 +59,8 @@ def bench_uniparser(name: str, size: tuple[int, int], reps: int, num_classes: in
         def post(out=out):  # every forced person covers its region: worst case for post-processing
             return parse_image(heat=out.heatmap[0, 0], cells=out.centers[0], ins_kernels=out.ins_kernels[0],
                                ins_maps=out.ins_maps[0], cate_maps=out.cate_maps[0], parsing=None, stride=model.stride,
-                               out_size=size, merge_cos=1.01, mask_thresh=0.0)
+                               out_size=size, merge_cos=1.01, mask_thresh=0.0,
+                               cate_score_thresh=ModelConfig().cate_score_thresh)
 
         stages[f"heads_ms@{k}"] = heads
         stages[f"post_ms@{k}"] = post

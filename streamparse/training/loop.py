@@ -186,7 +186,8 @@ def evaluate_model(model: nn.Module, cfg, dataset, class_names: list[str], devic
 
     predictor = Predictor(copy.deepcopy(model), model_name=cfg.model.name, class_names=class_names,
                           input_size=(cfg.data.test_short_side, cfg.data.max_long_side), device=device,
-                          mask_thresh=cfg.model.mask_thresh, merge_cos=cfg.model.merge_cos)
+                          mask_thresh=cfg.model.mask_thresh, merge_cos=cfg.model.merge_cos,
+                          cate_score_thresh=cfg.model.cate_score_thresh)
     n = len(dataset) if cfg.train.eval_max_images <= 0 else min(len(dataset), cfg.train.eval_max_images)
     gts, preds = [], []
     from tqdm import tqdm
