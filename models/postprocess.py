@@ -102,6 +102,89 @@ def _masked_amax(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return x[keep].amax(dim=0)
 
 
+def _quad_corners(x: torch.Tensor) -> torch.Tensor:
+    """(M, h, w) -> (Q, 4, M), Q = (h+1)(w+1): the 4 cells (top-left, top-right, bottom-left,
+    bottom-right; edge cells replicated) around each bilinear block of an upsampled map."""
+    p = F.pad(x[None], (1, 1, 1, 1), mode="replicate")[0]
+    c = torch.stack([p[:, :-1, :-1], p[:, :-1, 1:], p[:, 1:, :-1], p[:, 1:, 1:]])  # (4, M, h+1, w+1)
+    return c.flatten(2).permute(2, 0, 1)
+
+
+def _interp_blocks(c: torch.Tensor, s: int) -> torch.Tensor:
+    """Corner values c (m, 4, M) -> (m, s, s, M): the bilinear values (align_corners=False, integer
+    scale s) of the s x s output pixels between the 4 cells (columns mixed per row, then rows)."""
+    t = (torch.arange(s, device=c.device, dtype=c.dtype) + 0.5) / s
+    l1 = t[None, :, None]
+    top = torch.addcmul(c[:, None, 0], c[:, None, 1] - c[:, None, 0], l1)  # (m, s_x, M)
+    bot = torch.addcmul(c[:, None, 2], c[:, None, 3] - c[:, None, 2], l1)
+    return torch.addcmul(top[:, None], (bot - top)[:, None], l1[..., None])  # (m, s_y, s_x, M)
+
+
+def _assign_blocks(
+    fused: torch.Tensor, cm: torch.Tensor, allowed: torch.Tensor | None, thresh: float, s: int,
+    out_hw: tuple[int, int], max_elems: int = 1 << 23,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixel assignment on the bilinear upsampling (x s, even s) of a crop of feature cells,
+    without upsampling every map.
+
+    fused (k,h,w): people's fused scores in descending centre-score order; cm (N,h,w): category
+    maps; allowed (k,N) bool or None. Returns (winner, fg, label), each (H,W) = ``out_hw``: the
+    first person whose upsampled score exceeds ``thresh``, whether there is one, and the winner's
+    best allowed category (0..N-1). Same result as upsampling everything with ``F.interpolate``
+    (up to float rounding at exact ties): an output pixel is a convex combination of the 4 cells
+    around its s x s block, so a block whose first person above ``thresh`` at any corner is above
+    it at all 4 corners belongs to that person, a block with no corner above is background, and
+    a block whose 4 corners agree on the best allowed category has that label. Only the other
+    (boundary) blocks are interpolated pixel by pixel."""
+    k, h, w = fused.shape
+    n = cm.shape[0]
+    H, W = out_hw
+    if allowed is not None and bool(allowed.all()):
+        allowed = None
+    hq, wq = h + 1, w + 1
+    dev = fused.device
+    fc = _quad_corners(fused)  # (Q, 4, k)
+    above = fc > thresh
+    any4 = above.any(dim=1)  # (Q, k)
+    has = any4.any(dim=1)
+    first = any4.to(torch.uint8).argmax(dim=1)  # first candidate per block
+    full = has & above.gather(2, first[:, None, None].expand(-1, 4, 1))[:, :, 0].all(dim=1)
+    Q = fc.shape[0]
+    win = first[:, None, None].expand(Q, s, s).clone()
+    fg = full[:, None, None].expand(Q, s, s).clone()
+    lab = torch.zeros((Q, s, s), dtype=torch.long, device=dev)
+    step = max(1, max_elems // (s * s * max(k, n)))
+    part_idx = torch.nonzero(has & ~full).flatten()
+    for i in range(0, part_idx.numel(), step):
+        qi = part_idx[i : i + step]
+        over = (_interp_blocks(fc[qi], s) > thresh).to(torch.uint8)  # (m, s, s, k)
+        wv = over.argmax(dim=-1)
+        win[qi] = wv
+        fg[qi] = over.gather(-1, wv[..., None])[..., 0].bool()
+    cc = _quad_corners(cm)  # (Q, 4, N)
+    full_idx = torch.nonzero(full).flatten()
+    c = cc[full_idx]
+    if allowed is not None:
+        c = c.masked_fill(~allowed[first[full_idx]][:, None, :], float("-inf"))
+    a = c.argmax(dim=-1)  # (nf, 4): best allowed category at each corner
+    uni = (a == a[:, :1]).all(dim=1)
+    lab[full_idx[uni]] = a[uni, 0][:, None, None]
+    # blocks labelled pixel by pixel: one winner per block (full) or per pixel (partial)
+    for redo, per_pixel in ((full_idx[~uni], False), (part_idx, True)):
+        for i in range(0, redo.numel(), step):
+            qi = redo[i : i + step]
+            v = _interp_blocks(cc[qi], s)  # (m, s, s, N)
+            if allowed is not None:
+                keep = allowed[win[qi]] if per_pixel else allowed[first[qi]][:, None, None, :]
+                v = v.masked_fill(~keep, float("-inf"))
+            lab[qi] = v.argmax(dim=-1)
+
+    def image(x: torch.Tensor) -> torch.Tensor:  # (Q, s, s) blocks -> (H, W); block (0,0) starts at -s/2
+        return x.view(hq, wq, s, s).permute(0, 2, 1, 3).reshape(hq * s, wq * s)[s // 2 : s // 2 + H, s // 2 : s // 2 + W]
+
+    return image(win), image(fg), image(lab)
+
+
 @dataclass
 class ImageParsing:
     """Label maps of one image at the network input's (unpadded) resolution.
@@ -131,6 +214,7 @@ def parse_image(
     merge_cos: float = 0.95,
     cate_score_thresh: float = 0.0,
     keep_raw: bool = False,
+    dense: bool = False,
 ) -> ImageParsing:
     """Turn one image's outputs into label maps.
 
@@ -146,6 +230,9 @@ def parse_image(
             M > mask_thresh divided by the number of pixels where M > 0.1 -- exceeds this
             (conv fusions: over P[k,c]). Filtered categories take part neither in the person's
             fused score nor in its pixels' labels. 0 keeps every category.
+        keep_raw: also return every person's mask before pixels are assigned (dense path).
+        dense: upsample every map over the crop (the reference the default block path is tested
+            against; always used for odd strides, the conv fusions and ``keep_raw``).
     """
     H, W = out_size
     dev = cate_maps.device
@@ -198,29 +285,34 @@ def parse_image(
             y = F.interpolate(x, scale_factor=stride, mode="bilinear", align_corners=False)[0]
             return y[:, : Y1 - Y0, : X1 - X0]
 
-        sm = up(fused_low[:, r0 : r1 + 1, c0 : c1 + 1])
-        if score_maps is not None:
-            score_maps[:, Y0:Y1, X0:X1] = sm
-        # each pixel goes to the highest-scored person (people are in descending centre-score
-        # order) whose fused score there exceeds mask_thresh: a weak extra centre cannot take
-        # pixels from a confident person (argmax returns the first maximal index)
-        over = (sm > mask_thresh).to(torch.uint8)
-        w_ = over.argmax(dim=0)
-        fg = over.gather(0, w_.unsqueeze(0))[0].bool()  # the first maximum is 1 iff any person is above
-        if p is None:
-            ucm = up(cm[:, r0 : r1 + 1, c0 : c1 + 1])
-            lab0 = ucm.argmax(dim=0)
-            if allowed is not None:
-                # pixels whose best category is filtered out for their person: best allowed one
-                bad = fg & ~allowed[w_, lab0]
-                if bool(bad.any()):
-                    sub = ucm[:, bad].masked_fill(~allowed[w_[bad]].t(), float("-inf"))
-                    lab0 = lab0.masked_scatter(bad, sub.argmax(dim=0))
-            lab = lab0 + 1
-        else:  # label of the winning person's own fused maps
-            pc = p[:, :, r0 : r1 + 1, c0 : c1 + 1]
-            lab = up(pc.flatten(0, 1)).reshape(k, pc.shape[1], Y1 - Y0, X1 - X0).argmax(dim=1) + 1
-            lab = lab.gather(0, w_.unsqueeze(0))[0]
+        if p is None and not dense and not keep_raw and stride % 2 == 0:
+            w_, fg, lab = _assign_blocks(fused_low[:, r0 : r1 + 1, c0 : c1 + 1], cm[:, r0 : r1 + 1, c0 : c1 + 1],
+                                         allowed, mask_thresh, stride, (Y1 - Y0, X1 - X0))
+            lab = lab + 1
+        else:
+            sm = up(fused_low[:, r0 : r1 + 1, c0 : c1 + 1])
+            if score_maps is not None:
+                score_maps[:, Y0:Y1, X0:X1] = sm
+            # each pixel goes to the highest-scored person (people are in descending centre-score
+            # order) whose fused score there exceeds mask_thresh: a weak extra centre cannot take
+            # pixels from a confident person (argmax returns the first maximal index)
+            over = (sm > mask_thresh).to(torch.uint8)
+            w_ = over.argmax(dim=0)
+            fg = over.gather(0, w_.unsqueeze(0))[0].bool()  # the first maximum is 1 iff any person is above
+            if p is None:
+                ucm = up(cm[:, r0 : r1 + 1, c0 : c1 + 1])
+                lab0 = ucm.argmax(dim=0)
+                if allowed is not None:
+                    # pixels whose best category is filtered out for their person: best allowed one
+                    bad = fg & ~allowed[w_, lab0]
+                    if bool(bad.any()):
+                        sub = ucm[:, bad].masked_fill(~allowed[w_[bad]].t(), float("-inf"))
+                        lab0 = lab0.masked_scatter(bad, sub.argmax(dim=0))
+                lab = lab0 + 1
+            else:  # label of the winning person's own fused maps
+                pc = p[:, :, r0 : r1 + 1, c0 : c1 + 1]
+                lab = up(pc.flatten(0, 1)).reshape(k, pc.shape[1], Y1 - Y0, X1 - X0).argmax(dim=1) + 1
+                lab = lab.gather(0, w_.unsqueeze(0))[0]
         # drop people that won no pixel, renumber 1..K in score order (outside the crop no pixel
         # is foreground, so only the crop is written)
         w1 = torch.where(fg, w_ + 1, 0)  # person index + 1, 0 = background

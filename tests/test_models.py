@@ -314,6 +314,39 @@ def test_category_filter_drops_weak_categories_of_a_person():
         assert torch.equal(_category_filter(q, cm, 0.5, t), direct > t)
 
 
+def test_block_assignment_equals_upsampling_every_map():
+    """The default block path of parse_image gives the label maps of the dense reference (every
+    map upsampled with F.interpolate), on smooth and on noisy random maps, strides 4 and 8,
+    0-20 people, with and without the category filter."""
+    tot = mism = 0
+    for trial in range(30):
+        g = torch.Generator().manual_seed(trial)
+        s, k = (4, 8)[trial % 2], (0, 1, 3, 7, 20)[trial % 5]
+        h, w = 10 + trial % 7, 13 + trial % 5
+        H, W = h * s - (trial % 3) * 3, w * s - trial % 4
+
+        def rnd(*shape):
+            x = torch.rand(*shape, generator=g) * 2 - 1
+            if trial % 3:
+                x = torch.nn.functional.avg_pool2d(x[None], 3, 1, 1)[0] * 3
+            return x.clamp(-1, 1)
+
+        kw = dict(heat=torch.rand(10, 10, generator=g), cells=torch.randperm(100, generator=g)[:k],
+                  ins_kernels=torch.nn.functional.normalize(torch.randn(k, 8, generator=g), dim=1),
+                  ins_maps=rnd(k, h, w) if k else torch.zeros(0, h, w), cate_maps=rnd(6, h, w), parsing=None,
+                  stride=s, out_size=(H, W), merge_cos=1.01)
+        for thr in (0.0, 0.5):
+            for cst in (0.0, 0.15):
+                a = parse_image(**kw, mask_thresh=thr, cate_score_thresh=cst)
+                b = parse_image(**kw, mask_thresh=thr, cate_score_thresh=cst, dense=True)
+                assert a.part.shape == b.part.shape == (H, W)
+                assert torch.equal(a.scores, b.scores) and torch.equal(a.cells, b.cells)
+                tot += H * W
+                mism += int((a.part != b.part).sum()) + int((a.instance != b.instance).sum())
+    assert tot > 100_000
+    assert mism <= tot * 1e-5, (mism, tot)  # the two differ at most by float rounding at exact ties
+
+
 def test_mask_nms_removes_duplicates():
     m = torch.zeros(3, 4, 4, dtype=torch.bool)
     m[0, :2] = True
