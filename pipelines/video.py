@@ -211,7 +211,9 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
                 bound = cfg.live.max_in_flight if s.live else pc.max_in_flight
                 while not s.eof and s.in_flight + len(s.decode_refs) < bound and len(s.decode_refs) < 2:
                     s.decode_refs.append(s.decoder.next_batch.remote())
-            decode_refs = [r for s in active for r in s.decode_refs]
+            # only the oldest decode request of each source is waited on: batches must be numbered
+            # in decode order, and Ray may report a later object ready before an earlier one
+            decode_refs = [s.decode_refs[0] for s in active if s.decode_refs]
             ready, _ = ray.wait(decode_refs + list(pending), num_returns=1, timeout=0.2)
             for ref in ready:
                 if ref in pending:
@@ -229,8 +231,8 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
                     s.metrics.count("written", n)
                     bar.update(n)
                     continue
-                s = next(x for x in active if ref in x.decode_refs)
-                s.decode_refs.remove(ref)
+                s = next(x for x in active if x.decode_refs and x.decode_refs[0] == ref)
+                s.decode_refs.pop(0)
                 try:
                     batch = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - decode error: keep earlier frames, record it
@@ -245,6 +247,9 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
                     continue
                 else:
                     n = len(batch["frame_index"])
+                    if not s.live and int(batch["frame_index"][0]) != s.next_seq:  # files: row = frame number
+                        raise PipelineError(f"{s.sid}: internal error: a batch starting at frame "
+                                            f"{int(batch['frame_index'][0])} arrived for row {s.next_seq}")
                     if s.writer is None:
                         h, w = np.asarray(batch["frames"]).shape[1:3]
                         s.info = {**s.info, "height": int(h), "width": int(w)}

@@ -32,12 +32,24 @@ def cfg_with(*extra):
 
 
 def reference(cfg, video, batch_size):
-    """What the batched model API returns for the same decoded frames, batch by batch."""
-    pred = Predictor.from_config(cfg, checkpoint="none")
-    out = []
-    with FileSource(video) as src:
-        for b in src.batches(batch_size):
-            out += pred.predict(b.frames)
+    """What the batched model API returns for the same decoded frames, batch by batch, with the
+    inference actors' thread count: with another count the conv reductions round differently
+    (~1e-7), which can flip a threshold decision (a pixel at theta_mask, a category at
+    cate_score_thresh) of this random-init model."""
+    import torch
+
+    pc = cfg.pipeline
+    threads = pc.torch_threads or max(1, (os.cpu_count() or 2) // pc.workers)
+    before = torch.get_num_threads()
+    try:
+        pred = Predictor.from_config(cfg, checkpoint="none")
+        torch.set_num_threads(threads)
+        out = []
+        with FileSource(video) as src:
+            for b in src.batches(batch_size):
+                out += pred.predict(b.frames)
+    finally:
+        torch.set_num_threads(before)
     return out
 
 
