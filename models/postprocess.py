@@ -93,15 +93,6 @@ def _category_filter(q: torch.Tensor, cm_pos: torch.Tensor, mask_thresh: float, 
     return strong / (count + 1e-5) > thresh
 
 
-def _masked_amax(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """max over the kept channels of x (N,h,w) >= 0; zeros when none is kept."""
-    if bool(keep.all()):
-        return x.amax(dim=0)
-    if not bool(keep.any()):
-        return x.new_zeros(x.shape[1:])
-    return x[keep].amax(dim=0)
-
-
 def _quad_corners(x: torch.Tensor) -> torch.Tensor:
     """(M, h, w) -> (Q, 4, M), Q = (h+1)(w+1): the 4 cells (top-left, top-right, bottom-left,
     bottom-right; edge cells replicated) around each bilinear block of an upsampled map."""
@@ -249,11 +240,15 @@ def parse_image(
         cm = cate_maps[1:, :hc, :wc].float()
         q = ins_maps[keep][:, :hc, :wc].float().clamp(min=0)
         cm_pos = cm.clamp(min=0)
+        cm_max = cm_pos.amax(dim=0)
         if cate_score_thresh > 0 and k:
             allowed = _category_filter(q, cm_pos, mask_thresh, cate_score_thresh)
-            fused_low = torch.stack([qi * _masked_amax(cm_pos, a) for qi, a in zip(q, allowed)])
+            # best kept category per person (cm_pos >= 0, so none kept gives 0)
+            fused_low = torch.stack([
+                qi * (cm_max if bool(a.all()) else (cm_pos * a[:, None, None]).amax(dim=0)) for qi, a in zip(q, allowed)
+            ])
         else:
-            fused_low = q * cm_pos.amax(dim=0)
+            fused_low = q * cm_max
         p = None
     else:
         p = parsing[keep][:, 1:, :hc, :wc].float()

@@ -69,7 +69,7 @@ class Predictor:
         device: str | torch.device | None = "auto",
         mask_thresh: float = 0.5,
         merge_cos: float = 0.95,
-        cate_score_thresh: float = 0.0,
+        cate_score_thresh: float = 0.15,
         amp: str = "none",
         cuda_streams: bool = True,
         torch_threads: int = 0,
