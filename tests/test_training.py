@@ -138,6 +138,37 @@ def test_collate_pads_to_32_and_builds_targets():
     assert float(batch.images[1, :, 40:].abs().max()) == 0.0  # padding is zero after normalisation
 
 
+def test_scale_per_batch_gives_one_short_side_per_global_batch(data_root):
+    """data.scale_per_batch: the sampler's keys carry the global batch number and every image of a
+    batch gets the same short side (drawn per batch); everything else is the per-image augmentation."""
+    from streamparse.categories import get_label_space
+    from streamparse.data import DATASETS
+    from streamparse.training import AugmentedDataset, TrainAugment
+
+    sides = (64, 72, 80, 88, 96)
+    augment = TrainAugment(short_sides=sides, max_long_side=200, flip_prob=0.5, label_space=get_label_space("cihp"))
+    data = AugmentedDataset(DATASETS["cihp"](str(data_root), "train"), augment, seed=5)
+    seen = set()
+    for epoch in range(3):
+        batches = list(GlobalBatchSampler(8, batch_size=2, seed=5, epoch=epoch, batch_key=True))
+        assert [len(k) for b in batches for k in b] == [3] * 8 and [b[0][2] for b in batches] == [0, 1, 2, 3]
+        for batch in batches:
+            items = [data[k] for k in batch]
+            shapes = {it["image"].shape for it in items}
+            assert len(shapes) == 1, shapes
+            side = min(next(iter(shapes))[:2])
+            seen.add(side)
+            for k, it in zip(batch, items):  # = the per-image augmentation with the scale fixed
+                ref = augment(data.dataset[k[0]], np.random.default_rng([5, k[1], k[0]]), short_side=side)
+                assert np.array_equal(ref["image"], it["image"])
+                assert all(np.array_equal(a, b) for a, b in zip(ref["persons"], it["persons"]))
+    assert len(seen) >= 3, seen
+    plain = list(GlobalBatchSampler(8, batch_size=2, seed=5, epoch=0))
+    assert [[k[:2] for k in b] for b in GlobalBatchSampler(8, batch_size=2, seed=5, epoch=0, batch_key=True)] == plain
+    with pytest.raises(ValueError, match="short_side 100 is not one of"):
+        augment(data.dataset[0], np.random.default_rng(0), short_side=100)
+
+
 # ----------------------------------------------------------------------------- smoke run
 def test_smoke_train_outputs(straight_run, data_root):
     from streamparse.checkpoint import build_from_checkpoint
@@ -254,6 +285,32 @@ def test_missing_data_root_is_one_line(tmp_path, capsys):
 def test_bad_norm_is_one_line(data_root, tmp_path, capsys):
     assert _train_cli(tmp_path / "w", _sets(data_root, **{"train.norm": "groupnorm"})) == 2
     assert "train.norm must be one of" in capsys.readouterr().err
+
+
+def test_cpu_bf16_autocast(data_root, tmp_path, capsys):
+    """train.cpu_amp=bf16 runs the forward pass under bf16 autocast on the CPU (conv outputs are
+    bf16, the losses fp32) and trains to finite weights; the default keeps fp32; bad values are refused."""
+    seen: dict[str, set] = {}
+
+    def record(module, args, output):
+        if isinstance(module, torch.nn.Conv2d) and module.training:
+            seen.setdefault(mode, set()).add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        for mode in ("bf16", "none"):
+            sets = _sets(data_root, **{"train.epochs": 1, "train.eval_interval": 0, "train.cpu_amp": mode,
+                                       "train.warmup_iters": 1, "train.lr_per_image": 1e-4})
+            assert _train_cli(tmp_path / mode, sets) == 0
+    finally:
+        handle.remove()
+    assert seen == {"bf16": {torch.bfloat16}, "none": {torch.float32}}, seen
+    w = _weights(tmp_path / "bf16" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in w.values() if v.is_floating_point())
+    assert 0 < _max_diff(w, _weights(tmp_path / "none" / "last.pt")) < 0.05
+    capsys.readouterr()
+    assert _train_cli(tmp_path / "bad", _sets(data_root, **{"train.cpu_amp": "fp16"})) == 2
+    assert "train.cpu_amp must be one of none, bf16" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- DDP equivalence

@@ -42,15 +42,21 @@ class TrainAugment:
         self.flip_prob = float(flip_prob)
         self.label_space = label_space
 
-    def __call__(self, item: dict, rng: np.random.Generator) -> dict:
-        item = ResizeShortSide(self.short_sides, self.max_long_side, rng=rng)(item)
+    def __call__(self, item: dict, rng: np.random.Generator, short_side: int | None = None) -> dict:
+        """``short_side`` (one of ``short_sides``) fixes the scale, e.g. one scale per batch."""
+        if short_side is not None and short_side not in self.short_sides:
+            raise ValueError(f"short_side {short_side} is not one of {self.short_sides}")
+        sides = self.short_sides if short_side is None else (short_side,)
+        item = ResizeShortSide(sides, self.max_long_side, rng=rng)(item)
         if self.flip_prob > 0:
             item = RandomFlip(self.flip_prob, self.label_space, rng=rng)(item)
         return item
 
 
 class AugmentedDataset(torch.utils.data.Dataset):
-    """Wraps a dataset reader; indexed by ``(index, epoch)`` keys from ``GlobalBatchSampler``."""
+    """Wraps a dataset reader; indexed by ``(index, epoch)`` or ``(index, epoch, batch)`` keys from
+    ``GlobalBatchSampler``. With a batch number, the scale is drawn once per global batch (every image of
+    the batch gets the same short side: no padding to the batch's largest scale)."""
 
     def __init__(self, dataset, augment: TrainAugment | None, *, seed: int):
         self.dataset = dataset
@@ -60,27 +66,33 @@ class AugmentedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> dict:
-        index, epoch = key
+    def __getitem__(self, key: tuple[int, ...]) -> dict:
+        index, epoch = key[0], key[1]
         item = self.dataset[index]
         if self.augment is not None:
-            item = self.augment(item, np.random.default_rng([self.seed, epoch, index]))
+            side = None
+            if len(key) > 2:
+                sides = self.augment.short_sides
+                side = sides[int(np.random.default_rng([self.seed, epoch, key[2], 1]).integers(len(sides)))]
+            item = self.augment(item, np.random.default_rng([self.seed, epoch, index]), short_side=side)
         return item
 
 
 class GlobalBatchSampler(torch.utils.data.Sampler):
-    """Yields this rank's share of each global batch of one epoch, as ``(index, epoch)`` keys.
+    """Yields this rank's share of each global batch of one epoch, as ``(index, epoch)`` keys
+    (``(index, epoch, batch)`` with ``batch_key=True``: the global batch number, for a per-batch scale).
 
     The incomplete last global batch is dropped (every rank runs the same number of steps).
     ``start_batch`` skips the first batches (mid-epoch resume).
     """
 
     def __init__(self, num_items: int, *, batch_size: int, world_size: int = 1, rank: int = 0, seed: int = 0,
-                 epoch: int = 0, start_batch: int = 0):
+                 epoch: int = 0, start_batch: int = 0, batch_key: bool = False):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.num_items, self.batch_size, self.world_size, self.rank = num_items, batch_size, world_size, rank
         self.seed, self.epoch, self.start_batch = int(seed), int(epoch), int(start_batch)
+        self.batch_key = bool(batch_key)
 
     @staticmethod
     def batches_per_epoch(num_items: int, global_batch: int) -> int:
@@ -94,7 +106,7 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
         for b in range(self.start_batch, self.batches_per_epoch(self.num_items, g)):
             part = order[b * g + self.rank * self.batch_size : b * g + (self.rank + 1) * self.batch_size]
-            yield [(int(i), self.epoch) for i in part]
+            yield [(int(i), self.epoch, b) if self.batch_key else (int(i), self.epoch) for i in part]
 
 
 @dataclass

@@ -37,6 +37,7 @@ STATE_FILE = "last_state.pt"
 SUMMARY_FILE = "summary.json"  # rank 0's return value of the last run
 NORMS = ("frozen_bn", "bn", "syncbn")
 OPTIMIZERS = ("sgd", "adamw")
+CPU_AMP = ("none", "bf16")
 LOSS_KEYS = ("loss", "loss_center", "loss_aux_ins", "loss_aux_cate", "loss_par", "loss_metric")
 
 
@@ -268,6 +269,8 @@ def run_training(
         raise TrainingError(f"train.norm must be one of {', '.join(NORMS)}, got {tc.norm!r}")
     if tc.optimizer not in OPTIMIZERS:
         raise TrainingError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {tc.optimizer!r}")
+    if tc.cpu_amp not in CPU_AMP:
+        raise TrainingError(f"train.cpu_amp must be one of {', '.join(CPU_AMP)}, got {tc.cpu_amp!r}")
     if tc.norm == "syncbn" and world_size > 1 and device.type != "cuda":
         raise TrainingError("train.norm=syncbn needs CUDA workers (--gpu); use frozen_bn or bn on CPU")
     t_start = time.perf_counter()
@@ -302,6 +305,8 @@ def run_training(
     use_amp = bool(tc.amp) and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
+    if device.type == "cpu" and tc.cpu_amp == "bf16":
+        autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731 (no scaler: bf16 has fp32's range)
     loss_fn = UniParserLoss(weights=tuple(tc.loss_weights), cihp_variant=tc.cihp_variant)
 
     epoch, batch_in_epoch, iteration, best = 0, 0, 0, None
@@ -360,7 +365,8 @@ def run_training(
         while epoch < tc.epochs:
             set_train_mode(net, tc.norm)
             sampler = GlobalBatchSampler(len(train_set), batch_size=tc.batch_size, world_size=world_size, rank=rank,
-                                         seed=tc.seed, epoch=epoch, start_batch=batch_in_epoch)
+                                         seed=tc.seed, epoch=epoch, start_batch=batch_in_epoch,
+                                         batch_key=dc.scale_per_batch)
             loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=tc.num_workers,
                                                  pin_memory=device.type == "cuda")
             bar = tqdm(total=iters_per_epoch, initial=batch_in_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}",
