@@ -13,6 +13,9 @@ import torch
 from streamparse.checkpoint import DEFAULT_WEIGHTS, load_checkpoint
 from streamparse.config import load_config
 
+# the config of the recipe's last stage: the shipped file's training config and input size
+RECIPE = Path(__file__).parents[1] / "configs" / "train_synth_cihp_small_ft6.yaml"
+
 
 def test_shipped_weights_fit_the_default_config():
     assert DEFAULT_WEIGHTS.is_file(), DEFAULT_WEIGHTS
@@ -29,11 +32,15 @@ def test_shipped_weights_parse_fresh_synthetic_people(tmp_path):
 
     generate_dataset(tmp_path / "d", "cihp", 24, seed=12345, size=(256, 256), split="val", min_people=1, max_people=4)
     out = tmp_path / "m.json"
-    r = subprocess.run([sys.executable, "-m", "streamparse", "eval", str(Path(__file__).parents[1] / "configs" / "train_synth_cihp_small_ft6.yaml"), str(DEFAULT_WEIGHTS),
-                        "--data", str(tmp_path / "d"), "--format", "cihp", "--json", str(out)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    m = json.loads(out.read_text())
+
+    def evaluate(*extra):
+        r = subprocess.run([sys.executable, "-m", "streamparse", "eval", str(RECIPE), str(DEFAULT_WEIGHTS),
+                            "--data", str(tmp_path / "d"), "--format", "cihp", "--json", str(out), *extra],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads(out.read_text())
+
+    m = evaluate()
     # these 24 images at the recipe's 512-px input: AP^p@0.1 0.98, @0.3 0.94, AP^p_50 0.56, AP^p_vol
     # 0.53, mIoU 0.70. The previous shipped file (stage 5) at its 448 px: 1.00, 0.94, 0.49, 0.50, 0.67;
     # stage 3 at 256 px: 0.78 (@0.3), 0.14, 0.36, 0.51; random weights: ~0. (Stage 5 run at 512 px
@@ -44,11 +51,7 @@ def test_shipped_weights_parse_fresh_synthetic_people(tmp_path):
     # and at the pipeline's 256-px CPU default: 0.80 (@0.3), 0.38 (AP^p_vol), 0.57 (mIoU); stage 5:
     # 0.79, 0.38, 0.55; stage 6 alone (trained at 384-512 px only, before stage 7's 256-512 pass):
     # 0.68, 0.35, 0.55
-    r = subprocess.run([sys.executable, "-m", "streamparse", "eval", str(Path(__file__).parents[1] / "configs" / "train_synth_cihp_small_ft6.yaml"), str(DEFAULT_WEIGHTS),
-                        "--data", str(tmp_path / "d"), "--format", "cihp", "--json", str(out), "--set", "model.input_size=[256,448]"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    m = json.loads(out.read_text())
+    m = evaluate("--set", "model.input_size=[256,448]")
     assert m["AP_p"][2] >= 0.75 and m["AP_p_vol"] >= 0.37 and m["mIoU"] >= 0.56, m
 
 
@@ -101,7 +104,7 @@ def test_every_shipped_config_loads_and_the_recipe_matches_the_weights():
     assert len(configs) >= 4
     for path in configs:
         load_config(path)  # unknown keys or bad values raise ConfigError naming them
-    stage7 = load_config(Path(__file__).parents[1] / "configs" / "train_synth_cihp_small_ft6.yaml")
+    stage7 = load_config(RECIPE)
     stored = load_checkpoint(DEFAULT_WEIGHTS)["config"]
     assert stored["model"]["name"] == stage7.model.name and stored["model"]["num_classes"] == stage7.model.num_classes
     assert stored["model"]["input_size"] == list(stage7.model.input_size) == [512, 896]
