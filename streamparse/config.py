@@ -33,6 +33,10 @@ class ModelConfig:
     center_pool: int = 3  # local-maximum window on the centre heatmap (odd; 1 = off)
     merge_cos: float = 0.95  # merge centres whose instance kernels have cosine >= this (> 1 = off)
     cate_score_thresh: float = 0.15  # per-person category filter (authors' cate_score_thr; 0 = off)
+    test_flip: bool = False  # horizontal-flip test-time augmentation (2x the network work)
+    # test-time scales, factors of input_size; 1.0 (the reference grid) must be among them; the
+    # passes are averaged (with test_flip: each also mirrored), costing one network pass each
+    test_scales: tuple[float, ...] = (1.0,)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,10 @@ class Predictor:
         input_size: (short side, max long side) of the network input.
         device: torch device ('auto' resolved by ``resolve_device``).
         mask_thresh, merge_cos, cate_score_thresh: post-processing (see ``models.postprocess``).
+        flip_perm: (num_classes,) left/right class permutation; given, every batch also runs
+            mirrored and the passes are averaged (``UniParser.forward_tta``, ``model.test_flip``).
+        test_scales: factors of ``input_size`` to run at and average (``model.test_scales``);
+            1.0, the reference grid, must be among them.
         amp: 'none' | 'fp16' | 'bf16' autocast (CUDA only; ignored on CPU).
         cuda_streams: use a dedicated copy stream on CUDA.
         torch_threads: CPU threads (0 = leave torch's default).
@@ -70,6 +74,8 @@ class Predictor:
         mask_thresh: float = 0.5,
         merge_cos: float = 0.95,
         cate_score_thresh: float = 0.15,
+        flip_perm: np.ndarray | None = None,
+        test_scales: tuple[float, ...] = (1.0,),
         amp: str = "none",
         cuda_streams: bool = True,
         torch_threads: int = 0,
@@ -90,6 +96,16 @@ class Predictor:
         self.mask_thresh = mask_thresh
         self.merge_cos = merge_cos
         self.cate_score_thresh = float(cate_score_thresh)
+        self.flip_perm = None
+        if flip_perm is not None:
+            perm = torch.as_tensor(np.asarray(flip_perm), dtype=torch.long)
+            if perm.shape != (self.num_classes,) or sorted(perm.tolist()) != list(range(self.num_classes)):
+                raise ValueError(f"flip_perm must be a permutation of 0..{self.num_classes - 1}, got {perm.tolist()}")
+            self.flip_perm = perm.to(self.device)
+        scales = tuple(float(f) for f in test_scales)
+        if 1.0 not in scales or any(not (0.1 <= f <= 4.0) for f in scales) or len(set(scales)) != len(scales):
+            raise ValueError(f"model.test_scales must be distinct factors in [0.1, 4] that include 1.0, got {list(scales)}")
+        self.test_scales = (1.0,) + tuple(f for f in scales if f != 1.0)  # the reference first
         if amp not in ("none", "fp16", "bf16"):
             raise ValueError(f"amp must be none, fp16 or bf16, got {amp!r}")
         self.amp = amp
@@ -135,6 +151,14 @@ class Predictor:
         if class_names is None:
             class_names = list(space.names) if space else ["background"] + [f"part{i}" for i in range(1, mc.num_classes)]
         palette = space.palette_array() if space and space.num_classes == len(class_names) else None
+        flip_perm = None
+        if mc.test_flip:
+            if space is None or space.num_classes != len(class_names):
+                raise ValueError(
+                    f"model.test_flip needs the left/right pairs of a known label space; {mc.label_space!r} with "
+                    f"{len(class_names)} classes has none"
+                )
+            flip_perm = space.flip_lut()
         model.center_thresh = mc.center_thresh
         model.center_pool = mc.center_pool
         model.max_instances = mc.max_instances
@@ -148,6 +172,8 @@ class Predictor:
             mask_thresh=mc.mask_thresh,
             merge_cos=mc.merge_cos,
             cate_score_thresh=mc.cate_score_thresh,
+            flip_perm=flip_perm,
+            test_scales=mc.test_scales,
             amp=pc.amp,
             cuda_streams=pc.cuda_streams,
             torch_threads=pc.torch_threads,
@@ -188,12 +214,15 @@ class Predictor:
             return t.to(self.device, non_blocking=True)
         return t
 
-    def preprocess(self, frames_dev: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """uint8 (B,H,W,3) on the device -> normalised, padded float (B,3,Hp,Wp), (h, w) resized."""
+    def preprocess(
+        self, frames_dev: torch.Tensor, input_size: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """uint8 (B,H,W,3) on the device -> normalised, padded float (B,3,Hp,Wp), (h, w) resized
+        to ``input_size`` (short side, max long side; default ``self.input_size``)."""
         import kornia
 
         b, h, w, _ = frames_dev.shape
-        nh, nw, _ = target_size(h, w, *self.input_size)
+        nh, nw, _ = target_size(h, w, *(input_size or self.input_size))
         x = frames_dev.permute(0, 3, 1, 2).float().div_(255.0)
         if (nh, nw) != (h, w):
             x = kornia.geometry.transform.resize(x, (nh, nw), interpolation="bilinear", antialias=(nh < h))
@@ -203,6 +232,19 @@ class Predictor:
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         return x, (nh, nw)
+
+    def _forward(self, frames_dev: torch.Tensor, x: torch.Tensor, size: tuple[int, int]):
+        """The network on one preprocessed batch ``x`` of valid size ``size``, with the configured
+        test-time augmentation (extra scales re-preprocess ``frames_dev``)."""
+        if self.flip_perm is None and len(self.test_scales) == 1:
+            return self.model(x, compute_parsing=False)
+        xs, ratios = [x], [(1.0, 1.0)]
+        (nh, nw), (ph, pw) = size, x.shape[-2:]
+        for f in self.test_scales[1:]:
+            xi, (sh, sw) = self.preprocess(frames_dev, (round(self.input_size[0] * f), round(self.input_size[1] * f)))
+            xs.append(xi)
+            ratios.append(((sh / xi.shape[-2]) / (nh / ph), (sw / xi.shape[-1]) / (nw / pw)))
+        return self.model.forward_tta(xs, ratios=ratios, flip_perm=self.flip_perm, compute_parsing=False)
 
     def _autocast(self):
         if self.device.type == "cuda" and self.amp != "none":
@@ -217,7 +259,7 @@ class Predictor:
         b, H, W, _ = frames_dev.shape
         x, (nh, nw) = self.preprocess(frames_dev)
         with self._autocast():
-            out = self.model(x, compute_parsing=False)
+            out = self._forward(frames_dev, x, (nh, nw))
         heat = out.heatmap.float()
         results = []
         for i in range(b):
@@ -304,6 +346,8 @@ class Predictor:
             "checkpoint_sha256": self.checkpoint_sha256,
             "device": str(self.device),
             "input_size": list(self.input_size),
+            "test_flip": self.flip_perm is not None,
+            "test_scales": list(self.test_scales),
         }
 
 

@@ -120,6 +120,116 @@ def test_gradients_reach_every_head_and_the_category_kernels(fusion):
         assert any(p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n.startswith(head)), head
 
 
+# ----------------------------------------------------------------------------- test-time augmentation
+
+CIHP_FLIP = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 14, 17, 16, 19, 18])
+
+
+def _tta_model(fusion: str = "index"):
+    torch.manual_seed(0)
+    model = build_model("uniparser_tiny", fusion=fusion).eval()
+    model.center_thresh = 0.0  # random weights: every local maximum is a centre
+    return model
+
+
+def test_tta_of_one_plain_pass_is_the_plain_forward():
+    model = _tta_model()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        ref = model(x)
+        for out in (model.forward_tta([x]), model.forward_tta([x, x], ratios=[(1.0, 1.0), (1.0, 1.0)])):
+            assert torch.allclose(out.heatmap, ref.heatmap, atol=1e-5)
+            assert torch.allclose(out.cate_maps, ref.cate_maps, atol=1e-5)
+            for a, b in zip(out.centers, ref.centers):
+                assert torch.equal(a, b) and a.numel() > 0
+            for a, b in zip(out.ins_maps, ref.ins_maps):
+                assert torch.allclose(a, b, atol=1e-5)
+            for a, b in zip(out.ins_kernels, ref.ins_kernels):
+                assert torch.allclose(a, b, atol=1e-5)
+            for a, b in zip(out.parsing, ref.parsing):
+                assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("fusion", ["index", "convs"])
+def test_flip_tta_averages_the_mirror_pass_with_left_right_swapped(fusion):
+    model = _tta_model(fusion)
+    x = torch.randn(1, 3, 64, 96)
+    s = model.grid
+    with torch.no_grad():
+        a, m = model(x), model(x.flip(-1))
+        out = model.forward_tta([x], flip_perm=CIHP_FLIP)
+        mirrored = model.forward_tta([x.flip(-1)], flip_perm=CIHP_FLIP)
+    # the mirror pass's "right arm" (15) is the direct pass's left arm (14), and so on
+    assert torch.allclose(out.cate_maps[0, 14], 0.5 * (a.cate_maps[0, 14] + m.cate_maps[0, 15].flip(-1)), atol=1e-5)
+    assert torch.allclose(out.cate_maps[0, 2], 0.5 * (a.cate_maps[0, 2] + m.cate_maps[0, 2].flip(-1)), atol=1e-5)
+    assert torch.allclose(out.heatmap, 0.5 * (a.heatmap + m.heatmap.flip(-1)), atol=1e-5)
+    # the averaged result is the same for an image and its mirror image
+    assert torch.allclose(out.cate_maps, mirrored.cate_maps.flip(-1)[:, CIHP_FLIP], atol=1e-5)
+    assert torch.allclose(out.heatmap, mirrored.heatmap.flip(-1), atol=1e-5)
+    cells, mcells = out.centers[0], mirrored.centers[0]
+    assert cells.numel() > 0
+    back = (mcells // s) * s + (s - 1 - mcells % s)
+    order = [int(torch.nonzero(back == c)[0, 0]) for c in cells]  # the same people, maybe in another order of ties
+    assert torch.allclose(out.ins_maps[0], mirrored.ins_maps[0][order].flip(-1), atol=1e-4)
+    assert torch.allclose(out.parsing[0], mirrored.parsing[0][order].flip(-1)[:, CIHP_FLIP], atol=1e-4)
+
+
+def test_tta_resamples_each_scale_onto_the_reference_grid():
+    from streamparse.models.uniparser import _ref_grid
+
+    # a pass whose image fills 3/4 of its padded width: its map holds the image x-fraction
+    # (cell centre / 0.75); read onto a 10-wide reference grid (no padding) it is the reference's own
+    w2, a = 16, 0.75
+    t = ((torch.arange(w2) + 0.5) / w2 / a).view(1, 1, 1, w2).expand(1, 1, 4, w2).contiguous()
+    r = torch.nn.functional.grid_sample(t, _ref_grid((4, 10), (1.0, a), t), mode="bilinear", align_corners=False)
+    want = ((torch.arange(10) + 0.5) / 10).view(1, 1, 1, 10).expand(1, 1, 4, 10)
+    assert torch.allclose(r[..., 1:-1], want[..., 1:-1], atol=1e-5)  # bilinear is exact away from the border
+    # and end to end: the same image at a second scale, resized, runs through and is averaged
+    model = _tta_model()
+    x = torch.randn(1, 3, 64, 96)
+    x2 = torch.nn.functional.pad(torch.nn.functional.interpolate(x, size=(48, 72), mode="bilinear"), (0, 24, 0, 16))
+    with torch.no_grad():
+        out = model.forward_tta([x, x2], ratios=[(1.0, 1.0), (48 / 64, 72 / 96)], flip_perm=CIHP_FLIP)
+    st = model.stride
+    assert out.cate_maps.shape == (1, 20, 64 // st, 96 // st) and out.heatmap.shape == (1, 1, model.grid, model.grid)
+    assert len(out.ins_maps[0]) == len(out.centers[0]) > 0
+    assert out.ins_maps[0].shape[-2:] == (64 // st, 96 // st)
+    with pytest.raises(ValueError, match="same B"):
+        model.forward_tta([x, torch.cat([x2, x2])])
+    with pytest.raises(ValueError, match="ratios"):
+        model.forward_tta([x, x2], ratios=[(1.0, 1.0)])
+    with pytest.raises(ValueError, match="flip_perm"):
+        model.forward_tta([x], flip_perm=CIHP_FLIP[:5])
+
+
+def test_predictor_tta_settings_and_mirror_consistency():
+    from streamparse.config import load_config
+    from streamparse.predictor import Predictor
+
+    # random weights: averaged passes are weak, so a low theta_mask keeps people
+    tiny = ["model.name=uniparser_tiny", "model.input_size=[64,96]", "model.center_thresh=0.0", "model.mask_thresh=0.05",
+            "model.max_instances=4", "model.merge_cos=1.01"]
+    with pytest.raises(ValueError, match="test_scales"):
+        Predictor.from_config(load_config(overrides=tiny + ["model.test_scales=[0.75,1.25]"]), checkpoint="none")
+    with pytest.raises(ValueError, match="test_flip"):
+        Predictor.from_config(load_config(overrides=tiny + ["model.test_flip=true", "model.num_classes=7",
+                                                            "model.label_space=none"]), checkpoint="none")
+    pred = Predictor.from_config(load_config(overrides=tiny + ["model.test_flip=true", "model.test_scales=[1.0,0.75]"]),
+                                 checkpoint="none", device="cpu")
+    assert pred.test_scales == (1.0, 0.75) and pred.flip_perm[14] == 15
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    out = pred.predict(frames)
+    assert out[0].part.shape == (64, 64) and sum(o.num_instances for o in out) > 0
+    # with flip (one scale, no padding), a mirror image's parts are the mirrored parts, left and right swapped
+    pred = Predictor.from_config(load_config(overrides=tiny + ["model.test_flip=true"]), checkpoint="none", device="cpu")
+    a, m = pred.predict(frames[1:])[0], pred.predict(np.ascontiguousarray(frames[1:, :, ::-1]))[0]
+    assert a.num_instances > 0
+    lut = pred.flip_perm.numpy()
+    assert np.mean(lut[m.part[:, ::-1]] != a.part) < 0.01
+    assert np.mean((m.instance[:, ::-1] > 0) != (a.instance > 0)) < 0.01
+
+
 # ----------------------------------------------------------------------------- targets
 
 
