@@ -98,10 +98,15 @@ class UniParser(nn.Module):
     def sample_kernels(self, ins_feats: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """Instance kernels (K, C): ``ins_feats`` (C,h,w) sampled bilinearly at the centres of
         grid cells ``cells`` (K,) (cell = y * S + x), re-normalised to unit length."""
+        u, v = self.cell_centres(cells, ins_feats.dtype)
+        return self.sample_kernels_at(ins_feats, torch.stack([u * 2 - 1, v * 2 - 1], dim=-1))
+
+    def cell_centres(self, cells: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Centres (u, v) of grid cells ``cells`` (K,) (cell = y * S + x) as fractions in [0, 1] of the
+        padded image's width and height."""
         s = self.grid
-        gy = torch.div(cells, s, rounding_mode="floor").to(ins_feats.dtype)
-        gx = (cells % s).to(ins_feats.dtype)
-        return self.sample_kernels_at(ins_feats, torch.stack([(gx + 0.5) / s * 2 - 1, (gy + 0.5) / s * 2 - 1], dim=-1))
+        v = (torch.div(cells, s, rounding_mode="floor").to(dtype) + 0.5) / s
+        return ((cells % s).to(dtype) + 0.5) / s, v
 
     @staticmethod
     def sample_kernels_at(ins_feats: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -123,11 +128,21 @@ class UniParser(nn.Module):
         """images: (B,3,H,W) normalised, H and W multiples of 32. ``centers``: optional B tensors
         of grid cells to pick instance kernels at (training uses the ground-truth centres);
         when None, local maxima of H_c above ``center_thresh`` are used."""
+        self._check_images(images)
+        return self.forward_heads(self.neck(images), centers, compute_parsing=compute_parsing)
+
+    def _check_images(self, images: torch.Tensor) -> None:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B,3,H,W), got {tuple(images.shape)}")
         if images.shape[-1] % self.size_divisor or images.shape[-2] % self.size_divisor:
             raise ValueError(f"image size {tuple(images.shape[-2:])} must be a multiple of {self.size_divisor}")
-        return self.forward_heads(self.neck(images), centers, compute_parsing=compute_parsing)
+
+    def _dense_heads(self, feat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """F_neck (B, C_neck, h, w) -> centre logits (B,1,S,S), F_ins, F_cate (B,C,h,w), K_cate
+        (N,C), Q_cate (B,N,h,w): everything that does not depend on the chosen centres."""
+        ins_feats, cate_feats = self.ins_builder(feat), self.cate_builder(feat)
+        kernels = self.cate_kernels()
+        return self.center_locator(feat), ins_feats, cate_feats, kernels, torch.einsum("nc,bchw->bnhw", kernels, cate_feats)
 
     def forward_tta(
         self,
@@ -158,10 +173,9 @@ class UniParser(nn.Module):
         if not images:
             raise ValueError("forward_tta needs at least one batch of images")
         for x in images:
-            if x.ndim != 4 or x.shape[1] != 3 or x.shape[0] != images[0].shape[0]:
-                raise ValueError(f"every scale must be (B,3,H,W) with the same B, got {[tuple(t.shape) for t in images]}")
-            if x.shape[-1] % self.size_divisor or x.shape[-2] % self.size_divisor:
-                raise ValueError(f"image size {tuple(x.shape[-2:])} must be a multiple of {self.size_divisor}")
+            self._check_images(x)
+        if len({x.shape[0] for x in images}) != 1:
+            raise ValueError(f"every scale must hold the same B images, got {[tuple(t.shape) for t in images]}")
         ratios = list(ratios) if ratios is not None else [(1.0, 1.0)] * len(images)
         if len(ratios) != len(images):
             raise ValueError(f"{len(ratios)} ratios for {len(images)} scales")
@@ -170,13 +184,9 @@ class UniParser(nn.Module):
         b, s = images[0].shape[0], self.grid
         flips = (False, True) if flip_perm is not None else (False,)
         perm = flip_perm.to(images[0].device) if flip_perm is not None else None
-        kernels = self.cate_kernels()
         passes = []  # (ins_feats, cate_feats, cate_maps, heat, ratio, mirrored) per pass, batch of b
         for x, ratio in zip(images, ratios):
-            feat = self.neck(torch.cat([x, x.flip(-1)]) if perm is not None else x)
-            logits = self.center_locator(feat)
-            ins, cate = self.ins_builder(feat), self.cate_builder(feat)
-            maps = torch.einsum("nc,bchw->bnhw", kernels, cate)
+            logits, ins, cate, kernels, maps = self._dense_heads(self.neck(torch.cat([x, x.flip(-1)]) if perm is not None else x))
             for j, mirrored in enumerate(flips):
                 sl = slice(j * b, (j + 1) * b)
                 passes.append((ins[sl], cate[sl], maps[sl], logits[sl].float().sigmoid(), ratio, mirrored))
@@ -198,12 +208,10 @@ class UniParser(nn.Module):
         ins_kernels, ins_maps, parsing = [], [], []
         want_parsing = compute_parsing or self.fusion.mode != "index"
         for i, cells in enumerate(centers):
-            gy = torch.div(cells, s, rounding_mode="floor").to(heat.dtype)
-            gx = (cells % s).to(heat.dtype)
+            u0, v0 = self.cell_centres(cells, heat.dtype)
             qs, ps = [], []
             for ins, cate, maps, _, ratio, mirrored in passes:
-                u = (gx + 0.5) / s * ratio[1]  # the centre in this pass's padded frame, in [0, 1]
-                v = (gy + 0.5) / s * ratio[0]
+                u, v = u0 * ratio[1], v0 * ratio[0]  # the centre in this pass's padded frame, in [0, 1]
                 if mirrored:
                     u = 1.0 - u
                 pos = torch.stack([u * 2 - 1, v * 2 - 1], dim=-1)
@@ -237,11 +245,7 @@ class UniParser(nn.Module):
         self, feat: torch.Tensor, centers: list[torch.Tensor] | None = None, *, compute_parsing: bool = True
     ) -> UniParserOutput:
         """Everything after the neck: F_neck (B, C_neck, h, w) -> ``UniParserOutput``."""
-        center_logits = self.center_locator(feat)
-        ins_feats = self.ins_builder(feat)
-        cate_feats = self.cate_builder(feat)
-        kernels = self.cate_kernels()
-        cate_maps = torch.einsum("nc,bchw->bnhw", kernels, cate_feats)
+        center_logits, ins_feats, cate_feats, kernels, cate_maps = self._dense_heads(feat)
         if centers is None:
             heat = center_logits.detach().sigmoid()
             centers = [peak_cells(heat[i, 0], self.center_thresh, self.center_pool, self.max_instances)[0] for i in range(heat.shape[0])]
