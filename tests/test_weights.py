@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from streamparse.checkpoint import DEFAULT_WEIGHTS, load_checkpoint
-from streamparse.config import load_config
+from streamparse.config import ModelConfig, load_config
 
 # the config of the recipe's last stage: the shipped file's training config and input size
 RECIPE = Path(__file__).parents[1] / "configs" / "train_synth_cihp_small_ft8.yaml"
@@ -51,7 +51,9 @@ def test_shipped_weights_parse_fresh_synthetic_people(tmp_path):
     # and at the pipeline's CPU default (256 px, category filter 0.15): 0.75 (@0.3), 0.396 (AP^p_vol),
     # 0.58 (mIoU); stage 8: 0.805, 0.405, 0.585; stage 7: 0.80, 0.38, 0.57; stage 6 alone (trained at
     # 384-512 px only): 0.68, 0.35, 0.55
-    m = evaluate("--set", "model.input_size=[256,448]", "--set", "model.cate_score_thresh=0.15")
+    pipeline_default = ModelConfig()
+    m = evaluate("--set", f"model.input_size={list(pipeline_default.input_size)}",
+                 "--set", f"model.cate_score_thresh={pipeline_default.cate_score_thresh}")
     assert m["AP_p"][2] >= 0.75 and m["AP_p_vol"] >= 0.39 and m["mIoU"] >= 0.575, m
 
 
