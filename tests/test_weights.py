@@ -51,8 +51,8 @@ def test_shipped_weights_parse_fresh_synthetic_people(tmp_path):
     assert m["AP_p"][0] >= 0.93 and m["AP_p"][2] >= 0.9 and m["AP_p_50"] >= 0.65, m
     assert m["AP_p_vol"] >= 0.54 and m["mIoU"] >= 0.72, m
     # and at the pipeline's CPU default (256 px, category filter 0.15): 0.77 (@0.3), 0.3925 (AP^p_vol),
-    # 0.595 (mIoU); stage 9: 0.75, 0.396, 0.58; stage 8: 0.805, 0.405, 0.585; stage 7: 0.80, 0.38, 0.57; stage 6 alone (trained at
-    # 384-512 px only): 0.68, 0.35, 0.55
+    # 0.595 (mIoU); stage 9: 0.75, 0.396, 0.58; stage 8: 0.805, 0.405, 0.585; stage 7: 0.80, 0.38,
+    # 0.57; stage 6 alone (trained at 384-512 px only): 0.68, 0.35, 0.55
     pipeline_default = ModelConfig()
     m = evaluate("--set", f"model.input_size={list(pipeline_default.input_size)}",
                  "--set", f"model.cate_score_thresh={pipeline_default.cate_score_thresh}")
