@@ -69,6 +69,13 @@ def train(cfg, work_dir: str | Path, resume: str | None = None, num_workers: int
     if space.num_classes != cfg.model.num_classes:
         raise TrainingError(f"model.num_classes={cfg.model.num_classes} but data.format={cfg.data.format} has {space.num_classes} classes")
     state_path = resolve_resume(work_dir, resume)
+    if state_path is None:  # a new run: the work dir must be new, empty, or a streamparse work dir
+        from streamparse.outputs import OutputError, prepare_output
+
+        try:
+            prepare_output(work_dir, mode="update", kind="dir")
+        except OutputError as exc:
+            raise TrainingError(str(exc)) from None
     if state_path is not None:
         print(f"train: resuming from {state_path}")
     elif resume == "auto":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from streamparse.config import Config, to_dict
+from streamparse.interrupts import Interrupts
 from streamparse.metrics import SourceMetrics
 from streamparse.sources import SourceError, is_live, redact_uri, source_id
 
@@ -131,7 +131,7 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
 
     from streamparse import __version__
     from streamparse.actors import DecoderActor, InferenceActor
-    from streamparse.sink import ZarrSink
+    from streamparse.sink import SinkWriteError, ZarrSink
 
     pc = cfg.pipeline
     if not sources:
@@ -148,31 +148,31 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
         "class_names": meta["class_names"], "palette": meta["palette"], "config": to_dict(cfg),
         "sources": [redact_uri(s.uri) for s in states],
     }
-    started = init_ray(pc.ray_address, pc.object_store_memory_mb)
-    sink = ZarrSink(out, mode=mode, root_attrs=root_attrs, chunk_frames=pc.chunk_frames, compressor=pc.compressor)
-    n_workers = max(1, pc.workers)
-    use_gpu = (pc.device == "cuda") or (pc.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-    threads = pc.torch_threads or max(1, (os.cpu_count() or 2) // n_workers)
-    cfg_dict = to_dict(cfg)
-    opts = {"num_gpus": 1} if use_gpu else {"num_cpus": 0.5}
-    workers = [InferenceActor.options(**opts).remote(cfg_dict, meta["checkpoint"] or "none", threads) for _ in range(n_workers)]
-    if on_actors:
-        on_actors(workers)
-    live_cfg = to_dict(cfg)["live"]
+    intr = Interrupts().install()  # Ctrl-C / SIGTERM from here on: a clean stop, never mid-write
+    sink = None
+    started = False
+    workers: list = []
     summary = {"out": str(out), "sources": {}}
     t_start = time.monotonic()
     interrupted = False
-    prev_handler = signal.getsignal(signal.SIGTERM)
-
-    def _sigterm(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        signal.signal(signal.SIGTERM, _sigterm)
-    except ValueError:  # not in the main thread
-        pass
     bar = None
+    pending: dict = {}  # result ref -> (state, seq, n, worker)
     try:
+        # the store first (cheap): a refused or locked output fails before Ray starts
+        sink = ZarrSink(out, mode=mode, root_attrs=root_attrs, chunk_frames=pc.chunk_frames, compressor=pc.compressor)
+        for note in sink.notes:
+            summary.setdefault("notes", []).append(note)
+        started = init_ray(pc.ray_address, pc.object_store_memory_mb)
+        intr.install()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
+        n_workers = max(1, pc.workers)
+        use_gpu = (pc.device == "cuda") or (pc.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+        threads = pc.torch_threads or max(1, (os.cpu_count() or 2) // n_workers)
+        cfg_dict = to_dict(cfg)
+        opts = {"num_gpus": 1} if use_gpu else {"num_cpus": 0.5}
+        workers = [InferenceActor.options(**opts).remote(cfg_dict, meta["checkpoint"] or "none", threads) for _ in range(n_workers)]
+        if on_actors:
+            on_actors(workers)
+        live_cfg = to_dict(cfg)["live"]
         for st in states:
             start = 0
             if sink.resumed and not st.live:
@@ -200,7 +200,6 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
         done_before = sum(s.writer.committed for s in states if s.writer is not None and not s.live)
         bar = tqdm(total=total, initial=done_before, unit="frame", desc="streamparse run", disable=not progress, dynamic_ncols=True)
         load = {i: 0 for i in range(n_workers)}
-        pending: dict = {}  # result ref -> (state, seq, n, worker)
         t0 = time.monotonic()
         summary["startup_s"] = round(t0 - t_start, 3)
         while True:
@@ -221,10 +220,17 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
                     load[wi] -= 1
                     s.in_flight -= 1
                     res = ray.get(ref)
+                    if s.done:  # the source stopped (its store failed): late results are dropped
+                        continue
                     now = time.time()
-                    for i, fr in enumerate(split_result(res)):
-                        s.writer.add(seq + i, fr)
-                        s.metrics.observe_lag(now - fr["wallclock"])
+                    try:
+                        with intr.critical():
+                            for i, fr in enumerate(split_result(res)):
+                                s.writer.add(seq + i, fr)
+                                s.metrics.observe_lag(now - fr["wallclock"])
+                    except SinkWriteError as exc:  # disk full / I/O error: stop this source, keep the others
+                        _stop_source(s, str(exc), ray)
+                        continue
                     if "first_result_s" not in summary:
                         summary["first_result_s"] = round(time.monotonic() - t_start, 3)
                     s.metrics.count("inferred", n)
@@ -261,46 +267,57 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
                     pending[workers[wi].infer.remote(batch)] = (s, s.next_seq, n, wi)
                     s.next_seq += n
             for s in active:
-                if s.eof and s.in_flight == 0 and not s.decode_refs:
-                    _finish(s, ray)
+                if s.eof and s.in_flight == 0 and not s.decode_refs and not s.done:
+                    with intr.critical():
+                        _finish(s, ray)
             if bar is not None:
                 lags = [x.metrics.lag_s for x in states if x.metrics and x.metrics.lag_s is not None]
                 bar.set_postfix(inflight=len(pending), lag=f"{max(lags):.2f}s" if lags else "-", refresh=False)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # SystemExit: Ray's own SIGTERM handler, during ray.init
         interrupted = True
         log.warning("interrupted: draining in-flight batches and closing the store")
         deadline = time.monotonic() + 60
         while pending and time.monotonic() < deadline:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            try:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            except Exception:  # noqa: BLE001 - Ray itself was stopped (Ctrl-C reaches its processes too)
+                break
             for ref in ready:
                 s, seq, n, wi = pending.pop(ref)
+                if s.done:
+                    continue
                 try:
-                    for i, fr in enumerate(split_result(ray.get(ref))):
-                        s.writer.add(seq + i, fr)
+                    with intr.critical():
+                        for i, fr in enumerate(split_result(ray.get(ref))):
+                            s.writer.add(seq + i, fr)
                 except Exception:  # noqa: BLE001
                     pass
         for s in states:
-            if s.writer is not None:
-                s.writer.flush()
-                s.writer.set_status(state="interrupted")
+            if s.writer is not None and not s.writer.failed:
+                try:
+                    with intr.critical():
+                        s.writer.flush()
+                        if s.writer.committed or not s.done:
+                            s.writer.set_status(state="interrupted")
+                except (SinkWriteError, OSError) as exc:
+                    s.errors.append(_one_line(exc))
     finally:
         if bar is not None:
             bar.close()
-        try:
-            signal.signal(signal.SIGTERM, prev_handler)
-        except ValueError:
-            pass
+        intr.restore()
         for s in states:
             summ = s.metrics.summary() if s.metrics else {}
             summary["sources"][s.sid] = {"uri": redact_uri(s.uri), "frames_written": s.writer.committed if s.writer else 0,
                                          "errors": s.errors, **{k: v for k, v in summ.items() if k != "source"}}
         failed = {s.sid: s.errors for s in states if s.writer is None and s.errors}
-        if failed:  # sources that never delivered a frame have no group: their status lives at the root
+        if failed and sink is not None:  # sources that never delivered a frame have no group: their status lives at the root
             try:
                 sink.root.attrs["failed_sources"] = failed
             except Exception:  # noqa: BLE001
                 pass
-        sink.close()
+        if sink is not None:
+            # an interrupted start that committed nothing leaves no store behind (if it made the store)
+            sink.close(discard_if_empty=interrupted)
         for s in states:
             if s.decoder is not None:
                 try:
@@ -317,6 +334,19 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
     summary["interrupted"] = interrupted
     summary["elapsed_s"] = round(time.monotonic() - t_start, 3)
     return summary
+
+
+def _stop_source(s: _SourceState, error: str, ray) -> None:
+    """A source whose store writes failed: record the error, stop decoding it (the writer already put
+    state=error and the error into the store's status, if the store could still take it)."""
+    log.error("%s: %s", s.sid, error)
+    s.errors.append(error)
+    s.done = True
+    s.eof = True
+    try:
+        ray.kill(s.decoder)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _open_writer(s: _SourceState, sink, meta: dict) -> None:

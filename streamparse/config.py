@@ -21,6 +21,26 @@ class ConfigError(ValueError):
     """Bad config file, key or value; the message names the key."""
 
 
+def _one_of(section: str, key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{section}.{key} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
+def _range(section: str, key: str, value, lo=None, hi=None, *, lo_open: bool = False, hi_open: bool = False) -> None:
+    bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and (value >= hi if hi_open else value > hi))
+    if bad:
+        lo_s = "" if lo is None else ("(" if lo_open else "[") + f"{lo:g}"
+        hi_s = "" if hi is None else f"{hi:g}" + (")" if hi_open else "]")
+        where = f"in {lo_s}, {hi_s}" if lo is not None and hi is not None else (f">{'' if lo_open else '='} {lo:g}" if lo is not None else f"<{'' if hi_open else '='} {hi:g}")
+        raise ConfigError(f"{section}.{key}: must be {where}, got {value!r}")
+
+
+def _positive(section: str, obj, *keys: str) -> None:
+    for k in keys:
+        _range(section, k, getattr(obj, k), 0, lo_open=True)
+
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "uniparser_small"  # a name from streamparse.models.registry (the shipped weights)
@@ -37,6 +57,23 @@ class ModelConfig:
     # test-time scales, factors of input_size; 1.0 (the reference grid) must be among them; the
     # passes are averaged (with test_flip: each also mirrored), costing one network pass each
     test_scales: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        sec = "model"
+        if not self.name:
+            raise ConfigError("model.name: must name a registered model")
+        _range(sec, "num_classes", self.num_classes, 2)
+        if len(self.input_size) != 2 or min(self.input_size) < 16 or self.input_size[0] > self.input_size[1]:
+            raise ConfigError(f"model.input_size: expected [short side, max long side] with 16 <= short <= long, got {list(self.input_size)}")
+        for k in ("center_thresh", "mask_thresh", "cate_score_thresh"):
+            _range(sec, k, getattr(self, k), 0.0, 1.0)
+        _range(sec, "max_instances", self.max_instances, 1)
+        if self.center_pool < 1 or self.center_pool % 2 == 0:
+            raise ConfigError(f"model.center_pool: must be an odd window >= 1, got {self.center_pool}")
+        _range(sec, "merge_cos", self.merge_cos, -1.0, 2.0)
+        scales = tuple(self.test_scales)
+        if 1.0 not in scales or len(set(scales)) != len(scales) or any(not 0.1 <= f <= 4.0 for f in scales):
+            raise ConfigError(f"model.test_scales: must be distinct factors in [0.1, 4] that include 1.0, got {list(scales)}")
 
 
 @dataclass(frozen=True)
@@ -55,6 +92,19 @@ class PipelineConfig:
     ray_address: str = ""  # "" = start a local Ray
     object_store_memory_mb: int = 1024
 
+    def __post_init__(self) -> None:
+        sec = "pipeline"
+        if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
+            raise ConfigError(f"pipeline.device must be one of auto, cpu, cuda (or cuda:N), got {self.device!r}")
+        _one_of(sec, "amp", self.amp, ("none", "fp16", "bf16"))
+        _one_of(sec, "compressor", self.compressor, ("zstd", "blosc", "none"))
+        for k in ("batch_size", "workers", "max_in_flight", "chunk_frames"):
+            _range(sec, k, getattr(self, k), 1)
+        _positive(sec, self, "batch_timeout_s")
+        for k in ("torch_threads", "max_frames"):
+            _range(sec, k, getattr(self, k), 0)
+        _range(sec, "object_store_memory_mb", self.object_store_memory_mb, 64)
+
 
 @dataclass(frozen=True)
 class LiveConfig:
@@ -72,6 +122,18 @@ class LiveConfig:
     # bound is about (queue_size + max_in_flight x batch_size) frames of model time
     max_in_flight: int = 2
 
+    def __post_init__(self) -> None:
+        sec = "live"
+        _one_of(sec, "transport", self.transport, ("tcp", "udp"))
+        _one_of(sec, "drop_policy", self.drop_policy, ("drop-oldest", "drop-latest", "wait"))
+        _positive(sec, self, "open_timeout_s", "read_timeout_s", "stall_timeout_s")
+        _range(sec, "reconnect_initial_s", self.reconnect_initial_s, 0.0)
+        _range(sec, "reconnect_factor", self.reconnect_factor, 1.0)
+        _range(sec, "reconnect_cap_s", self.reconnect_cap_s, self.reconnect_initial_s)
+        _range(sec, "reconnect_max_attempts", self.reconnect_max_attempts, -1)
+        _range(sec, "queue_size", self.queue_size, 1)
+        _range(sec, "max_in_flight", self.max_in_flight, 1)
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -86,6 +148,15 @@ class DataConfig:
     max_long_side: int = 1333
     test_short_side: int = 800
     flip_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        sec = "data"
+        _one_of(sec, "format", self.format, ("cihp", "mhpv2"))
+        if not self.short_side or min(self.short_side) < 1:
+            raise ConfigError(f"data.short_side: needs at least one positive size, got {list(self.short_side)}")
+        _range(sec, "max_long_side", self.max_long_side, 1)
+        _range(sec, "test_short_side", self.test_short_side, 1)
+        _range(sec, "flip_prob", self.flip_prob, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -125,6 +196,24 @@ class TrainConfig:
     # and schedule), e.g. fine-tune the shipped weights; "default" = the shipped weights; "" = from scratch.
     # --resume takes precedence.
     init_from: str = ""
+
+    def __post_init__(self) -> None:
+        sec = "train"
+        _one_of(sec, "cpu_amp", self.cpu_amp, ("none", "bf16"))
+        _one_of(sec, "norm", self.norm, ("frozen_bn", "bn", "syncbn"))
+        _one_of(sec, "optimizer", self.optimizer, ("sgd", "adamw"))
+        for k in ("epochs", "batch_size", "log_interval"):
+            _range(sec, k, getattr(self, k), 1)
+        for k in ("checkpoint_interval", "eval_interval", "warmup_iters", "num_workers", "eval_max_images", "torch_threads", "weight_decay", "grad_clip"):
+            _range(sec, k, getattr(self, k), 0)
+        _positive(sec, self, "lr_per_image")
+        _range(sec, "momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        _range(sec, "warmup_ratio", self.warmup_ratio, 0.0, 1.0, lo_open=True)
+        _range(sec, "lr_gamma", self.lr_gamma, 0.0, 1.0, lo_open=True)
+        if any(w < 0 for w in self.loss_weights):
+            raise ConfigError(f"train.loss_weights: must be >= 0, got {list(self.loss_weights)}")
+        if list(self.lr_steps) != sorted(self.lr_steps) or any(e < 1 for e in self.lr_steps):
+            raise ConfigError(f"train.lr_steps: epochs must be >= 1 and increasing, got {list(self.lr_steps)}")
 
 
 @dataclass(frozen=True)

@@ -3,26 +3,45 @@
 Writes are chunk-aligned along time: results are buffered (and reordered by their frame sequence
 number) until ``chunk_frames`` consecutive frames are ready, then written as whole chunks; only
 after the data is written is the source's ``status.frames_written`` attribute advanced (the commit
-marker). A crashed run therefore leaves at most one uncommitted partial chunk, which ``resume``
-truncates away before continuing from the committed frame.
+marker). zarr's local store writes every file atomically (temporary file + rename), so a crash or a
+full disk leaves at most data past the commit marker, which ``resume`` truncates away.
+
+Safety (README "Safety of outputs"): the store path goes through ``outputs.prepare_output``; one
+``WriterLock`` per store; ``--overwrite`` clears only a streamparse store; ``resume`` verifies the
+committed data first (``verify_store``) and refuses a damaged store; a failed write (ENOSPC, EIO, a
+permission lost) stops that source with ``state="error"`` and the OS error in ``status.errors``
+(a small reserve file is given back to the file system first, so the status can still be written).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-PER_FRAME = {"frame_index": "int64", "pts": "int64", "time": "float64", "segment": "uint16", "wallclock": "float64",
-             "inst_offset": "int64"}
-PER_INSTANCE = {"inst_id": "uint16", "inst_score": "float32", "inst_bbox": "int32", "inst_area": "int64"}
+from streamparse.lock import WriterLock
+from streamparse.outputs import RESERVE_NAME, OutputError, clear_store, prepare_output
+from streamparse.schema import PER_FRAME, PER_INSTANCE, SCHEMA_VERSION
+from streamparse.store_check import group_ids, verify_store
+
+log = logging.getLogger(__name__)
+
+RESERVE_BYTES = 256 * 1024
+_ARRAY_CONFIG = {"write_empty_chunks": True}  # every chunk is stored: a missing chunk file means damage
 
 
 class SinkError(RuntimeError):
     pass
+
+
+class SinkWriteError(SinkError):
+    """A write to the store failed (disk full, I/O error, permission); the source's commit marker still
+    names the last frame whose arrays were all written."""
 
 
 def _compressors(name: str):
@@ -41,27 +60,33 @@ class SourceWriter:
     """Writes one source's arrays. Results come in as (seq, dict) -- seq = 0, 1, 2, ... per frame in
     emission order (frame_index may have gaps for live drops)."""
 
-    def __init__(self, group, chunk_frames: int):
+    def __init__(self, group, chunk_frames: int, on_commit=None, on_write_error=None):
         self.g = group
         self.chunk = int(chunk_frames)
         self.pending: dict[int, dict] = {}
+        self._arrays = {name: group[name].with_config(_ARRAY_CONFIG) for name in ("part", "instance", *PER_FRAME, *PER_INSTANCE)}
         st = dict(self.g.attrs.get("status", {}))
         self.committed = int(st.get("frames_written", 0))
         self.n_inst = int(st.get("instances_written", 0))
         self.next_seq = self.committed
+        self.failed: str | None = None
+        self._on_commit = on_commit
+        self._on_write_error = on_write_error
         self._truncate(self.committed, self.n_inst)
 
     def _truncate(self, t: int, n: int) -> None:
         for name in ("part", "instance", *PER_FRAME):
-            a = self.g[name]
+            a = self._arrays[name]
             if a.shape[0] != t:
                 a.resize((t, *a.shape[1:]))
         for name in PER_INSTANCE:
-            a = self.g[name]
+            a = self._arrays[name]
             if a.shape[0] != n:
                 a.resize((n, *a.shape[1:]))
 
     def add(self, seq: int, frame: dict) -> None:
+        if self.failed:
+            raise SinkWriteError(self.failed)
         if seq < self.next_seq or seq in self.pending:
             raise SinkError(f"frame sequence {seq} delivered twice (next expected {self.next_seq})")
         self.pending[seq] = frame
@@ -75,6 +100,8 @@ class SourceWriter:
         return n
 
     def flush(self) -> None:
+        if self.failed:
+            return
         n = self._ready()
         if n:
             self._write(n)
@@ -86,27 +113,45 @@ class SourceWriter:
     def _write(self, n: int) -> None:
         frames = [self.pending.pop(self.next_seq + i) for i in range(n)]
         t0, t1 = self.committed, self.committed + n
-        g = self.g
+        try:
+            self._write_arrays(frames, t0, t1)
+        except OSError as exc:
+            self.failed = (f"write failed at frames {t0}-{t1 - 1}: {exc.strerror or exc} (errno {exc.errno}); "
+                           f"frames 0-{t0 - 1} are committed")
+            self.pending.clear()
+            if self._on_write_error is not None:
+                self._on_write_error()
+            try:
+                self.set_status(state="error", complete=False, errors=[*self.errors(), self.failed])
+            except OSError as exc2:
+                log.error("%s: cannot record the write error in the store either: %s", self.g.path, exc2)
+            raise SinkWriteError(self.failed) from None
+
+    def _write_arrays(self, frames: list[dict], t0: int, t1: int) -> None:
+        a = self._arrays
         counts = [len(f["inst_score"]) for f in frames]
         i0, i1 = self.n_inst, self.n_inst + sum(counts)
         for name in ("part", "instance", *PER_FRAME):
-            a = g[name]
-            a.resize((t1, *a.shape[1:]))
-        g["part"][t0:t1] = np.stack([f["part"] for f in frames])
-        g["instance"][t0:t1] = np.stack([f["instance"] for f in frames])
+            a[name].resize((t1, *a[name].shape[1:]))
+        a["part"][t0:t1] = np.stack([f["part"] for f in frames])
+        a["instance"][t0:t1] = np.stack([f["instance"] for f in frames])
         for name in ("frame_index", "pts", "time", "segment", "wallclock"):
-            g[name][t0:t1] = np.asarray([f[name] for f in frames], dtype=PER_FRAME[name])
-        g["inst_offset"][t0:t1] = i0 + np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+            a[name][t0:t1] = np.asarray([f[name] for f in frames], dtype=PER_FRAME[name])
+        a["inst_offset"][t0:t1] = i0 + np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         if i1 > i0:
             for name in PER_INSTANCE:
-                a = g[name]
-                a.resize((i1, *a.shape[1:]))
-            g["inst_id"][i0:i1] = np.concatenate([np.arange(1, c + 1) for c in counts if c]).astype(np.uint16)
-            g["inst_score"][i0:i1] = np.concatenate([f["inst_score"] for f in frames]).astype(np.float32)
-            g["inst_bbox"][i0:i1] = np.concatenate([f["inst_bbox"] for f in frames]).reshape(-1, 4).astype(np.int32)
-            g["inst_area"][i0:i1] = np.concatenate([f["inst_area"] for f in frames]).astype(np.int64)
-        self.committed, self.n_inst, self.next_seq = t1, i1, self.next_seq + n
+                a[name].resize((i1, *a[name].shape[1:]))
+            a["inst_id"][i0:i1] = np.concatenate([np.arange(1, c + 1) for c in counts if c]).astype(np.uint16)
+            a["inst_score"][i0:i1] = np.concatenate([f["inst_score"] for f in frames]).astype(np.float32)
+            a["inst_bbox"][i0:i1] = np.concatenate([f["inst_bbox"] for f in frames]).reshape(-1, 4).astype(np.int32)
+            a["inst_area"][i0:i1] = np.concatenate([f["inst_area"] for f in frames]).astype(np.int64)
         self.set_status(frames_written=t1, instances_written=i1)  # the commit marker, after the data
+        self.committed, self.n_inst, self.next_seq = t1, i1, self.next_seq + (t1 - t0)
+        if self._on_commit is not None:
+            self._on_commit()
+
+    def errors(self) -> list:
+        return list(dict(self.g.attrs.get("status", {})).get("errors", []) or [])
 
     def set_status(self, **kw) -> None:
         st = dict(self.g.attrs.get("status", {}))
@@ -116,43 +161,96 @@ class SourceWriter:
 
 
 class ZarrSink:
-    """The output store. ``mode``: 'create' (fails if it exists), 'overwrite', 'resume'.
+    """The output store. ``mode``: 'create' (fails if it exists), 'overwrite' (replaces a streamparse
+    store only), 'resume' (continues a streamparse store after verifying it).
 
     Usage::
 
         with ZarrSink(path, mode="create", root_attrs={...}) as sink:
             w = sink.source(source_id, info, (H, W))
             w.add(seq, result_dict) ...
+
+    ``store``: a zarr store object to write through instead of the local path (tests wrap the local
+    store to inject faults); the path still carries the lock and the ownership checks.
     """
 
     def __init__(self, path: str | Path, *, mode: str = "create", root_attrs: dict | None = None,
-                 chunk_frames: int = 16, compressor: str = "zstd"):
+                 chunk_frames: int = 16, compressor: str = "zstd", store=None):
         import zarr
 
         self.path = Path(path)
         self.chunk_frames = int(chunk_frames)
         self.compressor = compressor
+        _compressors(compressor)  # a bad name fails before anything is created
         if mode not in ("create", "overwrite", "resume"):
             raise ValueError(f"mode must be create, overwrite or resume, got {mode!r}")
-        exists = self.path.exists()
-        if mode == "create" and exists:
-            raise SinkError(f"output {self.path} exists: pass --resume to continue it or --overwrite to replace it")
-        if mode == "resume" and exists:
-            self.root = zarr.open_group(str(self.path), mode="r+")
-            ver = self.root.attrs.get("streamparse_schema_version")
-            if ver != SCHEMA_VERSION:
-                raise SinkError(f"{self.path} is not a streamparse schema v{SCHEMA_VERSION} store (found {ver!r})")
-        else:
-            self.root = zarr.open_group(str(self.path), mode="w", zarr_format=3)
-        self.resumed = mode == "resume" and exists
-        if root_attrs:
-            old = dict(self.root.attrs)
+        self.lock = WriterLock(self.path)
+        holder = self.lock.busy() if self.path.is_dir() and not self.path.is_symlink() else None
+        if holder:  # checked first (touches nothing): a store being written is refused in every mode
+            raise SinkError(f"{self.path} is being written by another process ({holder}); wait for it to finish or stop it")
+        try:
+            state = prepare_output(self.path, mode=mode, kind="store")
+        except OutputError as exc:
+            raise SinkError(str(exc)) from None
+        self.created = state.what == "absent"  # we made the path: we may remove it again if nothing is committed
+        self.was_empty_dir = state.what == "empty-dir"
+        try:
+            self.lock.acquire()
+        except OutputError as exc:
+            raise SinkError(str(exc)) from None
+        self.resumed = mode == "resume" and state.what == "store"
+        self.notes: list[str] = []
+        try:
             if self.resumed:
-                for key in ("model_name", "checkpoint_sha256"):
-                    if key in old and key in root_attrs and old[key] != root_attrs[key]:
-                        raise SinkError(f"cannot resume {self.path}: it was written with {key}={old[key]!r}, now {root_attrs[key]!r}")
-            self.root.attrs.update(json.loads(json.dumps({**root_attrs, "streamparse_schema_version": SCHEMA_VERSION})))
+                self._check_resumable(root_attrs or {})
+                self.root = zarr.open_group(store if store is not None else str(self.path), mode="r+")
+            else:
+                if state.what == "store":  # overwrite: ours (checked), cleared under our lock
+                    clear_store(self.path)
+                self.root = zarr.create_group(store=store if store is not None else str(self.path), zarr_format=3,
+                                              overwrite=False)
+            if root_attrs or not self.resumed:
+                self.root.attrs.update(json.loads(json.dumps({**(root_attrs or {}), "streamparse_schema_version": SCHEMA_VERSION})))
+        except BaseException:
+            self.lock.release()
+            raise
+        self._reserve()
         self.writers: dict[str, SourceWriter] = {}
+
+    def _check_resumable(self, root_attrs: dict) -> None:
+        rep = verify_store(self.path)
+        if rep.schema_version != SCHEMA_VERSION:
+            raise SinkError(f"cannot resume {self.path}: it is a schema v{rep.schema_version} store, this streamparse "
+                            f"writes v{SCHEMA_VERSION} (write a new store)")
+        problem = rep.first_problem()
+        if problem:
+            raise SinkError(f"cannot resume {self.path}: the store is damaged: {problem} (verify_store lists all; "
+                            "--overwrite replaces it)")
+        for s in rep.sources.values():
+            if s.uncommitted_frames or s.uncommitted_instances:
+                msg = (f"{self.path}/{s.source_id}: {s.uncommitted_frames} frame(s) past the commit marker "
+                       f"(frame {s.frames_written}) were not committed; rewriting from the marker")
+                log.warning("%s", msg)
+                self.notes.append(msg)
+        for p in self.path.rglob("*.partial"):  # left by a write that was killed: never committed
+            p.unlink(missing_ok=True)
+        import zarr
+
+        old = dict(zarr.open_group(str(self.path), mode="r").attrs)
+        for key in ("model_name", "checkpoint_sha256"):
+            if key in old and key in root_attrs and old[key] != root_attrs[key]:
+                raise SinkError(f"cannot resume {self.path}: it was written with {key}={old[key]!r}, now {root_attrs[key]!r}")
+
+    # -------------------------------------------------------------- disk-full reserve
+    def _reserve(self) -> None:
+        try:
+            with open(self.path / RESERVE_NAME, "wb") as f:
+                f.write(b"\0" * RESERVE_BYTES)
+        except OSError:
+            (self.path / RESERVE_NAME).unlink(missing_ok=True)
+
+    def _release_reserve(self) -> None:
+        (self.path / RESERVE_NAME).unlink(missing_ok=True)
 
     def __enter__(self) -> "ZarrSink":
         return self
@@ -169,38 +267,81 @@ class ZarrSink:
     def source(self, source_id: str, info: dict, size: tuple[int, int], class_names: list[str],
                palette: np.ndarray | None = None) -> SourceWriter:
         H, W = int(size[0]), int(size[1])
-        if source_id not in self.root:
-            g = self.root.create_group(source_id)
-            comp = _compressors(self.compressor)
-            ch = self.chunk_frames
-            flag_values = list(range(len(class_names)))
-            g.create_array("part", shape=(0, H, W), chunks=(ch, H, W), dtype="uint8", fill_value=0, compressors=comp,
-                           dimension_names=("time", "y", "x"),
-                           attributes={"flag_values": flag_values, "flag_meanings": " ".join(n.replace(" ", "_") for n in class_names),
-                                       "class_names": list(class_names),
-                                       "palette": (np.asarray(palette).tolist() if palette is not None else None),
-                                       "long_name": "part category per pixel (0 = background)"})
-            g.create_array("instance", shape=(0, H, W), chunks=(ch, H, W), dtype="uint16", fill_value=0, compressors=comp,
-                           dimension_names=("time", "y", "x"),
-                           attributes={"long_name": "person id per pixel (0 = background, 1..K)"})
-            for name, dt in PER_FRAME.items():
-                g.create_array(name, shape=(0,), chunks=(max(1024, ch),), dtype=dt, fill_value=0, dimension_names=("time",))
-            for name, dt in PER_INSTANCE.items():
-                shape, chunks, dims = ((0, 4), (4096, 4), ("inst", "corner")) if name == "inst_bbox" else ((0,), (4096,), ("inst",))
-                g.create_array(name, shape=shape, chunks=chunks, dtype=dt, fill_value=0, dimension_names=dims)
-            g.attrs["source"] = json.loads(json.dumps(info))
-            g.attrs["status"] = {"state": "running", "complete": False, "frames_written": 0, "instances_written": 0,
-                                 "dropped": 0, "errors": []}
+        g = self.root[source_id] if source_id in self.root else None
+        if g is not None and self.committed(source_id) == 0 and any(n not in g for n in ("part", "instance", *PER_FRAME, *PER_INSTANCE)):
+            del self.root[source_id]  # a group whose creation was interrupted, nothing committed: ours to redo
+            g = None
+        if g is None:
+            try:
+                g = self._create_source(source_id, info, H, W, class_names, palette)
+            except OSError as exc:
+                raise SinkWriteError(f"cannot create source {source_id} in the store: {exc.strerror or exc} "
+                                     f"(errno {exc.errno})") from None
         else:
-            g = self.root[source_id]
             part = g["part"]
             if part.shape[1:] != (H, W):
                 raise SinkError(f"cannot resume source {source_id}: stored size {part.shape[1:]} != {(H, W)}")
-        w = SourceWriter(g, self.chunk_frames)
+            st = dict(g.attrs.get("status", {}))
+            if not st.get("complete"):  # a source being continued: its earlier errors are history
+                st.update(state="running", errors=[], previous_errors=st.get("errors") or [])
+                g.attrs["status"] = st
+        w = SourceWriter(g, self.chunk_frames, on_commit=self.lock.heartbeat, on_write_error=self._release_reserve)
         self.writers[source_id] = w
         return w
 
-    def close(self) -> None:
-        for w in self.writers.values():
-            w.flush()
-        self.writers.clear()
+    def _create_source(self, source_id: str, info: dict, H: int, W: int, class_names: list[str], palette):
+        g = self.root.create_group(source_id)
+        comp = _compressors(self.compressor)
+        ch = self.chunk_frames
+        flag_values = list(range(len(class_names)))
+        g.create_array("part", shape=(0, H, W), chunks=(ch, H, W), dtype="uint8", fill_value=0, compressors=comp,
+                       dimension_names=("time", "y", "x"),
+                       attributes={"flag_values": flag_values, "flag_meanings": " ".join(n.replace(" ", "_") for n in class_names),
+                                   "class_names": list(class_names),
+                                   "palette": (np.asarray(palette).tolist() if palette is not None else None),
+                                   "long_name": "part category per pixel (0 = background)"})
+        g.create_array("instance", shape=(0, H, W), chunks=(ch, H, W), dtype="uint16", fill_value=0, compressors=comp,
+                       dimension_names=("time", "y", "x"),
+                       attributes={"long_name": "person id per pixel (0 = background, 1..K)"})
+        for name, dt in PER_FRAME.items():
+            g.create_array(name, shape=(0,), chunks=(max(1024, ch),), dtype=dt, fill_value=0, dimension_names=("time",))
+        for name, dt in PER_INSTANCE.items():
+            shape, chunks, dims = ((0, 4), (4096, 4), ("inst", "corner")) if name == "inst_bbox" else ((0,), (4096,), ("inst",))
+            g.create_array(name, shape=shape, chunks=chunks, dtype=dt, fill_value=0, dimension_names=dims)
+        g.attrs["source"] = json.loads(json.dumps(info))
+        g.attrs["status"] = {"state": "running", "complete": False, "frames_written": 0, "instances_written": 0,
+                             "dropped": 0, "errors": []}
+        return g
+
+    def any_committed(self) -> bool:
+        return any(self.committed(sid) > 0 for sid in group_ids(self.path))
+
+    def close(self, *, discard_if_empty: bool = False) -> None:
+        """Flush every writer and release the lock. ``discard_if_empty``: a store this sink created in
+        which no frame was committed is removed again (an interrupted start leaves no store)."""
+        try:
+            for w in self.writers.values():
+                try:
+                    w.flush()
+                except SinkWriteError as exc:
+                    log.error("%s: %s", self.path, exc)
+            self.writers.clear()
+        finally:
+            self._release_reserve()
+            discard = False
+            if discard_if_empty and (self.created or self.was_empty_dir):
+                try:
+                    discard = not self.any_committed()
+                except Exception:  # noqa: BLE001
+                    discard = False
+            if discard:
+                for entry in list(self.path.iterdir()):
+                    if entry.name == ".streamparse.lock":
+                        continue
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            self.lock.release()
+            if discard and self.created:
+                try:
+                    os.rmdir(self.path)
+                except OSError:
+                    pass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 HELP = "benchmarks: model (UniParser vs Mask R-CNN), pipeline (end-to-end vs model-only vs naive), live, gpu"
 
@@ -45,6 +44,13 @@ def _sizes(items):
 
 def run(args) -> int:
     from streamparse.cli import CLIError
+    from streamparse.outputs import OutputError, prepare_output, write_json
+
+    if args.json:  # checked before a long benchmark, written after it
+        try:
+            prepare_output(args.json, mode="overwrite", kind="file", remove=False)
+        except OutputError as exc:
+            raise CLIError(str(exc)) from None
 
     if args.suite == "model":
         from streamparse.bench.model import DEFAULT_VARIANTS, format_table, run_model_bench
@@ -77,6 +83,6 @@ def run(args) -> int:
         res = run_gpu_bench(args)
         print(json.dumps(res, indent=2))
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        write_json(args.json, res)
         print(f"figures written to {args.json}")
     return 0

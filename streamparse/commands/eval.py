@@ -8,7 +8,6 @@ dataset on disk. Metric definitions: ``docs/metrics.md`` (``--protocol mhp`` = M
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -101,6 +100,15 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--set needs the model as CONFIG CHECKPOINT")
     if args.pred_dir is not None and not args.pred_dir.is_dir():
         raise CLIError(f"prediction folder not found: {args.pred_dir}")
+    from streamparse.outputs import OutputError, finish_dir, prepare_output, write_json
+
+    try:  # outputs: a predictions folder (new, empty or ours) and a JSON file (new or ours)
+        if args.save_preds is not None:
+            prepare_output(args.save_preds, mode="update", kind="dir")
+        if args.json is not None:
+            prepare_output(args.json, mode="overwrite", kind="file", remove=False)
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
     dataset = _open_dataset(args)
     predictor = _load_predictor(args.model, args.device, args.overrides) if args.model else None
     n = dataset.label_space.num_classes
@@ -130,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
                 raise CLIError(f"{image_id}: {exc}") from None
     except (DatasetError, PredictionError) as exc:
         raise CLIError(str(exc)) from None
+    finally:
+        if args.save_preds is not None and Path(args.save_preds).is_dir():
+            finish_dir(args.save_preds, "predictions")
     res = ev.compute()
     res.update({"data": str(args.data), "format": args.format, "split": args.split,
                 "pred_dir": None if args.pred_dir is None else str(args.pred_dir),
@@ -138,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         try:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(res, indent=2) + "\n")
+            write_json(args.json, res)
         except OSError as exc:
             raise CLIError(f"cannot write {args.json}: {exc.strerror or exc}") from None
     return 0

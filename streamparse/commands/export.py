@@ -17,6 +17,12 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from streamparse.checkpoint import CheckpointError, export_checkpoint
     from streamparse.cli import CLIError
+    from streamparse.outputs import OutputError, prepare_output
+
+    try:  # OUT: new, or a streamparse checkpoint (replaced); never another file
+        prepare_output(args.out, mode="overwrite", kind="file", remove=False)
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
 
     extra = None
     if args.metrics_json:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 HELP = "parse one image or one video frame and print the people and parts found"
@@ -66,6 +65,16 @@ def run(args) -> int:
         cfg = load_config(args.config, args.set)
     except ConfigError as exc:
         raise CLIError(str(exc)) from None
+    from streamparse.outputs import OutputError, prepare_output, write_json
+
+    if args.overlay and Path(args.overlay).suffix.lower() != ".png":
+        raise CLIError(f"--overlay must name a .png file, got {args.overlay}")
+    for out in (args.overlay, args.json):  # side files: new, or written by streamparse before
+        if out:
+            try:
+                prepare_output(out, mode="overwrite", kind="file", remove=False)
+            except OutputError as exc:
+                raise CLIError(str(exc)) from None
     image = read_input(Path(args.input), args.frame)
     try:
         pred = Predictor.from_config(cfg, checkpoint=args.checkpoint, device=args.device)
@@ -89,12 +98,15 @@ def run(args) -> int:
         people.append({"id": k + 1, "score": float(result.scores[k]), "bbox": [x0, y0, x1, y1], "area": int(result.areas[k]),
                        "parts": dict(parts)})
     if args.overlay:
-        from PIL import Image
+        from PIL import Image, PngImagePlugin
 
+        from streamparse.outputs import generator_mark
         from streamparse.render import overlay
 
-        Image.fromarray(overlay(image, result.part, result.instance, pred.palette)).save(args.overlay)
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", generator_mark())
+        Image.fromarray(overlay(image, result.part, result.instance, pred.palette)).save(args.overlay, format="PNG", pnginfo=info)
         print(f"overlay written to {args.overlay}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"input": str(args.input), "model": pred.info(), "ms": ms, "people": people}, indent=2))
+        write_json(args.json, {"input": str(args.input), "model": pred.info(), "ms": ms, "people": people})
     return 0

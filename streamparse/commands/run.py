@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 HELP = "parse videos/streams into a zarr store (Ray decode -> UniParser workers -> zarr)"
 
 
@@ -26,11 +24,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from streamparse.checkpoint import CheckpointError
     from streamparse.cli import CLIError
     from streamparse.config import ConfigError, load_config
-    from streamparse.sink import SinkError
-    from streamparse.sources import SourceError
 
     overrides = list(args.set)
     for flag, key in (("device", "pipeline.device"), ("batch_size", "pipeline.batch_size"), ("workers", "pipeline.workers"),
@@ -42,6 +37,18 @@ def run(args) -> int:
         cfg = load_config(args.config, overrides)
     except ConfigError as exc:
         raise CLIError(str(exc)) from None
+    # config errors are reported above, before anything heavy is imported or any path is touched
+    from streamparse.outputs import OutputError, prepare_output
+
+    if args.summary_json:  # a side file: replaced only if streamparse wrote it (checked before the run)
+        try:
+            prepare_output(args.summary_json, mode="overwrite", kind="file", remove=False)
+        except OutputError as exc:
+            raise CLIError(str(exc)) from None
+    from streamparse.checkpoint import CheckpointError
+    from streamparse.sink import SinkError
+    from streamparse.sources import SourceError
+
     if cfg.pipeline.device == "cuda":
         import torch
 
@@ -65,8 +72,9 @@ def run(args) -> int:
         failed += bool(s["errors"])
     print(f"store: {summary['out']}" + (" (interrupted; rerun with --resume)" if summary["interrupted"] else ""))
     if args.summary_json:
-        with open(args.summary_json, "w") as f:
-            json.dump(summary, f, indent=2, default=str)
+        from streamparse.outputs import write_json
+
+        write_json(args.summary_json, summary)
     if summary["interrupted"]:
         return 130
     return 1 if failed else 0

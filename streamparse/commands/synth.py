@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--videos", type=int, default=0, help="number of H.264 videos with per-frame GT (default 0)")
     p.add_argument("--video-frames", type=int, default=50, help="frames per video (default 50)")
     p.add_argument("--fps", type=float, default=10.0, help="video frame rate (default 10)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT_DIR if it is a streamparse synthetic dataset (default: add to it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -43,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--num-images and --videos must be >= 0, --video-frames >= 1")
     if args.videos and (h % 2 or w % 2):
         raise CLIError(f"video size must be even (yuv420p), got {w}x{h}")
+    from streamparse.outputs import OutputError, finish_dir, prepare_output
+
+    try:  # OUT_DIR: absent, empty, or a synthetic dataset streamparse wrote (a second split adds to it)
+        prepare_output(args.out_dir, mode="overwrite" if args.overwrite else "update", kind="dir")
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
     progress = not args.no_progress
     try:
         t0 = time.perf_counter()
@@ -61,4 +69,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {path} ({args.video_frames} frames, {max(info['num_people'])} people at most)")
     except (ValueError, OSError) as exc:
         raise CLIError(str(exc)) from None
+    finally:
+        if args.out_dir.is_dir():
+            finish_dir(args.out_dir, "synthetic-dataset")
     return 0

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamparse.outputs import finish_dir
+
 from streamparse.training.data import AugmentedDataset, Collate, GlobalBatchSampler, TrainAugment
 
 STATE_FORMAT = "streamparse-train-state-v1"
@@ -348,6 +350,8 @@ def run_training(
         work_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, work_dir / "config.yaml")
     log = MetricsLog(work_dir / "metrics.jsonl", enabled=main)
+    if main:
+        finish_dir(work_dir, "training")
     ckpt_meta = dict(model_name=cfg.model.name, model_kwargs=model_kwargs(cfg), class_names=class_names, config=to_dict(cfg))
     last_eval, last_losses = None, {}
 
@@ -359,6 +363,7 @@ def run_training(
                             "warmup_ratio": schedule.warmup_ratio, "steps": list(schedule.steps), "gamma": schedule.gamma},
                "rng": get_rng_state(), "best_metric": best, "global_batch": global_batch, "world_size": world_size,
                "config": to_dict(cfg)}, work_dir / STATE_FILE)
+        finish_dir(work_dir, "training")  # every file here is ours (README "Safety of outputs")
 
     in_step = False
     try:
@@ -456,4 +461,5 @@ def run_training(
     }
     if main:
         (work_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        finish_dir(work_dir, "training")
     return summary

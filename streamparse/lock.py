@@ -1,0 +1,148 @@
+"""One writer per store: an advisory lock file inside it.
+
+``<store>/.streamparse.lock`` holds the writer's pid, host and start time and is held with ``flock``
+while the writer lives; a lock left by a dead process on this host (or one whose heartbeat is older
+than ``stale_s`` on another host, where ``flock`` may not reach) is taken over, and the takeover is
+logged. The file exists only while a writer runs.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+from streamparse.outputs import LOCK_NAME, OutputError
+
+log = logging.getLogger(__name__)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class WriterLock:
+    """One writer per store: an advisory lock file ``<store>/.streamparse.lock``.
+
+    ``acquire()`` refuses (``OutputError``) while another live process holds it; takes over (and logs)
+    a lock whose process is dead (same host) or whose heartbeat is older than ``stale_s`` (another
+    host, where ``flock`` may not reach). ``heartbeat()`` refreshes it (the sink calls it at each
+    commit); ``release()`` removes it. Usable as a context manager."""
+
+    def __init__(self, store: str | Path, *, stale_s: float = 300.0):
+        self.store = Path(store)
+        self.path = self.store / LOCK_NAME
+        self.stale_s = float(stale_s)
+        self.fd: int | None = None
+        self.took_over: dict | None = None
+
+    def holder(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def busy(self) -> str | None:
+        """A description of the live process holding this lock, or None; creates nothing."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return self._describe(self.holder())
+        finally:
+            os.close(fd)
+        old = self.holder()
+        if old and old.get("host") == socket.gethostname() and old.get("pid") and int(old["pid"]) != os.getpid() \
+                and _pid_alive(int(old["pid"])):
+            return self._describe(old)
+        return None
+
+    def acquire(self) -> "WriterLock":
+        self.store.mkdir(parents=True, exist_ok=True)
+        for _ in range(5):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                raise OutputError(f"{self.store} is being written by another process ({self._describe(self.holder())}); "
+                                  "wait for it to finish or stop it") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the file was removed and recreated between open and flock: retry
+                os.close(fd)
+                continue
+            old = self.holder()
+            host = socket.gethostname()
+            if old and old.get("pid") is not None:
+                other_host = old.get("host") != host
+                age = time.time() - self.path.stat().st_mtime
+                alive = (not other_host and int(old["pid"]) != os.getpid() and _pid_alive(int(old["pid"])))
+                if other_host and age < self.stale_s:
+                    os.close(fd)
+                    raise OutputError(f"{self.store} is being written from another host ({self._describe(old)}, "
+                                      f"heartbeat {age:.0f} s ago); wait for it or stop it")
+                if alive:  # holds no flock (e.g. an older writer): trust the pid
+                    os.close(fd)
+                    raise OutputError(f"{self.store} is being written by another process ({self._describe(old)}); "
+                                      "wait for it to finish or stop it")
+                self.took_over = old
+                log.warning("%s: taking over the stale writer lock of %s (%s)", self.store, self._describe(old),
+                            f"no heartbeat for {age:.0f} s" if other_host else "process no longer running")
+            data = {"pid": os.getpid(), "host": host, "started": time.time()}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(data).encode(), 0)
+            self.fd = fd
+            return self
+        raise OutputError(f"{self.store}: could not take the writer lock (it keeps changing)")
+
+    @staticmethod
+    def _describe(h: dict | None) -> str:
+        if not h:
+            return "unknown holder"
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.get("started", 0)))
+        return f"pid {h.get('pid')} on {h.get('host')}, since {started}"
+
+    def heartbeat(self) -> None:
+        if self.fd is not None:
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "WriterLock":
+        return self.acquire() if self.fd is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

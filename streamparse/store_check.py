@@ -1,0 +1,179 @@
+"""``verify_store``: read a streamparse store and say whether it can be trusted.
+
+Checks, per source group: the commit marker (``status.frames_written`` / ``instances_written``) against
+the arrays' lengths; that every chunk holding committed frames or instances exists and decodes (the
+writer stores every chunk, empty ones too, so a missing chunk file is damage, not an all-background
+chunk); that the instance table's offsets are monotonic and within the committed rows, and that each
+frame's instance ids are 1..K. Data past the commit marker is reported as ``uncommitted`` (a crash
+leaves it; resume rewrites it), not as damage.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from streamparse.schema import MAPS, PER_FRAME, PER_INSTANCE, SCHEMA_VERSION, V2_ARRAYS
+
+
+@dataclass
+class SourceReport:
+    source_id: str
+    frames_written: int = 0
+    instances_written: int = 0
+    state: str = ""
+    problems: list[str] = field(default_factory=list)  # damage inside the committed range
+    uncommitted_frames: int = 0  # rows past the commit marker (rewritten on resume)
+    uncommitted_instances: int = 0
+    incomplete: bool = False  # the group's creation was cut short (nothing committed; resume redoes it)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class StoreReport:
+    path: str
+    schema_version: object = None
+    problems: list[str] = field(default_factory=list)  # store-level damage
+    sources: dict[str, SourceReport] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(s.ok for s in self.sources.values())
+
+    def first_problem(self) -> str | None:
+        if self.problems:
+            return self.problems[0]
+        for s in self.sources.values():
+            if s.problems:
+                return f"source {s.source_id}: {s.problems[0]}"
+        return None
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "schema_version": self.schema_version, "ok": self.ok, "problems": self.problems,
+                "sources": {k: {**v.__dict__, "ok": v.ok} for k, v in self.sources.items()}}
+
+
+def group_ids(path: Path) -> list[str]:
+    out = []
+    for d in sorted(p for p in path.iterdir() if p.is_dir()):
+        try:
+            meta = json.loads((d / "zarr.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("node_type") == "group":
+            out.append(d.name)
+    return out
+
+
+def _check_array(arr, name: str, n: int, deep: bool, rep: SourceReport) -> None:
+    """Chunks of ``arr`` covering rows [0, n) exist and (``deep``) decode."""
+    if n == 0:
+        return
+    c0 = arr.chunks[0]
+    enc = arr.metadata.chunk_key_encoding
+    store_root = Path(str(arr.store_path.store.root)) / arr.store_path.path
+    tail = (0,) * (arr.ndim - 1)
+    for i in range(math.ceil(n / c0)):
+        key = enc.encode_chunk_key((i, *tail))
+        lo, hi = i * c0, min(n, (i + 1) * c0)
+        f = store_root / key
+        if not f.is_file():
+            rep.problems.append(f"chunk {name}/{key} (rows {lo}-{hi - 1}) is missing")
+            return
+        if f.stat().st_size == 0:
+            rep.problems.append(f"chunk {name}/{key} (rows {lo}-{hi - 1}) is empty (truncated)")
+            return
+        if deep:
+            try:
+                arr[lo:hi]
+            except Exception as exc:  # noqa: BLE001 - any decode failure is damage
+                rep.problems.append(f"chunk {name}/{key} (rows {lo}-{hi - 1}) cannot be read "
+                                    f"(truncated or corrupt: {type(exc).__name__})")
+                return
+
+
+def verify_source(group, sid: str, *, deep: bool = True, v2_arrays: tuple[str, ...] = ()) -> SourceReport:
+    st = dict(group.attrs.get("status", {}) or {})
+    rep = SourceReport(sid, int(st.get("frames_written", 0) or 0), int(st.get("instances_written", 0) or 0),
+                       str(st.get("state", "")))
+    t, n = rep.frames_written, rep.instances_written
+    names = [*MAPS, *PER_FRAME, *PER_INSTANCE, *v2_arrays]
+    arrays = {}
+    for name in names:
+        try:
+            arrays[name] = group[name]
+        except KeyError:
+            if t or n:
+                rep.problems.append(f"array {name} is missing")
+            else:  # its creation was cut short and nothing was committed: resume makes it again
+                rep.incomplete = True
+            return rep
+    for name, a in arrays.items():
+        rows = n if name.startswith("inst_") and name != "inst_offset" else t
+        if a.shape[0] < rows:
+            rep.problems.append(f"array {name} has {a.shape[0]} rows, the commit marker says {rows}")
+        elif a.shape[0] > rows:
+            if rows == t:
+                rep.uncommitted_frames = max(rep.uncommitted_frames, a.shape[0] - rows)
+            else:
+                rep.uncommitted_instances = max(rep.uncommitted_instances, a.shape[0] - rows)
+    if rep.problems:
+        return rep
+    for name, a in arrays.items():
+        rows = n if name.startswith("inst_") and name != "inst_offset" else t
+        _check_array(a, name, rows, deep, rep)
+        if rep.problems:
+            return rep
+    if t:
+        off = np.asarray(arrays["inst_offset"][:t], dtype=np.int64)
+        if off[0] != 0 or np.any(np.diff(off) < 0) or off[-1] > n:
+            rep.problems.append(f"instance table offsets are not monotonic within 0..{n}")
+            return rep
+        if deep and n:
+            ids = np.asarray(arrays["inst_id"][:n], dtype=np.int64)
+            counts = np.diff(np.append(off, n))
+            expect = np.arange(n) - np.repeat(off, counts) + 1
+            if not np.array_equal(ids, expect):
+                bad = int(np.nonzero(ids != expect)[0][0])
+                rep.problems.append(f"instance ids of row {bad} are not 1..K per frame")
+    return rep
+
+
+def verify_store(path: str | Path, *, deep: bool = True) -> StoreReport:
+    """Check a store (see the module docstring). ``deep``: decode every committed chunk (else only check
+    that the chunk files exist and are non-empty). Never modifies the store."""
+    import zarr
+
+    p = Path(path)
+    rep = StoreReport(str(p))
+    if not (p / "zarr.json").is_file():
+        rep.problems.append("not a zarr store (no zarr.json)")
+        return rep
+    try:
+        root = zarr.open_group(str(p), mode="r")
+    except Exception as exc:  # noqa: BLE001
+        rep.problems.append(f"root metadata cannot be read ({type(exc).__name__})")
+        return rep
+    ver = root.attrs.get("streamparse_schema_version")
+    rep.schema_version = ver
+    if ver is None:
+        rep.problems.append("not a streamparse store (no streamparse_schema_version)")
+        return rep
+    if not isinstance(ver, int) or ver < 1 or ver > SCHEMA_VERSION:
+        rep.problems.append(f"schema v{ver} is not one this streamparse reads (v1..v{SCHEMA_VERSION})")
+        return rep
+    for sid in group_ids(p):
+        try:
+            g = root[sid]
+        except Exception as exc:  # noqa: BLE001
+            rep.sources[sid] = SourceReport(sid, problems=[f"group metadata cannot be read ({type(exc).__name__})"])
+            continue
+        rep.sources[sid] = verify_source(g, sid, deep=deep, v2_arrays=V2_ARRAYS if ver >= 2 else ())
+    return rep
