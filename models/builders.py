@@ -31,9 +31,6 @@ def _uniparser(
     num_convs: int = 5,
     grid: int = 40,
     fusion: str = "index",
-    center_thresh: float = 0.1,
-    center_pool: int = 3,
-    max_instances: int = 100,
     frozen_stages: int = 0,
 ) -> UniParser:
     if num_classes < 2:
@@ -56,9 +53,6 @@ def _uniparser(
         cate_kernels=CategoryKernels(num_classes=num_classes, channels=head_channels),
         fusion=Fusion(mode=fusion, channels=head_channels, num_classes=num_classes),
         num_classes=num_classes,
-        center_thresh=center_thresh,
-        center_pool=center_pool,
-        max_instances=max_instances,
     )
 
 

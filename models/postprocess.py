@@ -20,6 +20,32 @@ import torch
 import torch.nn.functional as F
 
 
+@dataclass(frozen=True)
+class PostprocessParams:
+    """Thresholds of the post-processing (the config's ``model`` section maps onto these, in
+    ``streamparse.build``). Defaults are the paper's / the authors' release where they say."""
+
+    center_thresh: float = 0.1  # theta_ctr: centre heatmap peaks above this are people
+    center_pool: int = 3  # local-maximum window on H_c (odd; 1 = off)
+    max_instances: int = 100  # people per image at most (highest centre scores)
+    mask_thresh: float = 0.5  # theta_mask on the fused score
+    merge_cos: float = 0.95  # centres whose kernels have cosine >= this are one person (> 1 = off)
+    cate_score_thresh: float = 0.0  # per-person category filter (authors' cate_score_thr; 0 = off)
+
+    def __post_init__(self) -> None:
+        if self.center_pool < 1 or self.center_pool % 2 == 0:
+            raise ValueError(f"center_pool must be an odd window >= 1, got {self.center_pool}")
+        if self.max_instances < 1:
+            raise ValueError(f"max_instances must be >= 1, got {self.max_instances}")
+
+
+def pick_centres(heat: torch.Tensor, params: PostprocessParams) -> list[torch.Tensor]:
+    """Centre cells of a batch: heat (B,1,S,S) probabilities -> B tensors (K_i,) long (y * S + x),
+    local maxima above ``params.center_thresh``, by descending score, at most ``max_instances``."""
+    return [peak_cells(heat[i, 0], params.center_thresh, params.center_pool, params.max_instances)[0]
+            for i in range(heat.shape[0])]
+
+
 def peak_cells(heat: torch.Tensor, thresh: float, pool: int = 3, max_k: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
     """Local maxima of a heatmap (S,S) above ``thresh``.
 

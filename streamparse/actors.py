@@ -1,5 +1,7 @@
-"""Thin Ray actor wrappers: they only delegate to the plain classes (house rule 8). Only numpy
-dicts cross actors; GPU tensors never leave an inference actor."""
+"""Thin Ray wrappers (house rule 8): the actors only delegate to plain classes (``DecoderCore`` over a
+source, ``Predictor``), and ``RayExecutor`` is the scheduler's ``Executor`` on them. Only numpy dicts
+cross actors; GPU tensors never leave an inference actor. Actors get plain keyword values made in
+``streamparse.build`` and the weights once, as an object ref."""
 
 from __future__ import annotations
 
@@ -7,74 +9,44 @@ import os
 
 import ray
 
+from streamparse.scheduler import DecoderCore, Slot
+
 
 @ray.remote
 class DecoderActor:
-    """One per source: wraps ``open_source(...)``; ``next_batch()`` returns a FrameBatch dict, an
-    ``{"empty": True}`` marker (live source with nothing ready yet) or None at the end."""
+    """One per source: ``next()`` -> ``{"batch": FrameBatch dict | None, "end", "stats"}``."""
 
-    def __init__(self, uri: str, live_cfg: dict | None, source_id: str, start_frame: int, max_frames: int, batch_size: int,
-                 batch_timeout_s: float):
-        from streamparse.config import LiveConfig
+    def __init__(self, source: dict, batch_size: int, batch_timeout_s: float):
         from streamparse.sources import open_source
 
-        self.batch_size = batch_size
-        self.batch_timeout_s = batch_timeout_s
-        self.src = open_source(uri, live_cfg=LiveConfig(**live_cfg) if live_cfg else None, source_id=source_id,
-                               start_frame=start_frame, max_frames=max_frames)
-        self.live = getattr(self.src, "kind", "file") == "live"
-        self.max_frames = max_frames
-        self.emitted = 0
-        self.it = None
+        kw = dict(source)
+        self.core = DecoderCore(open_source(kw.pop("uri"), **kw), batch_size, batch_timeout_s, kw.get("max_frames", 0))
 
     def info(self) -> dict:
-        if self.live:
-            self.src.start()
-            return self.src.info(wait_s=30.0)
-        return self.src.info()
+        return self.core.info()
 
-    def next_batch(self):
-        if self.live:
-            if self.max_frames and self.emitted >= self.max_frames:
-                return None
-            want = min(self.batch_size, self.max_frames - self.emitted) if self.max_frames else self.batch_size
-            b = self.src.read(want, self.batch_timeout_s)  # LiveSourceError once it gave up: the driver records it
-            if b is None:
-                if self.src.stats().get("state") in ("failed", "closed"):
-                    return None
-                return {"empty": True, "_live": self._live_stats()}
-            self.emitted += len(b)
-            return {**b.to_dict(), "_live": self._live_stats()}
-        if self.it is None:
-            self.it = self.src.batches(self.batch_size)
-        b = next(self.it, None)
-        return None if b is None else b.to_dict()
-
-    def _live_stats(self) -> dict:
-        st = self.src.stats()
-        return {"dropped": dict(st.get("dropped", {})), "reconnects": int(st.get("reconnects", 0) or 0),
-                "segments": int(st.get("segments", 0) or 0)}
+    def next(self) -> dict:
+        return self.core.next()
 
     def stats(self) -> dict:
-        return self.src.stats()
+        return self.core.src.stats()
 
     def close(self) -> None:
-        self.src.close()
+        self.core.close()
 
 
 @ray.remote(max_restarts=4, max_task_retries=4)
 class InferenceActor:
     """Owns one model; restartable: a killed actor is restarted and its batch re-run by Ray."""
 
-    def __init__(self, cfg_dict: dict, checkpoint: str | None, threads: int):
+    def __init__(self, predictor: dict, weights, threads: int):
         import torch
 
-        from streamparse.config import from_dict
-        from streamparse.predictor import Predictor
+        from streamparse.build import make_predictor
 
         if threads:
             torch.set_num_threads(threads)
-        self.pred = Predictor.from_config(from_dict(cfg_dict), checkpoint=checkpoint)
+        self.pred = make_predictor(**predictor, weights=weights)
 
     def infer(self, batch: dict) -> dict:
         return self.pred(batch)
@@ -84,3 +56,56 @@ class InferenceActor:
 
     def info(self) -> dict:
         return self.pred.info()
+
+
+class RayExecutor:
+    """The scheduler's executor on Ray actors: one decoder actor per source, a pool of inference
+    actors (``workers``) fed least-loaded first."""
+
+    def __init__(self, workers: list, *, batch_size: int, batch_timeout_s: float, source_kwargs):
+        self.workers = workers
+        self.load = {i: 0 for i in range(len(workers))}
+        self.where: dict = {}  # inference ref -> worker index
+        self.batch_size = batch_size
+        self.batch_timeout_s = batch_timeout_s
+        self.source_kwargs = source_kwargs  # slot -> open_source keyword values
+
+    def open_source(self, slot: Slot) -> dict:
+        slot.decoder = DecoderActor.options(num_cpus=0.1).remote(self.source_kwargs(slot), self.batch_size, self.batch_timeout_s)
+        return ray.get(slot.decoder.info.remote())
+
+    def request(self, slot: Slot):
+        return slot.decoder.next.remote()
+
+    def infer(self, batch: dict):
+        wi = min(self.load, key=self.load.get)
+        self.load[wi] += 1
+        ref = self.workers[wi].infer.remote(batch)
+        self.where[ref] = wi
+        return ref
+
+    def wait(self, handles: list, timeout_s: float) -> list:
+        if not handles:
+            return []
+        ready, _ = ray.wait(handles, num_returns=1, timeout=timeout_s)
+        return ready
+
+    def get(self, handle):
+        wi = self.where.pop(handle, None)
+        if wi is not None:
+            self.load[wi] -= 1
+        return ray.get(handle)
+
+    def stats(self, slot: Slot) -> dict:
+        return ray.get(slot.decoder.stats.remote())
+
+    def stop_source(self, slot: Slot) -> None:
+        if slot.decoder is not None:
+            ray.kill(slot.decoder)
+
+    def close(self) -> None:
+        for w in self.workers:
+            try:
+                ray.kill(w, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass

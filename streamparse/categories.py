@@ -65,3 +65,21 @@ def get_label_space(name_or_num_classes: str | int) -> LabelSpace:
         return LABEL_SPACES[name_or_num_classes.lower()]
     except KeyError:
         raise ValueError(f"unknown label space {name_or_num_classes!r}; known: {sorted(LABEL_SPACES)}") from None
+
+
+def label_space_for(name: str, num_classes: int) -> LabelSpace | None:
+    """The label space of a model: the one named (``model.label_space``) if its class count fits, else
+    the one with ``num_classes`` classes, else None (custom classes: generic names, no palette)."""
+    for key in (name, num_classes):
+        try:
+            space = get_label_space(key)
+        except (ValueError, AttributeError):
+            continue
+        if space.num_classes == num_classes:
+            return space
+    return None
+
+
+def class_names_for(space: LabelSpace | None, num_classes: int) -> list[str]:
+    """The space's names, or background + part1..part{N-1} when there is no known space."""
+    return list(space.names) if space else ["background"] + [f"part{i}" for i in range(1, num_classes)]

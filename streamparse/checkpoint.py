@@ -21,6 +21,28 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or does not fit the requested model."""
 
 
+def atomic_save(obj: dict, path: str | Path) -> Path:
+    """``torch.save`` through a temporary file and a rename: a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+    return path
+
+
+def torch_load(path: str | Path, what: str, error: type[Exception] = ValueError) -> object:
+    """``torch.load(weights_only=True)`` on the CPU; any failure (missing, truncated, not plain data)
+    becomes ``error`` with one line naming ``what`` and the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file, or a pickle that is not plain data
+        raise error(f"cannot load {what} {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -52,23 +74,12 @@ def save_checkpoint(
     }
     if extra:
         payload["extra"] = extra
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
-    return path
+    return atomic_save(payload, path)
 
 
 def load_checkpoint(path: str | Path) -> dict:
     """Load and validate a checkpoint dict (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, or a pickle that is not plain data
-        raise CheckpointError(f"cannot load checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    ckpt = torch_load(path, "checkpoint", CheckpointError)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a streamparse checkpoint (expected format {FORMAT!r})")
     for key in ("state_dict", "model_name", "model_kwargs", "class_names"):

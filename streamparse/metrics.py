@@ -95,6 +95,21 @@ class SourceMetrics:
             if g is not None:
                 g.set(lag_s, tags={"source": self.source_id})
 
+    def observe_lags(self, lags_s) -> None:
+        """Many frames' lags at once (a written batch)."""
+        lags = [float(x) for x in lags_s]
+        if not lags:
+            return
+        with self._lock:
+            self.lag_s = lags[-1]
+            self.lags.extend(lags)
+            if len(self.lags) > 100_000:
+                self.lags = self.lags[-50_000:]
+        if self.export:
+            g = _ray_metric("gauge", "streamparse_lag_seconds", "now - grab time of the frame being written", ("source",))
+            if g is not None:
+                g.set(lags[-1], tags={"source": self.source_id})
+
     def fps(self, stage: str = "written") -> float:
         dt = time.monotonic() - self._t0
         return self.frames[stage] / dt if dt > 0 else 0.0

@@ -1,30 +1,28 @@
-"""Predictor: model + preprocessing + device handling + post-processing, no Ray (house rule 8).
+"""Predictor: a model + the preprocessing + the device + the post-processing, no Ray (house rule 8).
 
-``predict(frames uint8[B,H,W,3]) -> list[FrameParsing]`` at the frames' own resolution.
-Preprocessing runs on the model's device with kornia: resize keeping the aspect ratio so the
-short side is ``input_size[0]`` and the long side at most ``input_size[1]``, ImageNet
-normalisation, zero padding to a multiple of 32. On CUDA, frames go through pinned host buffers,
-host-to-device copies run on a dedicated stream (``predict_many`` overlaps the copy of batch
-i+1 with the compute of batch i), optional fp16/bf16 autocast, and device-to-host copies are
-non-blocking. On CPU the same code runs without streams, channels_last, under inference_mode.
+``__call__(FrameBatch dict) -> ParsingBatch dict`` for the pipeline; ``predict(frames) ->
+list[FrameParsing]`` for single images. The data path, in order: frames (uint8, host) -> device
+(pinned buffers and a copy stream on CUDA) -> ``Preprocessor`` (resize, normalise, pad: kornia on
+the device) -> ``UniParser`` dense heads -> ``pick_centres`` -> ``UniParser.instances`` (or
+``models.tta.forward_tta`` with test-time augmentation) -> ``parse_image`` per frame -> label maps
+back at the frame's size -> host (non-blocking copies on CUDA) -> ``ParsingBatch``.
+On CPU the same code runs without streams, channels_last, under inference_mode.
+
+Built from config in ``streamparse.build`` (the only place config becomes objects).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import warnings
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from streamparse.categories import get_label_space
-from streamparse.structures import FrameParsing
-
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+from streamparse.models.postprocess import PostprocessParams, parse_image, pick_centres
+from streamparse.preprocess import Preprocessor, frames_to_tensor
+from streamparse.structures import FrameBatch, FrameParsing, ParsingBatch, instance_table
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -38,10 +36,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def target_size(h: int, w: int, short: int, long: int) -> tuple[int, int, float]:
-    """Resized (h, w) keeping aspect: short side -> ``short`` unless the long side exceeds ``long``."""
-    scale = min(short / min(h, w), long / max(h, w))
-    return max(1, int(round(h * scale))), max(1, int(round(w * scale))), scale
+@dataclass
+class _Maps:
+    """A batch's label maps at the frames' size (host numpy) and each frame's people's scores."""
+
+    part: np.ndarray  # uint8 (B,H,W)
+    instance: np.ndarray  # uint16 (B,H,W)
+    scores: list[np.ndarray]  # B x float32 (K_b,)
 
 
 class Predictor:
@@ -52,14 +53,12 @@ class Predictor:
         model_name, class_names, palette: metadata (stored with outputs).
         input_size: (short side, max long side) of the network input.
         device: torch device ('auto' resolved by ``resolve_device``).
-        mask_thresh, merge_cos, cate_score_thresh: post-processing (see ``models.postprocess``).
-        flip_perm: (num_classes,) left/right class permutation; given, every batch also runs
-            mirrored and the passes are averaged (``UniParser.forward_tta``, ``model.test_flip``).
-        test_scales: factors of ``input_size`` to run at and average (``model.test_scales``);
-            1.0, the reference grid, must be among them.
+        postprocess: thresholds of centre picking and decoding (``PostprocessParams``).
+        flip_perm: (num_classes,) left/right class permutation, or None; given, every batch also runs
+            mirrored and the passes are averaged (``models.tta``).
+        test_scales: factors of ``input_size`` to run at and average; 1.0, the reference grid, first.
         amp: 'none' | 'fp16' | 'bf16' autocast (CUDA only; ignored on CPU).
         cuda_streams: use a dedicated copy stream on CUDA.
-        torch_threads: CPU threads (0 = leave torch's default).
     """
 
     def __init__(
@@ -68,23 +67,18 @@ class Predictor:
         *,
         model_name: str,
         class_names: list[str],
-        palette: np.ndarray | None = None,
-        input_size: tuple[int, int] = (512, 512),
-        device: str | torch.device | None = "auto",
-        mask_thresh: float = 0.5,
-        merge_cos: float = 0.95,
-        cate_score_thresh: float = 0.15,
-        flip_perm: np.ndarray | None = None,
-        test_scales: tuple[float, ...] = (1.0,),
-        amp: str = "none",
-        cuda_streams: bool = True,
-        torch_threads: int = 0,
+        palette: np.ndarray | None,
+        input_size: tuple[int, int],
+        device: str | torch.device | None,
+        postprocess: PostprocessParams,
+        flip_perm: np.ndarray | None,
+        test_scales: tuple[float, ...],
+        amp: str,
+        cuda_streams: bool,
         checkpoint_sha256: str | None = None,
         checkpoint_path: str | None = None,
     ):
         self.device = resolve_device(device)
-        if torch_threads and self.device.type == "cpu":
-            torch.set_num_threads(int(torch_threads))
         self.model = model.eval().to(self.device)
         if self.device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -92,10 +86,9 @@ class Predictor:
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         self.palette = np.asarray(palette if palette is not None else np.zeros((self.num_classes, 3)), dtype=np.uint8)
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.mask_thresh = mask_thresh
-        self.merge_cos = merge_cos
-        self.cate_score_thresh = float(cate_score_thresh)
+        self.preprocess = Preprocessor(input_size=input_size, device=self.device)
+        self.input_size = self.preprocess.input_size
+        self.params = postprocess
         self.flip_perm = None
         if flip_perm is not None:
             perm = torch.as_tensor(np.asarray(flip_perm), dtype=torch.long)
@@ -113,95 +106,11 @@ class Predictor:
         self.checkpoint_path = checkpoint_path
         self.use_streams = bool(cuda_streams) and self.device.type == "cuda"
         self._copy_stream = torch.cuda.Stream(device=self.device) if self.use_streams else None
-        self._mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1)
+        self._pending_event = None
 
-    # ------------------------------------------------------------------ construction
-    @classmethod
-    def from_config(cls, cfg, checkpoint: str | None = None, device: str | None = None) -> "Predictor":
-        """Build from a ``streamparse.config.Config``. ``checkpoint``: a path, 'default' (the
-        shipped weights), 'none' (random init) or None (shipped weights if they fit
-        ``cfg.model``, else random init with a warning)."""
-        from streamparse import checkpoint as ck
-        from streamparse.models import build_model
-
-        mc, pc = cfg.model, cfg.pipeline
-        dev = device or pc.device
-        path = ck.resolve_checkpoint(checkpoint, mc.name, mc.num_classes)
-        if path:
-            model, meta = ck.build_from_checkpoint(path, expect_model=mc.name, expect_num_classes=mc.num_classes)
-            class_names = meta["class_names"]
-            sha = ck.sha256_file(path)
-        else:
-            with torch.random.fork_rng(devices=[]):  # deterministic random init: every worker builds the same model
-                torch.manual_seed(0)
-                model = build_model(mc.name, num_classes=mc.num_classes)
-            sha = None
-            class_names = None
-        space = None
-        try:
-            space = get_label_space(mc.label_space)
-        except ValueError:
-            pass
-        if space is None or space.num_classes != mc.num_classes:
-            try:
-                space = get_label_space(mc.num_classes)
-            except ValueError:
-                space = None
-        if class_names is None:
-            class_names = list(space.names) if space else ["background"] + [f"part{i}" for i in range(1, mc.num_classes)]
-        palette = space.palette_array() if space and space.num_classes == len(class_names) else None
-        flip_perm = None
-        if mc.test_flip:
-            if space is None or space.num_classes != len(class_names):
-                raise ValueError(
-                    f"model.test_flip needs the left/right pairs of a known label space; {mc.label_space!r} with "
-                    f"{len(class_names)} classes has none"
-                )
-            flip_perm = space.flip_lut()
-        model.center_thresh = mc.center_thresh
-        model.center_pool = mc.center_pool
-        model.max_instances = mc.max_instances
-        return cls(
-            model,
-            model_name=mc.name,
-            class_names=class_names,
-            palette=palette,
-            input_size=tuple(mc.input_size),
-            device=dev,
-            mask_thresh=mc.mask_thresh,
-            merge_cos=mc.merge_cos,
-            cate_score_thresh=mc.cate_score_thresh,
-            flip_perm=flip_perm,
-            test_scales=mc.test_scales,
-            amp=pc.amp,
-            cuda_streams=pc.cuda_streams,
-            torch_threads=pc.torch_threads,
-            checkpoint_sha256=sha,
-            checkpoint_path=path,
-        )
-
-    @classmethod
-    def from_checkpoint(cls, path: str, device: str | None = "auto", **model_overrides) -> "Predictor":
-        """Build from a checkpoint alone (its stored config gives the model section)."""
-        from streamparse import checkpoint as ck
-        from streamparse.config import Config, from_dict, to_dict
-
-        meta = ck.load_checkpoint(path)
-        data = to_dict(Config())
-        stored = meta.get("config") or {}
-        if isinstance(stored.get("model"), dict):
-            data["model"].update({k: v for k, v in stored["model"].items() if k in data["model"]})
-        data["model"]["name"] = meta["model_name"]
-        data["model"]["num_classes"] = len(meta["class_names"])
-        data["model"].update(model_overrides)
-        return cls.from_config(from_dict(data), checkpoint=path, device=device)
-
-    # ------------------------------------------------------------------ preprocessing
+    # ------------------------------------------------------------------ host -> device
     def _to_device(self, frames: np.ndarray) -> torch.Tensor:
-        with warnings.catch_warnings():  # read-only arrays (Ray zero-copy) are only read here, never written
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            t = torch.from_numpy(np.ascontiguousarray(frames))
+        t = frames_to_tensor(frames)
         if self.device.type == "cuda":
             t = t.pin_memory()
             if self._copy_stream is not None:
@@ -214,95 +123,88 @@ class Predictor:
             return t.to(self.device, non_blocking=True)
         return t
 
-    def preprocess(
-        self, frames_dev: torch.Tensor, input_size: tuple[int, int] | None = None
-    ) -> tuple[torch.Tensor, tuple[int, int]]:
-        """uint8 (B,H,W,3) on the device -> normalised, padded float (B,3,Hp,Wp), (h, w) resized
-        to ``input_size`` (short side, max long side; default ``self.input_size``)."""
-        import kornia
+    def _autocast(self):
+        if self.device.type == "cuda" and self.amp != "none":
+            return torch.autocast("cuda", dtype=torch.float16 if self.amp == "fp16" else torch.bfloat16)
+        return contextlib.nullcontext()
 
-        b, h, w, _ = frames_dev.shape
-        nh, nw, _ = target_size(h, w, *(input_size or self.input_size))
-        x = frames_dev.permute(0, 3, 1, 2).float().div_(255.0)
-        if (nh, nw) != (h, w):
-            x = kornia.geometry.transform.resize(x, (nh, nw), interpolation="bilinear", antialias=(nh < h))
-        x = kornia.enhance.normalize(x, self._mean.view(3), self._std.view(3))
-        ph, pw = -(-nh // 32) * 32, -(-nw // 32) * 32
-        x = F.pad(x, (0, pw - nw, 0, ph - nh))
-        if self.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, (nh, nw)
-
+    # ------------------------------------------------------------------ model
     def _forward(self, frames_dev: torch.Tensor, x: torch.Tensor, size: tuple[int, int]):
-        """The network on one preprocessed batch ``x`` of valid size ``size``, with the configured
-        test-time augmentation (extra scales re-preprocess ``frames_dev``)."""
+        """The network on one preprocessed batch ``x`` of valid size ``size``: dense heads, centres,
+        per-person outputs; with test-time augmentation (extra scales re-preprocess ``frames_dev``)."""
         if self.flip_perm is None and len(self.test_scales) == 1:
-            return self.model(x, compute_parsing=False)
+            out = self.model(x)
+            return self.model.instances(out, pick_centres(out.heatmap, self.params), compute_parsing=False)
+        from streamparse.models.tta import forward_tta
+
         xs, ratios = [x], [(1.0, 1.0)]
         (nh, nw), (ph, pw) = size, x.shape[-2:]
         for f in self.test_scales[1:]:
             xi, (sh, sw) = self.preprocess(frames_dev, (round(self.input_size[0] * f), round(self.input_size[1] * f)))
             xs.append(xi)
             ratios.append(((sh / xi.shape[-2]) / (nh / ph), (sw / xi.shape[-1]) / (nw / pw)))
-        return self.model.forward_tta(xs, ratios=ratios, flip_perm=self.flip_perm, compute_parsing=False)
+        return forward_tta(self.model, xs, self.params, ratios=ratios, flip_perm=self.flip_perm, compute_parsing=False)
 
-    def _autocast(self):
-        if self.device.type == "cuda" and self.amp != "none":
-            return torch.autocast("cuda", dtype=torch.float16 if self.amp == "fp16" else torch.bfloat16)
-        return contextlib.nullcontext()
-
-    # ------------------------------------------------------------------ inference
     @torch.inference_mode()
-    def _run(self, frames_dev: torch.Tensor) -> list[FrameParsing]:
-        from streamparse.models.postprocess import parse_image
-
+    def _run(self, frames_dev: torch.Tensor) -> _Maps:
         b, H, W, _ = frames_dev.shape
         x, (nh, nw) = self.preprocess(frames_dev)
         with self._autocast():
             out = self._forward(frames_dev, x, (nh, nw))
         heat = out.heatmap.float()
-        results = []
+        p = self.params
+        maps, scores = [], []
         for i in range(b):
             parsed = parse_image(
-                heat=heat[i, 0],
-                cells=out.centers[i],
-                ins_kernels=out.ins_kernels[i].float(),
-                ins_maps=out.ins_maps[i],
-                cate_maps=out.cate_maps[i],
-                parsing=None if out.parsing is None else out.parsing[i],
-                stride=self.model.stride,
-                out_size=(nh, nw),
-                mask_thresh=self.mask_thresh,
-                merge_cos=self.merge_cos,
-                cate_score_thresh=self.cate_score_thresh,
+                heat=heat[i, 0], cells=out.centers[i], ins_kernels=out.ins_kernels[i].float(), ins_maps=out.ins_maps[i],
+                cate_maps=out.cate_maps[i], parsing=None if out.parsing is None else out.parsing[i],
+                stride=self.model.stride, out_size=(nh, nw), mask_thresh=p.mask_thresh, merge_cos=p.merge_cos,
+                cate_score_thresh=p.cate_score_thresh,
             )
-            stacked = torch.stack([parsed.part, parsed.instance]).float()[None]
-            if (nh, nw) != (H, W):
-                stacked = F.interpolate(stacked, size=(H, W), mode="nearest")
-            results.append((stacked[0].to(torch.int32), parsed.scores.float()))
-        out_list = []
-        if self.device.type == "cuda":  # start all device-to-host copies, then wait once
-            host = [(m.to("cpu", non_blocking=True), s.to("cpu", non_blocking=True)) for m, s in results]
+            maps.append(self.preprocess.to_frame(torch.stack([parsed.part, parsed.instance]), (H, W)).to(torch.int32))
+            scores.append(parsed.scores.float())
+        stacked = torch.stack(maps) if maps else torch.zeros((0, 2, H, W), dtype=torch.int32)
+        if self.device.type == "cuda":  # start the device-to-host copies, then wait once
+            stacked = stacked.to("cpu", non_blocking=True)
+            scores = [s.to("cpu", non_blocking=True) for s in scores]
             torch.cuda.current_stream(self.device).synchronize()
-        else:
-            host = results
-        for maps, scores in host:
-            part = maps[0].numpy().astype(np.uint8)
-            instance = maps[1].numpy().astype(np.uint16)
-            k = int(scores.shape[0])
-            pa = np.bincount(
-                instance.ravel().astype(np.int64) * self.num_classes + part.ravel(), minlength=(k + 1) * self.num_classes
-            ).reshape(k + 1, self.num_classes)[1:]
-            out_list.append(FrameParsing(part=part, instance=instance, scores=scores.numpy(), part_areas=pa))
-        return out_list
+        return _Maps(part=stacked[:, 0].numpy().astype(np.uint8), instance=stacked[:, 1].numpy().astype(np.uint16),
+                     scores=[s.numpy() for s in scores])
+
+    def _infer(self, frames: np.ndarray) -> _Maps:
+        dev = self._to_device(frames)
+        if self.use_streams:
+            torch.cuda.current_stream(self.device).wait_event(self._pending_event)
+            dev.record_stream(torch.cuda.current_stream(self.device))  # allocated on the copy stream
+        return self._run(dev)
+
+    # ------------------------------------------------------------------ public API
+    def __call__(self, batch: dict) -> dict:
+        """Ray-data style: ``FrameBatch.to_dict()`` in, ``ParsingBatch.to_dict()`` out."""
+        fb = FrameBatch.from_dict(batch)
+        if len(fb) == 0:
+            raise ValueError("empty frame batch")
+        return self.parse_batch(fb).to_dict()
+
+    def parse_batch(self, fb: FrameBatch) -> ParsingBatch:
+        """A FrameBatch -> its ParsingBatch (label maps at the frames' size + the instance table)."""
+        m = self._infer(fb.frames)
+        counts = np.array([len(s) for s in m.scores], dtype=np.int64)
+        boxes, areas, ids = instance_table(m.instance, counts)
+        return ParsingBatch(
+            part=m.part, instance=m.instance, frame_index=fb.frame_index, pts=fb.pts, time=fb.time,
+            wallclock=fb.wallclock, segment=fb.segment, inst_offset=np.concatenate([[0], np.cumsum(counts)]),
+            inst_id=ids, inst_score=np.concatenate(m.scores) if m.scores else np.zeros(0, np.float32),
+            inst_bbox=boxes, inst_area=areas, time_base=fb.time_base, source_id=fb.source_id,
+        )
 
     def predict(self, frames: np.ndarray | list[np.ndarray]) -> list[FrameParsing]:
-        """frames: uint8[B,H,W,3] RGB (or a list of HxWx3 images of any sizes) -> B parsings."""
+        """frames: uint8[B,H,W,3] RGB (or a list of HxWx3 images of any sizes) -> B parsings (with
+        per-person part areas)."""
         if isinstance(frames, list):
             if not frames:
                 return []
-            shapes = {f.shape for f in frames}
-            if len(shapes) > 1:
+            if len({f.shape for f in frames}) > 1:
                 return [r for f in frames for r in self.predict(np.asarray(f)[None])]
             frames = np.stack(frames)
         frames = np.asarray(frames)
@@ -310,11 +212,16 @@ class Predictor:
             raise ValueError(f"frames must be uint8[B,H,W,3], got {frames.dtype}{list(frames.shape)}")
         if frames.shape[0] == 0:
             return []
-        dev = self._to_device(frames)
-        if self.use_streams:
-            torch.cuda.current_stream(self.device).wait_event(self._pending_event)
-            dev.record_stream(torch.cuda.current_stream(self.device))  # allocated on the copy stream
-        return self._run(dev)
+        return self._parsings(self._infer(frames))
+
+    def _parsings(self, m: _Maps) -> list[FrameParsing]:
+        out = []
+        for part, instance, scores in zip(m.part, m.instance, m.scores):
+            k = int(scores.shape[0])
+            pa = np.bincount(instance.ravel().astype(np.int64) * self.num_classes + part.ravel(),
+                             minlength=(k + 1) * self.num_classes).reshape(k + 1, self.num_classes)[1:]
+            out.append(FrameParsing(part=part, instance=instance, scores=scores, part_areas=pa))
+        return out
 
     def predict_many(self, batches: Iterable[np.ndarray]) -> Iterator[list[FrameParsing]]:
         """Like ``predict`` over many batches; on CUDA the host-to-device copy of the next batch
@@ -332,12 +239,7 @@ class Predictor:
             staged = (self._to_device(nxt), self._pending_event) if nxt is not None else None
             torch.cuda.current_stream(self.device).wait_event(ev)
             cur.record_stream(torch.cuda.current_stream(self.device))
-            yield self._run(cur)
-
-    def __call__(self, batch: dict) -> dict:
-        """Ray-data style: ``FrameBatch.to_dict()`` in; stacked label maps + CSR instance table out."""
-        parsings = self.predict(np.asarray(batch["frames"]))
-        return parsings_to_dict(parsings, batch)
+            yield self._parsings(self._run(cur))
 
     def info(self) -> dict:
         return {
@@ -349,26 +251,3 @@ class Predictor:
             "test_flip": self.flip_perm is not None,
             "test_scales": list(self.test_scales),
         }
-
-
-def parsings_to_dict(parsings: list[FrameParsing], batch: dict | None = None) -> dict:
-    """Stack B parsings: part uint8[B,H,W], instance uint16[B,H,W], inst_offset int64[B+1],
-    inst_score float32[N], inst_bbox int32[N,4], inst_area int64[N]; pass batch metadata through."""
-    counts = [p.num_instances for p in parsings]
-    out = {
-        "part": np.stack([p.part for p in parsings]) if parsings else np.zeros((0, 0, 0), np.uint8),
-        "instance": np.stack([p.instance for p in parsings]) if parsings else np.zeros((0, 0, 0), np.uint16),
-        "inst_offset": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        "inst_score": np.concatenate([p.scores for p in parsings]).astype(np.float32) if parsings else np.zeros(0, np.float32),
-        "inst_bbox": np.concatenate([p.bboxes for p in parsings]).astype(np.int32).reshape(-1, 4) if parsings else np.zeros((0, 4), np.int32),
-        "inst_area": np.concatenate([p.areas for p in parsings]).astype(np.int64) if parsings else np.zeros(0, np.int64),
-    }
-    if batch is not None:
-        for key in ("frame_index", "pts", "time", "wallclock", "segment", "time_base", "source_id"):
-            if key in batch:
-                out[key] = batch[key]
-    return out
-
-
-def default_threads() -> int:
-    return max(1, (os.cpu_count() or 1))

@@ -28,6 +28,7 @@ from streamparse.lock import WriterLock
 from streamparse.outputs import RESERVE_NAME, OutputError, clear_store, prepare_output
 from streamparse.schema import PER_FRAME, PER_INSTANCE, SCHEMA_VERSION
 from streamparse.store_check import group_ids, verify_store
+from streamparse.structures import ParsingBatch
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,15 @@ def _compressors(name: str):
 
 
 class SourceWriter:
-    """Writes one source's arrays. Results come in as (seq, dict) -- seq = 0, 1, 2, ... per frame in
-    emission order (frame_index may have gaps for live drops)."""
+    """Writes one source's arrays. Batches come in as ``add_batch(seq, ParsingBatch)`` -- ``seq`` = the
+    row of the batch's first frame (0, 1, 2, ... per frame in emission order; frame_index may have
+    gaps for live drops), in any order; they are written in row order, in runs that end on a chunk
+    boundary (whole chunks), and only then is the commit marker advanced."""
 
     def __init__(self, group, chunk_frames: int, on_commit=None, on_write_error=None):
         self.g = group
         self.chunk = int(chunk_frames)
-        self.pending: dict[int, dict] = {}
+        self.pending: dict[int, ParsingBatch] = {}
         self._arrays = {name: group[name].with_config(_ARRAY_CONFIG) for name in ("part", "instance", *PER_FRAME, *PER_INSTANCE)}
         st = dict(self.g.attrs.get("status", {}))
         self.committed = int(st.get("frames_written", 0))
@@ -84,37 +87,56 @@ class SourceWriter:
             if a.shape[0] != n:
                 a.resize((n, *a.shape[1:]))
 
-    def add(self, seq: int, frame: dict) -> None:
+    def add_batch(self, seq: int, batch: ParsingBatch) -> None:
+        """Queue ``batch`` (its frames are rows seq .. seq + len - 1) and write every whole chunk ready."""
         if self.failed:
             raise SinkWriteError(self.failed)
+        if not isinstance(batch, ParsingBatch):
+            raise TypeError(f"add_batch takes a ParsingBatch, got {type(batch).__name__}")
         if seq < self.next_seq or seq in self.pending:
             raise SinkError(f"frame sequence {seq} delivered twice (next expected {self.next_seq})")
-        self.pending[seq] = frame
-        while self._ready() >= self.chunk:
-            self._write(self.chunk)
+        if len(batch):
+            self.pending[seq] = batch
+        self._drain(final=False)
 
-    def _ready(self) -> int:
-        n = 0
-        while self.next_seq + n in self.pending:
-            n += 1
-        return n
+    def _ready(self) -> list[int]:
+        """Rows of the pending batches that continue the written ones without a gap, in order."""
+        run, s = [], self.next_seq
+        while s in self.pending:
+            run.append(s)
+            s += len(self.pending[s])
+        return run
+
+    def _drain(self, final: bool) -> None:
+        run = self._ready()
+        total = sum(len(self.pending[s]) for s in run)
+        if not total:
+            return
+        # whole chunks: write up to the last chunk boundary reachable (all of it when final)
+        end = self.committed + total
+        stop = end if final else (end // self.chunk) * self.chunk
+        n = stop - self.committed
+        if n <= 0:
+            return
+        data = ParsingBatch.concat([self.pending.pop(s) for s in run])
+        if n < len(data):
+            self.pending[self.next_seq + n] = data.slice(n, len(data))
+            data = data.slice(0, n)
+        self._write(data)
 
     def flush(self) -> None:
         if self.failed:
             return
-        n = self._ready()
-        if n:
-            self._write(n)
+        self._drain(final=True)
 
     @property
     def backlog(self) -> int:
-        return len(self.pending)
+        return sum(len(b) for b in self.pending.values())
 
-    def _write(self, n: int) -> None:
-        frames = [self.pending.pop(self.next_seq + i) for i in range(n)]
-        t0, t1 = self.committed, self.committed + n
+    def _write(self, batch: ParsingBatch) -> None:
+        t0, t1 = self.committed, self.committed + len(batch)
         try:
-            self._write_arrays(frames, t0, t1)
+            self._write_arrays(batch, t0, t1)
         except OSError as exc:
             self.failed = (f"write failed at frames {t0}-{t1 - 1}: {exc.strerror or exc} (errno {exc.errno}); "
                            f"frames 0-{t0 - 1} are committed")
@@ -127,24 +149,20 @@ class SourceWriter:
                 log.error("%s: cannot record the write error in the store either: %s", self.g.path, exc2)
             raise SinkWriteError(self.failed) from None
 
-    def _write_arrays(self, frames: list[dict], t0: int, t1: int) -> None:
+    def _write_arrays(self, b: ParsingBatch, t0: int, t1: int) -> None:
         a = self._arrays
-        counts = [len(f["inst_score"]) for f in frames]
-        i0, i1 = self.n_inst, self.n_inst + sum(counts)
+        i0, i1 = self.n_inst, self.n_inst + b.num_instances
         for name in ("part", "instance", *PER_FRAME):
             a[name].resize((t1, *a[name].shape[1:]))
-        a["part"][t0:t1] = np.stack([f["part"] for f in frames])
-        a["instance"][t0:t1] = np.stack([f["instance"] for f in frames])
+        a["part"][t0:t1] = b.part
+        a["instance"][t0:t1] = b.instance
         for name in ("frame_index", "pts", "time", "segment", "wallclock"):
-            a[name][t0:t1] = np.asarray([f[name] for f in frames], dtype=PER_FRAME[name])
-        a["inst_offset"][t0:t1] = i0 + np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+            a[name][t0:t1] = getattr(b, name)
+        a["inst_offset"][t0:t1] = i0 + b.inst_offset[:-1]
         if i1 > i0:
             for name in PER_INSTANCE:
                 a[name].resize((i1, *a[name].shape[1:]))
-            a["inst_id"][i0:i1] = np.concatenate([np.arange(1, c + 1) for c in counts if c]).astype(np.uint16)
-            a["inst_score"][i0:i1] = np.concatenate([f["inst_score"] for f in frames]).astype(np.float32)
-            a["inst_bbox"][i0:i1] = np.concatenate([f["inst_bbox"] for f in frames]).reshape(-1, 4).astype(np.int32)
-            a["inst_area"][i0:i1] = np.concatenate([f["inst_area"] for f in frames]).astype(np.int64)
+                a[name][i0:i1] = getattr(b, name)
         self.set_status(frames_written=t1, instances_written=i1)  # the commit marker, after the data
         self.committed, self.n_inst, self.next_seq = t1, i1, self.next_seq + (t1 - t0)
         if self._on_commit is not None:
@@ -167,8 +185,8 @@ class ZarrSink:
     Usage::
 
         with ZarrSink(path, mode="create", root_attrs={...}) as sink:
-            w = sink.source(source_id, info, (H, W))
-            w.add(seq, result_dict) ...
+            w = sink.source(source_id, info, (H, W), class_names)
+            w.add_batch(seq, parsing_batch) ...
 
     ``store``: a zarr store object to write through instead of the local path (tests wrap the local
     store to inject faults); the path still carries the lock and the ownership checks.

@@ -1,8 +1,12 @@
 """Typed containers that cross stage boundaries (and, as plain numpy dicts, Ray actors).
 
-``FrameBatch``  -- decoded frames of one source, as produced by a source/decoder.
-``FrameParsing`` -- the parsing of one frame, as produced by the predictor.
-Both validate shapes and dtypes in ``__post_init__`` and convert to/from ``dict[str, ndarray]``.
+``FrameBatch``   -- decoded frames of one source: what a source yields and the predictor takes.
+``ParsingBatch`` -- the parsings of those frames: label maps + a CSR instance table; what the
+                    predictor returns and the sink writes, whole (the one representation from the
+                    predictor to the store; ``frame(i)`` gives one frame's view).
+``FrameParsing`` -- one image's parsing (the single-image API: ``predict``, evaluation).
+All validate shapes and dtypes when built (``__post_init__``, ``from_dict`` at every Ray boundary)
+and convert to/from ``dict[str, ndarray]``.
 """
 
 from __future__ import annotations
@@ -158,27 +162,146 @@ class FrameParsing:
         return cls(**{k: d[k] for k in ("part", "instance", "scores", "bboxes", "areas", "part_areas")})
 
 
+PER_FRAME_FIELDS = ("frame_index", "pts", "time", "wallclock", "segment")
+_FRAME_DTYPES = {"frame_index": np.int64, "pts": np.int64, "time": np.float64, "wallclock": np.float64, "segment": np.uint16}
+_INST_DTYPES = {"inst_id": np.uint16, "inst_score": np.float32, "inst_bbox": np.int32, "inst_area": np.int64}
+
+
+@dataclass
+class ParsingBatch:
+    """The parsings of B frames of one source, at the frames' resolution.
+
+    Attributes:
+        part: uint8[B, H, W] part category per pixel (0 = background).
+        instance: uint16[B, H, W] person per pixel (0 = background, 1..K_b in frame b).
+        frame_index, pts: int64[B]; time, wallclock: float64[B]; segment: uint16[B] (as ``FrameBatch``).
+        inst_offset: int64[B+1] CSR offsets: frame b's people are rows inst_offset[b]:inst_offset[b+1].
+        inst_id: uint16[N] the person's value in ``instance`` (1..K_b, in descending score order).
+        inst_score: float32[N] centre score; inst_bbox: int32[N, 4] (x0, y0, x1, y1; x1/y1 exclusive);
+        inst_area: int64[N] pixels.
+        time_base: (num, den); source_id: the source's id.
+    """
+
+    part: np.ndarray
+    instance: np.ndarray
+    frame_index: np.ndarray
+    pts: np.ndarray
+    time: np.ndarray
+    wallclock: np.ndarray
+    segment: np.ndarray
+    inst_offset: np.ndarray
+    inst_id: np.ndarray
+    inst_score: np.ndarray
+    inst_bbox: np.ndarray
+    inst_area: np.ndarray
+    time_base: tuple[int, int] = (1, 1)
+    source_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.part = np.asarray(self.part)
+        self.instance = np.asarray(self.instance)
+        if self.part.ndim != 3 or self.part.dtype != np.uint8:
+            raise ValueError(f"part must be uint8[B, H, W], got {self.part.dtype}{list(self.part.shape)}")
+        if self.instance.shape != self.part.shape or self.instance.dtype != np.uint16:
+            raise ValueError(f"instance must be uint16{list(self.part.shape)}, got {self.instance.dtype}{list(self.instance.shape)}")
+        b = self.part.shape[0]
+        for name, dt in _FRAME_DTYPES.items():
+            setattr(self, name, _as(getattr(self, name), dt, name, 1))
+            if getattr(self, name).shape[0] != b:
+                raise ValueError(f"{name} has {getattr(self, name).shape[0]} entries for {b} frames")
+        self.inst_offset = _as(self.inst_offset, np.int64, "inst_offset", 1)
+        for name, dt in _INST_DTYPES.items():
+            setattr(self, name, _as(getattr(self, name), dt, name, 2 if name == "inst_bbox" else 1))
+        n = self.inst_id.shape[0]
+        off = self.inst_offset
+        if off.shape[0] != b + 1 or off[0] != 0 or off[-1] != n or (b and np.any(off[1:] < off[:-1])):
+            raise ValueError(f"inst_offset must be {b + 1} non-decreasing offsets from 0 to {n}, got {off.tolist()[:8]}")
+        for name in ("inst_score", "inst_bbox", "inst_area"):
+            if getattr(self, name).shape[0] != n:
+                raise ValueError(f"{name} has {getattr(self, name).shape[0]} rows for {n} instances")
+        if self.inst_bbox.shape[1:] != (4,):
+            raise ValueError(f"inst_bbox must be int32[N, 4], got {list(self.inst_bbox.shape)}")
+        self.time_base = (int(self.time_base[0]), int(self.time_base[1]))
+
+    def __len__(self) -> int:
+        return int(self.part.shape[0])
+
+    @property
+    def num_instances(self) -> int:
+        return int(self.inst_id.shape[0])
+
+    def frame(self, i: int) -> FrameParsing:
+        """Frame i as a ``FrameParsing`` (views, no copy of the maps)."""
+        a, b = int(self.inst_offset[i]), int(self.inst_offset[i + 1])
+        return FrameParsing(part=self.part[i], instance=self.instance[i], scores=self.inst_score[a:b],
+                            bboxes=self.inst_bbox[a:b], areas=self.inst_area[a:b])
+
+    def slice(self, start: int, stop: int) -> "ParsingBatch":
+        """Frames [start, stop) as a ParsingBatch (views; instance rows re-based)."""
+        a, b = int(self.inst_offset[start]), int(self.inst_offset[stop])
+        return ParsingBatch(part=self.part[start:stop], instance=self.instance[start:stop],
+                            **{k: getattr(self, k)[start:stop] for k in PER_FRAME_FIELDS},
+                            inst_offset=self.inst_offset[start : stop + 1] - a,
+                            **{k: getattr(self, k)[a:b] for k in _INST_DTYPES},
+                            time_base=self.time_base, source_id=self.source_id)
+
+    @staticmethod
+    def concat(batches: list["ParsingBatch"]) -> "ParsingBatch":
+        if len(batches) == 1:
+            return batches[0]
+        counts = np.concatenate([np.diff(b.inst_offset) for b in batches])
+        return ParsingBatch(part=np.concatenate([b.part for b in batches]), instance=np.concatenate([b.instance for b in batches]),
+                            **{k: np.concatenate([getattr(b, k) for b in batches]) for k in PER_FRAME_FIELDS},
+                            inst_offset=np.concatenate([[0], np.cumsum(counts)]),
+                            **{k: np.concatenate([getattr(b, k) for b in batches]) for k in _INST_DTYPES},
+                            time_base=batches[0].time_base, source_id=batches[0].source_id)
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("part", "instance", *PER_FRAME_FIELDS, "inst_offset", *_INST_DTYPES)}
+        d["time_base"] = np.asarray(self.time_base, dtype=np.int64)
+        d["source_id"] = self.source_id
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ParsingBatch":
+        tb = d.get("time_base", (1, 1))
+        return cls(**{k: d[k] for k in ("part", "instance", *PER_FRAME_FIELDS, "inst_offset", *_INST_DTYPES)},
+                   time_base=(int(tb[0]), int(tb[1])), source_id=str(d.get("source_id", "")))
+
+
+def instance_table(instance: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes int32[N, 4], areas int64[N] and ids uint16[N] of the people of a batch of instance maps
+    (B, H, W) with ``counts[b]`` people in frame b (ids 1..counts[b]); the same values as
+    ``instance_boxes_areas`` frame by frame, in one pass."""
+    b = instance.shape[0]
+    counts = np.asarray(counts, dtype=np.int64)
+    n = int(counts.sum())
+    off = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    ids = (np.arange(n, dtype=np.int64) - np.repeat(off[:-1], counts) + 1).astype(np.uint16)
+    boxes = np.zeros((n, 4), dtype=np.int32)
+    areas = np.zeros((n,), dtype=np.int64)
+    if n == 0:
+        return boxes, areas, ids
+    fi, ys, xs = np.nonzero(instance)
+    vals = instance[fi, ys, xs].astype(np.int64)
+    keep = vals <= counts[fi]
+    fi, ys, xs, vals = fi[keep], ys[keep], xs[keep], vals[keep]
+    gid = off[fi] + vals - 1
+    areas[:] = np.bincount(gid, minlength=n)[:n]
+    x0 = np.full(n, np.iinfo(np.int32).max, dtype=np.int64)
+    y0 = x0.copy()
+    x1 = np.full(n, -1, dtype=np.int64)
+    y1 = x1.copy()
+    np.minimum.at(x0, gid, xs)
+    np.minimum.at(y0, gid, ys)
+    np.maximum.at(x1, gid, xs)
+    np.maximum.at(y1, gid, ys)
+    has = areas > 0
+    boxes[has] = np.stack([x0[has], y0[has], x1[has] + 1, y1[has] + 1], axis=1)
+    return boxes, areas, ids
+
+
 def instance_boxes_areas(instance: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes int32[k, 4] (x0, y0, x1, y1; exclusive ends) and areas int64[k] of ids 1..k."""
-    boxes = np.zeros((k, 4), dtype=np.int32)
-    areas = np.zeros((k,), dtype=np.int64)
-    if k == 0:
-        return boxes, areas
-    counts = np.bincount(instance.ravel(), minlength=k + 1)
-    areas[:] = counts[1 : k + 1]
-    ys, xs = np.nonzero(instance)
-    ids = instance[ys, xs].astype(np.int64) - 1
-    if ids.size:
-        valid = ids < k
-        ids, ys, xs = ids[valid], ys[valid], xs[valid]
-        x0 = np.full(k, np.iinfo(np.int32).max, dtype=np.int64)
-        y0 = x0.copy()
-        x1 = np.full(k, -1, dtype=np.int64)
-        y1 = x1.copy()
-        np.minimum.at(x0, ids, xs)
-        np.minimum.at(y0, ids, ys)
-        np.maximum.at(x1, ids, xs)
-        np.maximum.at(y1, ids, ys)
-        has = areas > 0
-        boxes[has] = np.stack([x0[has], y0[has], x1[has] + 1, y1[has] + 1], axis=1)
+    """Boxes int32[k, 4] (x0, y0, x1, y1; exclusive ends) and areas int64[k] of ids 1..k of one map."""
+    boxes, areas, _ = instance_table(np.asarray(instance)[None], np.array([k]))
     return boxes, areas

@@ -20,7 +20,7 @@ def real_data() -> Path:
 @pytest.fixture(scope="module")
 def gst():
     """Skip (with the reason) unless Debian's GStreamer RTSP server packages are installed."""
-    from rtsp_server import gst_rtsp_available
+    from streamparse.bench.rtsp_server import gst_rtsp_available
 
     ok, why = gst_rtsp_available()
     if not ok:

@@ -1,7 +1,7 @@
 """LiveSource: unit tests of its parts, then end-to-end against a real GStreamer RTSP server on 127.0.0.1.
 
 The server tests skip (with the reason) when Debian's GStreamer RTSP packages are missing; see
-tests/rtsp_server.py. Every loop is bounded in time; streams are 160x120 at 25 fps.
+streamparse/bench/rtsp_server.py. Every loop is bounded in time; streams are 160x120 at 25 fps.
 """
 
 from __future__ import annotations
@@ -13,17 +13,13 @@ import time
 import numpy as np
 import pytest
 
-from rtsp_server import RtspServer, free_port
-from streamparse.config import LiveConfig
-from streamparse.live import (
-    LiveSource,
-    LiveSourceError,
-    _FrameQueue,
-    _redact_uri,
-    _secrets_of,
-    _Timeline,
-    backoff_delay,
-)
+from streamparse.bench.rtsp_server import RtspServer, free_port
+from streamparse.build import build_source, live_kwargs
+from streamparse.config import Config, LiveConfig
+from streamparse.sources.live import LiveSource, LiveSourceError, backoff_delay
+from streamparse.sources.live.queue import FrameQueue as _FrameQueue
+from streamparse.sources.live.timeline import Timeline as _Timeline
+from streamparse.sources.uri import redact_uri as _redact_uri, secrets_of as _secrets_of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,7 +29,7 @@ def fast(url: str, **kw) -> LiveSource:
     args = dict(open_timeout_s=3.0, read_timeout_s=1.5, reconnect_initial_s=0.2, reconnect_factor=2.0,
                 reconnect_cap_s=1.0, reconnect_max_attempts=20, queue_size=256, drop_policy="wait")
     args.update(kw)
-    return LiveSource(url, **args)
+    return LiveSource(url, **{**live_kwargs(LiveConfig()), **args})
 
 
 def collect(src: LiveSource, seconds: float, until=None, max_batch: int = 8) -> list:
@@ -88,11 +84,11 @@ def test_redact(uri, redacted):
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        LiveSource("rtsp://127.0.0.1:1/x", **kwargs)
+        LiveSource("rtsp://127.0.0.1:1/x", **{**live_kwargs(LiveConfig()), **kwargs})
 
 
 def test_from_config():
-    src = LiveSource.from_config("rtsp://u:p@127.0.0.1:1/x", LiveConfig(queue_size=3, drop_policy="wait"), source_id="cam0")
+    src = build_source("rtsp://u:p@127.0.0.1:1/x", Config(live=LiveConfig(queue_size=3, drop_policy="wait")), source_id="cam0")
     assert src.source_id == "cam0" and src.stats()["queue_size"] == 3 and src.stats()["drop_policy"] == "wait"
     assert src.info()["uri"] == "rtsp://***@127.0.0.1:1/x"
 
@@ -196,7 +192,7 @@ def test_frozen_server_read_timeout(gst):
 
 
 def test_nothing_listening_backoff_then_error_others_keep_going(gst, caplog):
-    caplog.set_level(logging.WARNING, logger="streamparse.live")
+    caplog.set_level(logging.WARNING, logger="streamparse.sources.live")
     port = free_port()
     with RtspServer(testsrc=True) as srv, fast(srv.url()) as good, fast(
             f"rtsp://127.0.0.1:{port}/nothing", reconnect_initial_s=0.1, reconnect_cap_s=0.4,

@@ -10,7 +10,8 @@ import torch
 
 from streamparse.models import UniParserOutput, build_model, list_models
 from streamparse.models.losses import UniParserLoss, dice_loss
-from streamparse.models.postprocess import mask_nms, merge_duplicates, parse_image, peak_cells
+from streamparse.models.postprocess import PostprocessParams, mask_nms, merge_duplicates, parse_image, peak_cells, pick_centres
+from streamparse.models.tta import forward_tta
 from streamparse.models.targets import build_targets
 from toy import make_toy_set
 
@@ -125,19 +126,30 @@ def test_gradients_reach_every_head_and_the_category_kernels(fusion):
 CIHP_FLIP = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 14, 17, 16, 19, 18])
 
 
+TTA_PARAMS = PostprocessParams(center_thresh=0.0)  # random weights: every local maximum is a centre
+
+
 def _tta_model(fusion: str = "index"):
     torch.manual_seed(0)
-    model = build_model("uniparser_tiny", fusion=fusion).eval()
-    model.center_thresh = 0.0  # random weights: every local maximum is a centre
-    return model
+    return build_model("uniparser_tiny", fusion=fusion).eval()
+
+
+def plain(model, x):
+    """The plain forward with centres picked by the post-processing (no augmentation)."""
+    out = model(x)
+    return model.instances(out, pick_centres(out.heatmap, TTA_PARAMS))
+
+
+def tta(model, images, **kw):
+    return forward_tta(model, images, TTA_PARAMS, **kw)
 
 
 def test_tta_of_one_plain_pass_is_the_plain_forward():
     model = _tta_model()
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
-        ref = model(x)
-        for out in (model.forward_tta([x]), model.forward_tta([x, x], ratios=[(1.0, 1.0), (1.0, 1.0)])):
+        ref = plain(model, x)
+        for out in (tta(model, [x]), tta(model, [x, x], ratios=[(1.0, 1.0), (1.0, 1.0)])):
             assert torch.allclose(out.heatmap, ref.heatmap, atol=1e-5)
             assert torch.allclose(out.cate_maps, ref.cate_maps, atol=1e-5)
             for a, b in zip(out.centers, ref.centers):
@@ -156,9 +168,9 @@ def test_flip_tta_averages_the_mirror_pass_with_left_right_swapped(fusion):
     x = torch.randn(1, 3, 64, 96)
     s = model.grid
     with torch.no_grad():
-        a, m = model(x), model(x.flip(-1))
-        out = model.forward_tta([x], flip_perm=CIHP_FLIP)
-        mirrored = model.forward_tta([x.flip(-1)], flip_perm=CIHP_FLIP)
+        a, m = plain(model, x), plain(model, x.flip(-1))
+        out = tta(model, [x], flip_perm=CIHP_FLIP)
+        mirrored = tta(model, [x.flip(-1)], flip_perm=CIHP_FLIP)
     # the mirror pass's "right arm" (15) is the direct pass's left arm (14), and so on
     assert torch.allclose(out.cate_maps[0, 14], 0.5 * (a.cate_maps[0, 14] + m.cate_maps[0, 15].flip(-1)), atol=1e-5)
     assert torch.allclose(out.cate_maps[0, 2], 0.5 * (a.cate_maps[0, 2] + m.cate_maps[0, 2].flip(-1)), atol=1e-5)
@@ -175,7 +187,7 @@ def test_flip_tta_averages_the_mirror_pass_with_left_right_swapped(fusion):
 
 
 def test_tta_resamples_each_scale_onto_the_reference_grid():
-    from streamparse.models.uniparser import _ref_grid
+    from streamparse.models.tta import _ref_grid
 
     # a pass whose image fills 3/4 of its padded width: its map holds the image x-fraction
     # (cell centre / 0.75); read onto a 10-wide reference grid (no padding) it is the reference's own
@@ -189,32 +201,32 @@ def test_tta_resamples_each_scale_onto_the_reference_grid():
     x = torch.randn(1, 3, 64, 96)
     x2 = torch.nn.functional.pad(torch.nn.functional.interpolate(x, size=(48, 72), mode="bilinear"), (0, 24, 0, 16))
     with torch.no_grad():
-        out = model.forward_tta([x, x2], ratios=[(1.0, 1.0), (48 / 64, 72 / 96)], flip_perm=CIHP_FLIP)
+        out = tta(model, [x, x2], ratios=[(1.0, 1.0), (48 / 64, 72 / 96)], flip_perm=CIHP_FLIP)
     st = model.stride
     assert out.cate_maps.shape == (1, 20, 64 // st, 96 // st) and out.heatmap.shape == (1, 1, model.grid, model.grid)
     assert len(out.ins_maps[0]) == len(out.centers[0]) > 0
     assert out.ins_maps[0].shape[-2:] == (64 // st, 96 // st)
     with pytest.raises(ValueError, match="same B"):
-        model.forward_tta([x, torch.cat([x2, x2])])
+        tta(model, [x, torch.cat([x2, x2])])
     with pytest.raises(ValueError, match="ratios"):
-        model.forward_tta([x, x2], ratios=[(1.0, 1.0)])
+        tta(model, [x, x2], ratios=[(1.0, 1.0)])
     with pytest.raises(ValueError, match="flip_perm"):
-        model.forward_tta([x], flip_perm=CIHP_FLIP[:5])
+        tta(model, [x], flip_perm=CIHP_FLIP[:5])
 
 
 def test_predictor_tta_settings_and_mirror_consistency():
     from streamparse.config import load_config
-    from streamparse.predictor import Predictor
+    from streamparse.build import build_predictor, build_predictor_from_checkpoint
 
     # random weights: averaged passes are weak, so a low theta_mask keeps people
     tiny = ["model.name=uniparser_tiny", "model.input_size=[64,96]", "model.center_thresh=0.0", "model.mask_thresh=0.05",
             "model.max_instances=4", "model.merge_cos=1.01"]
     with pytest.raises(ValueError, match="test_scales"):
-        Predictor.from_config(load_config(overrides=tiny + ["model.test_scales=[0.75,1.25]"]), checkpoint="none")
+        build_predictor(load_config(overrides=tiny + ["model.test_scales=[0.75,1.25]"]), checkpoint="none")
     with pytest.raises(ValueError, match="test_flip"):
-        Predictor.from_config(load_config(overrides=tiny + ["model.test_flip=true", "model.num_classes=7",
+        build_predictor(load_config(overrides=tiny + ["model.test_flip=true", "model.num_classes=7",
                                                             "model.label_space=none"]), checkpoint="none")
-    pred = Predictor.from_config(load_config(overrides=tiny + ["model.test_flip=true", "model.test_scales=[1.0,0.75]"]),
+    pred = build_predictor(load_config(overrides=tiny + ["model.test_flip=true", "model.test_scales=[1.0,0.75]"]),
                                  checkpoint="none", device="cpu")
     assert pred.test_scales == (1.0, 0.75) and pred.flip_perm[14] == 15
     rng = np.random.default_rng(0)
@@ -222,7 +234,7 @@ def test_predictor_tta_settings_and_mirror_consistency():
     out = pred.predict(frames)
     assert out[0].part.shape == (64, 64) and sum(o.num_instances for o in out) > 0
     # with flip (one scale, no padding), a mirror image's parts are the mirrored parts, left and right swapped
-    pred = Predictor.from_config(load_config(overrides=tiny + ["model.test_flip=true"]), checkpoint="none", device="cpu")
+    pred = build_predictor(load_config(overrides=tiny + ["model.test_flip=true"]), checkpoint="none", device="cpu")
     a, m = pred.predict(frames[1:])[0], pred.predict(np.ascontiguousarray(frames[1:, :, ::-1]))[0]
     assert a.num_instances > 0
     lut = pred.flip_perm.numpy()
@@ -496,7 +508,8 @@ def trained_tiny():
 
 def _parse_all(model, x, size, keep_raw=False):
     with torch.no_grad():
-        out = model(x, compute_parsing=False)
+        out = model(x)
+        out = model.instances(out, pick_centres(out.heatmap, PostprocessParams()), compute_parsing=False)
     return [
         parse_image(heat=out.heatmap[i, 0], cells=out.centers[i], ins_kernels=out.ins_kernels[i], ins_maps=out.ins_maps[i],
                     cate_maps=out.cate_maps[i], parsing=None, stride=model.stride, out_size=size, keep_raw=keep_raw)

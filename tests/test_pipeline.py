@@ -14,7 +14,7 @@ import pytest
 import zarr
 
 from streamparse.config import load_config
-from streamparse.predictor import Predictor
+from streamparse.build import build_predictor, build_predictor_from_checkpoint
 from streamparse.sources import FileSource
 from videos import make_video
 
@@ -42,7 +42,7 @@ def reference(cfg, video, batch_size):
     threads = pc.torch_threads or max(1, (os.cpu_count() or 2) // pc.workers)
     before = torch.get_num_threads()
     try:
-        pred = Predictor.from_config(cfg, checkpoint="none")
+        pred = build_predictor(cfg, checkpoint="none")
         torch.set_num_threads(threads)
         out = []
         with FileSource(video) as src:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zarr
 
-from rtsp_server import RtspServer, free_port
+from streamparse.bench.rtsp_server import RtspServer, free_port
 from streamparse.config import load_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]

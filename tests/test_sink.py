@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
+from parsing import batch_of
 from streamparse.sink import SinkError, ZarrSink
 
 NAMES = ["background", "hair", "face"]
@@ -26,7 +27,7 @@ def write(path, order, chunk=4, mode="create"):
     with ZarrSink(path, mode=mode, root_attrs={"model_name": "m", "class_names": NAMES}, chunk_frames=chunk) as sink:
         w = sink.source("cam", {"uri": "x", "width": 8, "height": 6}, (6, 8), NAMES)
         for seq in order:
-            w.add(seq, frame(seq))
+            w.add_batch(seq, batch_of([frame(seq)]))
 
 
 def test_reorders_and_writes_every_frame_once(tmp_path):
@@ -70,7 +71,7 @@ def test_resume_truncates_uncommitted_frames(tmp_path):
     with ZarrSink(out, root_attrs={"model_name": "m"}, chunk_frames=4) as sink:
         w = sink.source("cam", {"uri": "x"}, (6, 8), NAMES)
         for seq in range(6):
-            w.add(seq, frame(seq))
+            w.add_batch(seq, batch_of([frame(seq)]))
         # simulate a crash: frames 4-5 half-written (data beyond the commit marker)
         g = sink.root["cam"]
         g["part"].resize((6, 6, 8))
@@ -81,7 +82,7 @@ def test_resume_truncates_uncommitted_frames(tmp_path):
         w = sink.source("cam", {"uri": "x"}, (6, 8), NAMES)
         assert w.next_seq == 4 and sink.root["cam"]["part"].shape[0] == 4
         for seq in range(4, 8):
-            w.add(seq, frame(seq))
+            w.add_batch(seq, batch_of([frame(seq)]))
     ref = tmp_path / "ref.zarr"
     write(ref, range(8))
     a, b = zarr.open_group(str(out / "cam"), mode="r"), zarr.open_group(str(ref / "cam"), mode="r")

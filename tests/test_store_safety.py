@@ -18,6 +18,7 @@ import pytest
 import zarr
 
 from faults import faulty_local
+from parsing import batch_of
 from streamparse.outputs import RESERVE_NAME
 from streamparse.sink import SinkError, SinkWriteError, ZarrSink, verify_store
 from videos import make_video
@@ -45,7 +46,7 @@ def write(path, frames, mode="create", store=None, chunk=4):
     with ZarrSink(path, mode=mode, root_attrs={"model_name": "m", "class_names": NAMES}, chunk_frames=chunk, store=store) as sink:
         w = sink.source("cam", {"uri": "x"}, (12, 16), NAMES)
         for seq in frames:
-            w.add(seq, frame(seq))
+            w.add_batch(seq, batch_of([frame(seq)]))
 
 
 def assert_same_arrays(a_path, b_path, sid="cam"):

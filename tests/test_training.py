@@ -172,7 +172,7 @@ def test_scale_per_batch_gives_one_short_side_per_global_batch(data_root):
 # ----------------------------------------------------------------------------- smoke run
 def test_smoke_train_outputs(straight_run, data_root):
     from streamparse.checkpoint import build_from_checkpoint
-    from streamparse.predictor import Predictor
+    from streamparse.build import build_predictor, build_predictor_from_checkpoint
 
     for name in ("last.pt", "best.pt", "epoch_1.pt", "epoch_2.pt", "last_state.pt"):
         obj = torch.load(straight_run / name, map_location="cpu", weights_only=True)  # plain data only
@@ -182,7 +182,7 @@ def test_smoke_train_outputs(straight_run, data_root):
     assert meta["config"]["train"]["epochs"] == 2 and meta["extra"]["epoch"] == 2
     assert _max_diff(_weights(straight_run / "epoch_2.pt"), _weights(straight_run / "last.pt")) == 0
     assert _max_diff(_weights(straight_run / "epoch_1.pt"), _weights(straight_run / "last.pt")) > 0
-    pred = Predictor.from_checkpoint(str(straight_run / "best.pt"), device="cpu")
+    pred = build_predictor_from_checkpoint(str(straight_run / "best.pt"), device="cpu")
     out = pred.predict([np.zeros((96, 96, 3), np.uint8)])
     assert out[0].part.shape == (96, 96)
 

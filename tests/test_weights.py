@@ -67,12 +67,12 @@ def test_flip_tta_helps_the_shipped_weights_and_needs_the_left_right_swap(tmp_pa
     from streamparse.data import DATASETS
     from streamparse.data.synth import generate_dataset
     from streamparse.evaluation import evaluate_parsing
-    from streamparse.predictor import Predictor
+    from streamparse.build import build_predictor, build_predictor_from_checkpoint
 
     generate_dataset(tmp_path / "d", "cihp", 24, seed=12345, size=(256, 256), split="val", min_people=1, max_people=4)
     ds = DATASETS["cihp"](tmp_path / "d", "val")
     items = [ds[i] for i in range(len(ds))]
-    pred = Predictor.from_config(load_config(RECIPE, ["model.test_flip=true"]), checkpoint=str(DEFAULT_WEIGHTS), device="cpu")
+    pred = build_predictor(load_config(RECIPE, ["model.test_flip=true"]), checkpoint=str(DEFAULT_WEIGHTS), device="cpu")
     swap = pred.flip_perm
 
     def run(perm):

@@ -15,7 +15,7 @@ import torch
 
 def run_gpu_bench(args) -> dict:
     from streamparse.config import load_config
-    from streamparse.predictor import Predictor
+    from streamparse.build import build_predictor
 
     if not torch.cuda.is_available():
         raise RuntimeError("no CUDA device")
@@ -29,7 +29,7 @@ def run_gpu_bench(args) -> dict:
     for amp in ("none", "fp16"):
         for streams in (False, True):
             cfg = load_config(overrides=overrides + [f"pipeline.amp={amp}", f"pipeline.cuda_streams={streams}", "pipeline.device=cuda"])
-            pred = Predictor.from_config(cfg, checkpoint="none")
+            pred = build_predictor(cfg, checkpoint="none")
             torch.cuda.reset_peak_memory_stats()
             list(pred.predict_many([frames] * 2))  # warm-up
             torch.cuda.synchronize()

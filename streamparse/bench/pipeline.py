@@ -100,9 +100,9 @@ def _video(args, work: Path) -> tuple[str, int]:
 def run_pipeline_bench(args) -> dict:
     import torch
 
+    from streamparse import build
     from streamparse.config import load_config
     from streamparse.pipelines.video import init_ray, run
-    from streamparse.predictor import Predictor
     from streamparse.sink import ZarrSink
     from streamparse.sources import FileSource
 
@@ -114,7 +114,7 @@ def run_pipeline_bench(args) -> dict:
         ckpt = args.checkpoint
         threads = pc.torch_threads or max(1, (os.cpu_count() or 2) // max(1, pc.workers))
         torch.set_num_threads(threads)
-        pred = Predictor.from_config(cfg, checkpoint=ckpt)
+        pred = build.build_predictor(cfg, checkpoint=ckpt)
         res = {"video": video, "model": cfg.model.name, "input_size": list(cfg.model.input_size), "batch_size": pc.batch_size,
                "workers": pc.workers, "threads": threads, "cpu_count": os.cpu_count(), "device": str(pred.device)}
 
@@ -133,20 +133,15 @@ def run_pipeline_bench(args) -> dict:
         del frames
 
         # -- naive: decode -> model -> write, frame by frame, one process
-        from streamparse.pipelines.video import resolve_model_meta, split_result
-        from streamparse.predictor import parsings_to_dict
-
-        meta = resolve_model_meta(cfg, ckpt if ckpt else None)
+        meta = build.resolve_model_meta(cfg, ckpt if ckpt else None)
         t = time.perf_counter()
         with ZarrSink(work / "naive.zarr", mode="create", root_attrs={}, chunk_frames=pc.chunk_frames,
                       compressor=pc.compressor) as sink, FileSource(video, max_frames=limit) as src:
             w = sink.source("naive", src.info(), (info["height"], info["width"]), meta["class_names"], None)
             seq = 0
             for b in src.batches(1):
-                out = parsings_to_dict(pred.predict(b.frames), b.to_dict())
-                for fr in split_result(out):
-                    w.add(seq, fr)
-                    seq += 1
+                w.add_batch(seq, pred.parse_batch(b))
+                seq += len(b)
             w.flush()
         res["naive_fps"] = round(n / (time.perf_counter() - t), 2)
         print(f"bench pipeline: naive loop {res['naive_fps']} fps", flush=True)

@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
     m.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     m.add_argument("--num-classes", type=int, default=20)
     m.add_argument("--json", metavar="FILE")
-    from streamparse.commands.bench_live import add_live_arguments
+    from streamparse.bench.live import add_live_arguments
 
     lv = sub.add_parser("live", help="an endless live RTSP stream: achieved fps, p50/p95 lag, drop rate, memory")
     add_live_arguments(lv)
@@ -66,7 +66,7 @@ def run(args) -> int:
         res = run_pipeline_bench(args)
         print(format_pipeline(res))
     elif args.suite == "live":
-        from streamparse.commands.bench_live import run_live
+        from streamparse.bench.live import run_live
 
         try:
             res = run_live(args)

@@ -45,10 +45,8 @@ def _open_dataset(args):
 
 
 def _load_predictor(model: list[str], device: str | None, overrides: list[str] | None = None):
-    try:
-        from streamparse.predictor import Predictor
-    except ImportError as exc:
-        raise CLIError(f"model mode unavailable: cannot import streamparse.predictor ({exc})") from None
+    from streamparse.build import build_predictor, build_predictor_from_checkpoint
+
     ckpt = model[-1]
     if not Path(ckpt).is_file():
         raise CLIError(f"checkpoint not found: {ckpt}")
@@ -60,10 +58,8 @@ def _load_predictor(model: list[str], device: str | None, overrides: list[str] |
                 cfg = load_config(model[0], overrides)
             except ConfigError as exc:
                 raise CLIError(str(exc)) from None
-            return Predictor.from_config(cfg, checkpoint=ckpt, device=device)
-        if not hasattr(Predictor, "from_checkpoint"):
-            raise CLIError("model mode unavailable: Predictor.from_checkpoint is not implemented")
-        return Predictor.from_checkpoint(ckpt, device=device or "auto")
+            return build_predictor(cfg, checkpoint=ckpt, device=device)
+        return build_predictor_from_checkpoint(ckpt, device=device or "auto")
     except CLIError:
         raise
     except (ValueError, OSError, KeyError) as exc:

@@ -59,7 +59,7 @@ def run(args) -> int:
     from streamparse.checkpoint import CheckpointError
     from streamparse.cli import CLIError
     from streamparse.config import ConfigError, load_config
-    from streamparse.predictor import Predictor
+    from streamparse.build import build_predictor
 
     try:
         cfg = load_config(args.config, args.set)
@@ -77,7 +77,7 @@ def run(args) -> int:
                 raise CLIError(str(exc)) from None
     image = read_input(Path(args.input), args.frame)
     try:
-        pred = Predictor.from_config(cfg, checkpoint=args.checkpoint, device=args.device)
+        pred = build_predictor(cfg, checkpoint=args.checkpoint, device=args.device)
     except (CheckpointError, ValueError) as exc:
         raise CLIError(str(exc)) from None
     pred.predict(image[None, :64, :64].copy())  # warm-up

@@ -1,4 +1,4 @@
-"""CIHP reader (instance-level human parsing) and the file helpers shared by the dataset readers.
+"""CIHP reader (instance-level human parsing).
 
 Layout under ``root`` (or under ``root/Training`` / ``root/Validation`` as in the official archive)::
 
@@ -17,85 +17,16 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
 
 from streamparse.categories import CIHP, LabelSpace
+from streamparse.data.base import IGNORE, DatasetError, ParsingDataset, check_size, image_size, read_id_list, read_image, read_label_png
 
-IGNORE = 255
+__all__ = ["CIHPDataset", "DatasetError", "IGNORE", "check_size", "image_size", "read_id_list", "read_image", "read_label_png"]
+
 _OFFICIAL_SUBDIRS = {"train": "Training", "val": "Validation"}
 
 
-class DatasetError(ValueError):
-    """Bad or missing dataset file; the message names the file."""
-
-
-def read_id_list(path: Path) -> list[str]:
-    """Non-empty, stripped lines of a list file."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read id list ({exc.strerror or exc})") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to uint8[H, W, 3] RGB."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: missing image file") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DatasetError(f"{path}: unreadable image ({exc})") from None
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) from the image header, without decoding the pixels."""
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: missing image file") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DatasetError(f"{path}: unreadable image ({exc})") from None
-    return h, w
-
-
-def read_label_png(path: Path, num_classes: int | None = None) -> np.ndarray:
-    """Decode a label PNG to uint8[H, W]; 3-channel files give channel 0.
-
-    With ``num_classes``, values >= num_classes other than 255 (ignore) raise ``DatasetError``.
-    """
-    try:
-        with Image.open(path) as im:
-            if im.format != "PNG":
-                raise DatasetError(f"{path}: not a PNG file (format {im.format})")
-            arr = np.asarray(im)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: missing annotation file") from None
-    except DatasetError:
-        raise
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DatasetError(f"{path}: unreadable PNG ({exc})") from None
-    if arr.ndim == 3:
-        arr = arr[..., 0]
-    if arr.dtype != np.uint8:
-        if arr.size and (arr.min() < 0 or arr.max() > 255):
-            raise DatasetError(f"{path}: label values outside 0..255")
-        arr = arr.astype(np.uint8)
-    if num_classes is not None:
-        bad = (arr >= num_classes) & (arr != IGNORE)
-        if bad.any():
-            raise DatasetError(f"{path}: label {int(arr[bad].max())} >= num_classes {num_classes} (255 = ignore is allowed)")
-    return np.ascontiguousarray(arr)
-
-
-def check_size(path: Path, shape: tuple[int, ...], expected: tuple[int, int], what: str) -> None:
-    if tuple(shape[:2]) != tuple(expected):
-        raise DatasetError(f"{path}: size {shape[1]}x{shape[0]} does not match {what} {expected[1]}x{expected[0]} (WxH)")
-
-
-class CIHPDataset:
+class CIHPDataset(ParsingDataset):
     """CIHP-layout multi-human parsing dataset.
 
     Items are ``dict(image_id: str, image: uint8[H, W, 3] RGB, persons: list[uint8[H, W]])``, one
@@ -116,9 +47,6 @@ class CIHPDataset:
         self.transform = transform
         self.ids: list[str] = read_id_list(root / f"{split}_id.txt")
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
     def _image_path(self, image_id: str) -> Path:
         return self.root / "Images" / f"{image_id}.jpg"
 
@@ -138,14 +66,3 @@ class CIHPDataset:
             if person.any():
                 persons.append(person)
         return persons
-
-    def load_gt(self, i: int) -> tuple[str, list[np.ndarray]]:
-        """(image_id, persons) without decoding the image (its header is read for the size check)."""
-        image_id = self.ids[i]
-        return image_id, self._persons(image_id, image_size(self._image_path(image_id)))
-
-    def __getitem__(self, i: int) -> dict:
-        image_id = self.ids[i]
-        image = read_image(self._image_path(image_id))
-        item = {"image_id": image_id, "image": image, "persons": self._persons(image_id, image.shape[:2])}
-        return self.transform(item) if self.transform is not None else item

@@ -17,12 +17,12 @@ from typing import Callable
 import numpy as np
 
 from streamparse.categories import MHPV2, LabelSpace
-from streamparse.data.cihp import DatasetError, check_size, image_size, read_id_list, read_image, read_label_png
+from streamparse.data.base import DatasetError, ParsingDataset, check_size, read_id_list, read_label_png
 
 _ANNO_RE = re.compile(r"^(?P<id>.+)_(?P<nn>\d{2})_(?P<kk>\d{2})\.png$")
 
 
-class MHPv2Dataset:
+class MHPv2Dataset(ParsingDataset):
     """MHPv2-layout multi-human parsing dataset (58 parts + background).
 
     Items are ``dict(image_id: str, image: uint8[H, W, 3] RGB, persons: list[uint8[H, W]])`` with
@@ -44,9 +44,6 @@ class MHPv2Dataset:
             m = _ANNO_RE.match(name)
             if m:
                 self._annos.setdefault(m["id"], []).append((int(m["nn"]), int(m["kk"]), name))
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
     def _image_path(self, image_id: str) -> Path:
         return self.root / "images" / f"{image_id}.jpg"
@@ -70,14 +67,3 @@ class MHPv2Dataset:
             check_size(path, person.shape, size, "image")
             persons.append(person)
         return persons
-
-    def load_gt(self, i: int) -> tuple[str, list[np.ndarray]]:
-        """(image_id, persons) without decoding the image (its header is read for the size check)."""
-        image_id = self.ids[i]
-        return image_id, self._persons(image_id, image_size(self._image_path(image_id)))
-
-    def __getitem__(self, i: int) -> dict:
-        image_id = self.ids[i]
-        image = read_image(self._image_path(image_id))
-        item = {"image_id": image_id, "image": image, "persons": self._persons(image_id, image.shape[:2])}
-        return self.transform(item) if self.transform is not None else item

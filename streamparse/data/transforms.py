@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from streamparse.categories import LabelSpace
+from streamparse.preprocess import resize_image, target_size
 
 
 def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
@@ -70,7 +71,8 @@ class RandomFlip:
 class ResizeShortSide:
     """Resize so the short side is a random choice of ``short_sides``, the long side at most ``max_long``.
 
-    Image: bilinear; labels: nearest. Persons that vanish when downscaled are dropped.
+    The size rule and the image interpolation are inference's (``streamparse.preprocess``: bilinear,
+    antialiased when shrinking); labels: nearest. Persons that vanish when downscaled are dropped.
     """
 
     def __init__(self, short_sides: int | Sequence[int], max_long: int | None = None,
@@ -86,12 +88,9 @@ class ResizeShortSide:
         image = item["image"]
         h, w = image.shape[:2]
         short = self.short_sides[int(self.rng.integers(len(self.short_sides)))]
-        scale = short / min(h, w)
-        if self.max_long is not None and max(h, w) * scale > self.max_long:
-            scale = self.max_long / max(h, w)
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        nh, nw, _ = target_size(h, w, short, self.max_long if self.max_long is not None else 1 << 30)
         if (nh, nw) == (h, w):
             return item
-        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        image = resize_image(image, (nh, nw))
         persons = [cv2.resize(p, (nw, nh), interpolation=cv2.INTER_NEAREST) for p in item["persons"]]
         return {**item, "image": image, "persons": [p for p in persons if p.any()]}

@@ -21,10 +21,7 @@ import torch
 
 from streamparse.categories import LabelSpace
 from streamparse.data.transforms import RandomFlip, ResizeShortSide
-
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255.0
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255.0
-
+from streamparse.preprocess import SIZE_DIVISOR, normalize_image
 
 class TrainAugment:
     """Scale jitter of the short side (one of ``short_sides``, long side <= ``max_long_side``)
@@ -128,7 +125,7 @@ class Collate:
     """Pads images (bottom/right, zeros after normalisation) to a common size that is a multiple
     of ``size_divisor`` and builds the targets of every image at that padded size."""
 
-    def __init__(self, *, num_classes: int, grid: int, stride: int, sigma: float = 0.2, size_divisor: int = 32):
+    def __init__(self, *, num_classes: int, grid: int, stride: int, sigma: float = 0.2, size_divisor: int = SIZE_DIVISOR):
         self.num_classes, self.grid, self.stride, self.sigma = num_classes, grid, stride, sigma
         self.size_divisor = size_divisor
 
@@ -147,8 +144,7 @@ class Collate:
             if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
                 raise ValueError(f"{it.get('image_id')}: image must be uint8[H, W, 3], got {img.dtype}{list(img.shape)}")
             h, w = img.shape[:2]
-            x = (img.astype(np.float32) - MEAN) / STD
-            images[i, :, :h, :w] = torch.from_numpy(x.transpose(2, 0, 1))
+            images[i, :, :h, :w] = normalize_image(img)
             targets.append(build_targets(it["persons"], image_size=(H, W), num_classes=self.num_classes, grid=self.grid,
                                          sigma=self.sigma, stride=self.stride))
             ids.append(str(it.get("image_id", i)))

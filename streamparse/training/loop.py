@@ -17,22 +17,19 @@ whatever the split into workers (2 workers x batch 1 == 1 worker x batch 2).
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
-import random
 import time
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from streamparse.outputs import finish_dir
 
 from streamparse.training.data import AugmentedDataset, Collate, GlobalBatchSampler, TrainAugment
+from streamparse.training.steps import LOSS_KEYS, LRSchedule, get_rng_state, per_image_loss, seed_everything, set_rng_state, set_train_mode
 
 STATE_FORMAT = "streamparse-train-state-v1"
 STATE_FILE = "last_state.pt"
@@ -40,101 +37,12 @@ SUMMARY_FILE = "summary.json"  # rank 0's return value of the last run
 NORMS = ("frozen_bn", "bn", "syncbn")
 OPTIMIZERS = ("sgd", "adamw")
 CPU_AMP = ("none", "bf16")
-LOSS_KEYS = ("loss", "loss_center", "loss_aux_ins", "loss_aux_cate", "loss_par", "loss_metric")
 
 
 class TrainingError(ValueError):
     """A bad training setup (data, config, resume state); the message says what to fix."""
 
 
-# ----------------------------------------------------------------------------- lr schedule
-@dataclass(frozen=True)
-class LRSchedule:
-    """lr(iteration, epoch) = base_lr * gamma^(#steps <= epoch) * warm-up factor.
-
-    Linear warm-up over the first ``warmup_iters`` iterations from ``warmup_ratio * lr`` (mmdet's
-    'linear' warm-up); ``steps`` are 0-based epoch indices at which the lr drops by ``gamma``
-    (steps (9, 11): epochs 1-9 at base lr, 10-11 at 0.1x, 12 at 0.01x).
-    """
-
-    base_lr: float
-    warmup_iters: int = 500
-    warmup_ratio: float = 0.001
-    steps: tuple[int, ...] = (9, 11)
-    gamma: float = 0.1
-
-    def __call__(self, iteration: int, epoch: int) -> float:
-        lr = self.base_lr * self.gamma ** sum(1 for s in self.steps if epoch >= s)
-        if iteration < self.warmup_iters:
-            lr *= 1.0 - (1.0 - iteration / self.warmup_iters) * (1.0 - self.warmup_ratio)
-        return lr
-
-
-# ----------------------------------------------------------------------------- RNG and norm
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def get_rng_state() -> dict:
-    """torch/CUDA/numpy/python RNG states as weights_only-loadable data."""
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "python": [py_state[0], list(py_state[1]), py_state[2]],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    p = state["python"]
-    random.setstate((p[0], tuple(p[1]), p[2]))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def set_train_mode(model: nn.Module, norm: str) -> None:
-    """``model.train()``; with ``frozen_bn`` every BatchNorm stays in eval mode (running statistics
-    are used and never updated; its affine parameters still train)."""
-    model.train()
-    if norm == "frozen_bn":
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
-
-
-# ----------------------------------------------------------------------------- loss
-def per_image_loss(loss_fn: nn.Module, out, targets: list) -> dict[str, torch.Tensor]:
-    """Mean over the batch of the per-image ``UniParserLoss`` (in float32)."""
-    B = out.center_logits.shape[0]
-    totals: dict[str, torch.Tensor] = {}
-    for i in range(B):
-        one = type(out)(**{f.name: _slice(getattr(out, f.name), f.name, i) for f in fields(out)})
-        terms = loss_fn(one, [targets[i]])
-        for k in LOSS_KEYS:
-            totals[k] = totals[k] + terms[k] if k in totals else terms[k]
-    return {k: v / B for k, v in totals.items()}
-
-
-def _slice(value, name: str, i: int):
-    if value is None:
-        return None
-    if name == "cate_kernels":  # shared by all images
-        return value.float()
-    if isinstance(value, list):
-        return [value[i].float() if value[i].is_floating_point() else value[i]]
-    return value[i : i + 1].float()
-
-
-# ----------------------------------------------------------------------------- data / model
 def open_dataset(fmt: str, root: str, split: str):
     from streamparse.data import DATASETS
 
@@ -154,11 +62,7 @@ def model_kwargs(cfg) -> dict:
 def build_train_model(cfg) -> nn.Module:
     from streamparse.models import build_model
 
-    model = build_model(cfg.model.name, **model_kwargs(cfg))
-    model.center_thresh = cfg.model.center_thresh
-    model.center_pool = cfg.model.center_pool
-    model.max_instances = cfg.model.max_instances
-    return model
+    return build_model(cfg.model.name, **model_kwargs(cfg))
 
 
 def init_weights(model: nn.Module, source: str, cfg) -> None:
@@ -185,12 +89,10 @@ def evaluate_model(model: nn.Module, cfg, dataset, class_names: list[str], devic
         from streamparse.evaluation import evaluate_parsing
     except ImportError:
         return None
-    from streamparse.predictor import Predictor
+    from streamparse.build import predictor_for_model
 
-    predictor = Predictor(copy.deepcopy(model), model_name=cfg.model.name, class_names=class_names,
-                          input_size=(cfg.data.test_short_side, cfg.data.max_long_side), device=device,
-                          mask_thresh=cfg.model.mask_thresh, merge_cos=cfg.model.merge_cos,
-                          cate_score_thresh=cfg.model.cate_score_thresh)
+    predictor = predictor_for_model(model, cfg, class_names=class_names,
+                                    input_size=(cfg.data.test_short_side, cfg.data.max_long_side), device=device)
     n = len(dataset) if cfg.train.eval_max_images <= 0 else min(len(dataset), cfg.train.eval_max_images)
     gts, preds = [], []
     from tqdm import tqdm
@@ -207,24 +109,15 @@ def evaluate_model(model: nn.Module, cfg, dataset, class_names: list[str], devic
 
 # ----------------------------------------------------------------------------- state
 def load_state(path: str | Path) -> dict:
+    from streamparse.checkpoint import torch_load
+
     path = Path(path)
     if path.is_dir():
         path = path / STATE_FILE
-    if not path.is_file():
-        raise TrainingError(f"resume state not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TrainingError(f"cannot load resume state {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    state = torch_load(path, "resume state", TrainingError)
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise TrainingError(f"{path} is not a streamparse training state (expected format {STATE_FORMAT!r})")
     return state
-
-
-def _save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 class MetricsLog:
@@ -356,7 +249,7 @@ def run_training(
     last_eval, last_losses = None, {}
 
     def save_state(epoch_: int, batch_: int) -> None:
-        _save({"format": STATE_FORMAT, "epoch": epoch_, "batch_in_epoch": batch_, "iteration": iteration,
+        ck.atomic_save({"format": STATE_FORMAT, "epoch": epoch_, "batch_in_epoch": batch_, "iteration": iteration,
                "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if use_amp else None,
                "schedule": {"base_lr": schedule.base_lr, "warmup_iters": schedule.warmup_iters,

@@ -1,16 +1,14 @@
 """`streamparse bench live`: a LiveSource on an endless live test stream -- fps, lag, drops, memory.
 
-Without ``uri`` it starts GStreamer's RTSP server on 127.0.0.1 (``tests/rtsp_server.py`` of a source
-checkout, Debian's GStreamer RTSP packages: see docs/environment.md) serving ``videotestsrc`` at
+Without ``uri`` it starts GStreamer's RTSP server on 127.0.0.1 (``streamparse.bench.rtsp_server``,
+Debian's GStreamer RTSP packages: see docs/environment.md) serving ``videotestsrc`` at
 ``width`` x ``height`` and ``fps``. Each delivered frame goes through ``model`` (optional, any callable
 taking uint8[H, W, 3]) so the consumer can be made slower than the stream.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -28,17 +26,13 @@ def rss_mb() -> float:
     return 0.0
 
 
-def _test_server_module():
-    path = Path(__file__).resolve().parents[2] / "tests" / "rtsp_server.py"
-    if not path.is_file():
-        raise RuntimeError("no uri given and tests/rtsp_server.py not found: run from a source checkout or pass uri=")
-    spec = importlib.util.spec_from_file_location("_streamparse_rtsp_server", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    ok, why = mod.gst_rtsp_available()
+def _test_server():
+    from streamparse.bench.rtsp_server import RtspServer, gst_rtsp_available
+
+    ok, why = gst_rtsp_available()
     if not ok:
         raise RuntimeError(why)
-    return mod
+    return RtspServer
 
 
 def _pct(a, q) -> float | None:
@@ -65,18 +59,23 @@ def bench_live(
 
     Lag (s behind live, at delivery and after ``model``), achieved fps, drop rate and resident memory
     sampled every ``sample_every_s`` (growth measured from the first sample after ``warmup_s``)."""
-    from streamparse.live import LiveSource
+    from dataclasses import replace
+
+    from streamparse.build import live_kwargs
+    from streamparse.config import LiveConfig
+    from streamparse.sources.live import LiveSource
 
     if duration_s <= 0 or max_batch < 1:
         raise ValueError("duration_s must be > 0 and max_batch >= 1")
     server = None
     if uri is None:
-        server = _test_server_module().RtspServer(testsrc=True, width=width, height=height, fps=fps).start()
+        server = _test_server()(testsrc=True, width=width, height=height, fps=fps).start()
         uri = server.url()
     lags, e2e, samples = [], [], []
     try:
-        with LiveSource(uri, queue_size=queue_size, drop_policy=drop_policy, batch_timeout_s=batch_timeout_s,
-                        open_timeout_s=10.0, read_timeout_s=5.0, reconnect_max_attempts=-1) as src:
+        live = replace(LiveConfig(), queue_size=queue_size, drop_policy=drop_policy, open_timeout_s=10.0, read_timeout_s=5.0,
+                       reconnect_max_attempts=-1)
+        with LiveSource(uri, batch_timeout_s=batch_timeout_s, **live_kwargs(live)) as src:
             info = src.info(wait_s=15.0)
             t0 = time.monotonic()
             next_sample = t0
@@ -123,7 +122,7 @@ def bench_live(
 
 
 def add_live_arguments(p) -> None:
-    """Arguments for ``streamparse bench live`` (the lead wires them into commands/bench.py)."""
+    """Arguments for ``streamparse bench live``."""
     p.add_argument("--duration", type=float, default=300.0, help="seconds")
     p.add_argument("--uri", default=None, help="stream to read (default: a local GStreamer test stream)")
     p.add_argument("--size", default="480x640", help="HxW of the local test stream")

@@ -2,13 +2,13 @@
 
 Run with Debian's ``/usr/bin/python3`` (python3-gi is not in the venv)::
 
-    /usr/bin/python3 tests/gst_rtsp_server.py --port 0 --testsrc --width 160 --height 120 --fps 25
-    /usr/bin/python3 tests/gst_rtsp_server.py --port 8554 --file clip.mp4 --exit-on-eos
+    /usr/bin/python3 streamparse/bench/gst_rtsp_server.py --port 0 --testsrc --width 160 --height 120 --fps 25
+    /usr/bin/python3 streamparse/bench/gst_rtsp_server.py --port 8554 --file clip.mp4 --exit-on-eos
 
 Prints ``READY <port>`` on stdout once it listens (``--port 0`` picks a free port), then serves
 ``rtsp://127.0.0.1:<port><mount>`` until SIGTERM/SIGINT (or, with ``--exit-on-eos``, until the
 first client's media reaches the end of the file). ``--user/--password`` turn on basic auth.
-Started and controlled by ``tests/rtsp_server.py``.
+Started and controlled by ``streamparse.bench.rtsp_server``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Start/stop/freeze a GStreamer RTSP server (``tests/gst_rtsp_server.py``) on 127.0.0.1 for tests.
+"""Start/stop/freeze a GStreamer RTSP server (``gst_rtsp_server.py`` next to this file) on 127.0.0.1,
+for the live-stream tests and ``streamparse bench live``.
 
 The server runs under Debian's ``/usr/bin/python3`` (python3-gi is not installable in the venv). Needs
 ``apt-get install -y --no-install-recommends gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0

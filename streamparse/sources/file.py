@@ -1,74 +1,20 @@
-"""Video sources: files through PyAV (here) and live streams (``streamparse.live``).
-
-Every source is a context manager with ``info() -> dict``, ``batches(max_batch) -> Iterator[FrameBatch]``
-and ``stats() -> dict``; ``open_source(uri, ...)`` picks the implementation from the URI scheme, so
-the decoder stays behind one interface (decoder stacks churn).
-"""
+"""Video files through PyAV: decode into RGB ``FrameBatch``es (the source protocol of ``base``)."""
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
+from streamparse.sources.base import SourceError
+from streamparse.sources.uri import redact_uri, source_id as make_source_id
 from streamparse.structures import FrameBatch
 
 log = logging.getLogger(__name__)
-
-LIVE_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "hls", "srt", "udp", "tcp"}
-SECRET_KEYS = {"password", "pass", "passwd", "pwd", "token", "access_token", "auth", "key", "apikey", "api_key",
-               "secret", "signature", "sig", "credential", "credentials"}
-
-
-class SourceError(ValueError):
-    """A source that cannot be opened or decoded; the message names the (redacted) source."""
-
-
-def redact_uri(uri: str) -> str:
-    """Remove credentials: ``user:pass@`` becomes ``***@`` and secret query values become ``***``."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return re.sub(r"//[^/@]*@", "//***@", uri)
-    if not parts.scheme or len(parts.scheme) == 1:  # a plain path (or a Windows drive letter)
-        return uri
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k.lower() in SECRET_KEYS else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def is_live(uri: str) -> bool:
-    scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
-    return scheme in LIVE_SCHEMES
-
-
-def source_id(uri: str, taken: set[str] | None = None) -> str:
-    """A sanitized, unique id ([A-Za-z0-9_.-]) for a source: the file stem or host+path."""
-    red = redact_uri(uri)
-    if "://" in red and not red.startswith("file://"):
-        p = urlsplit(red)
-        base = (p.hostname or "stream") + ("_" + p.path.strip("/") if p.path.strip("/") else "")
-    else:
-        base = Path(red.replace("file://", "")).stem or "video"
-    sid = re.sub(r"[^A-Za-z0-9_.-]+", "_", base).strip("._") or "source"
-    sid = sid[:64]
-    taken = taken if taken is not None else set()
-    out, n = sid, 2
-    while out in taken:
-        out, n = f"{sid}_{n}", n + 1
-    taken.add(out)
-    return out
 
 
 def _rotate(img: np.ndarray, degrees: int) -> np.ndarray:
@@ -92,13 +38,15 @@ class FileSource:
                  threads: int = 0):
         self.uri = str(path)
         self.path = Path(str(path).replace("file://", "", 1) if str(path).startswith("file://") else path)
-        self.source_id = source_id or globals()["source_id"](self.uri)
+        self.source_id = source_id or make_source_id(self.uri)
         self.start_frame = int(start_frame)
         self.max_frames = int(max_frames)
         self.threads = threads
         self._container = None
         self._stream = None
         self._info: dict | None = None
+        self._frames_it = None
+        self._ended = False
         self._stats = {"decoded": 0, "emitted": 0, "errors": [], "complete": False}
 
     # --------------------------------------------------------------- lifecycle
@@ -158,31 +106,30 @@ class FileSource:
     def stats(self) -> dict:
         return {**self._stats, "errors": list(self._stats["errors"])}
 
+    def ended(self) -> bool:
+        return self._ended
+
     # --------------------------------------------------------------- decoding
-    def _frames(self):
+    def _decoded(self):
         import av
 
-        st = self._stream
         try:
-            for frame in self._container.decode(st):
+            for frame in self._container.decode(self._stream):
                 yield frame
         except av.error.FFmpegError as exc:  # corrupt/truncated data: keep what we have
             msg = f"decode error after frame {self._stats['decoded'] - 1}: {type(exc).__name__}: {exc.strerror or exc}"
             log.warning("%s: %s", redact_uri(self.uri), msg)
             self._stats["errors"].append(msg)
 
-    def batches(self, max_batch: int) -> Iterator[FrameBatch]:
-        """Yield FrameBatches of up to ``max_batch`` frames, in decode order."""
-        if self._container is None:
-            self.open()
-        info = self._info
+    def _frames(self) -> Iterator[tuple]:
+        """(rgb, frame_index, pts, time, wallclock) of every emitted frame, in decode order; the checks of
+        a file's end (truncation, zero frames) run when it is exhausted."""
         tb = self._stream.time_base or Fraction(1, 1000)
-        fps = info["avg_fps"] or 25.0
-        buf: list = []
+        fps = self._info["avg_fps"] or 25.0
         t_first = None
         last_pts = None
         limit = self.max_frames if self.max_frames > 0 else None
-        for frame in self._frames():
+        for frame in self._decoded():
             idx = self._stats["decoded"]
             self._stats["decoded"] += 1
             pts = frame.pts if frame.pts is not None else (last_pts + max(1, int(round(1 / (fps * tb)))) if last_pts is not None else 0)
@@ -198,13 +145,8 @@ class FileSource:
             rot = getattr(frame, "rotation", 0) or 0
             if rot:
                 img = _rotate(img, rot)
-            buf.append((img, idx, pts, t - t_first, time.time()))
-            if len(buf) == max_batch:
-                yield self._batch(buf)
-                buf = []
-        if buf:
-            yield self._batch(buf)
-        hint = info.get("frames_hint") or 0
+            yield img, idx, pts, t - t_first, time.time()
+        hint = self._info.get("frames_hint") or 0
         stopped_early = limit is not None and self._stats["decoded"] > limit
         if hint and self._stats["decoded"] < hint and not stopped_early and not self._stats["errors"]:
             msg = f"truncated: the header announces {hint} frames, {self._stats['decoded']} could be decoded"
@@ -215,6 +157,31 @@ class FileSource:
         if self._stats["decoded"] == 0:
             raise SourceError(f"no frame could be decoded from {self.path}: {self._stats['errors'][0]}")
         self._stats["complete"] = not self._stats["errors"]
+
+    def read(self, max_batch: int, timeout_s: float | None = None) -> FrameBatch | None:
+        """The next up to ``max_batch`` frames (decoding does not wait: ``timeout_s`` is unused), or
+        None at the end of the file."""
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if self._container is None:
+            self.open()
+        if self._ended:
+            return None
+        if self._frames_it is None:
+            self._frames_it = self._frames()
+        buf = []
+        for item in self._frames_it:
+            buf.append(item)
+            if len(buf) == max_batch:
+                break
+        else:
+            self._ended = True
+        return self._batch(buf) if buf else None
+
+    def batches(self, max_batch: int) -> Iterator[FrameBatch]:
+        """Yield FrameBatches of up to ``max_batch`` frames, in decode order."""
+        while (b := self.read(max_batch)) is not None:
+            yield b
 
     def _batch(self, buf: list) -> FrameBatch:
         shapes = {b[0].shape for b in buf}
@@ -235,16 +202,3 @@ class FileSource:
             time_base=(tb[0], tb[1]),
             source_id=self.source_id,
         )
-
-
-def open_source(uri: str, *, live_cfg=None, source_id: str = "", start_frame: int = 0, max_frames: int = 0):
-    """A FileSource for paths and file:// URIs, a LiveSource for rtsp/rtmp/http(s)/hls URIs."""
-    if "://" in uri and not uri.startswith("file://"):
-        scheme = urlsplit(uri).scheme.lower()
-        if scheme not in LIVE_SCHEMES:
-            raise SourceError(f"unknown URI scheme {scheme!r} in {redact_uri(uri)} (known: file paths, {', '.join(sorted(LIVE_SCHEMES))})")
-        from streamparse.config import LiveConfig
-        from streamparse.live import LiveSource
-
-        return LiveSource.from_config(uri, live_cfg or LiveConfig(), source_id=source_id or globals()["source_id"](uri))
-    return FileSource(uri, source_id=source_id, start_frame=start_frame, max_frames=max_frames)

@@ -1,0 +1,113 @@
+"""The one preprocessing rule, for inference and training alike.
+
+- **Size**: keep the aspect ratio; the short side becomes ``short`` unless the long side would exceed
+  ``long`` (then the long side becomes ``long``); round to whole pixels (``target_size``).
+- **Interpolation**: bilinear (``align_corners=False``), with antialiasing when shrinking (kornia).
+- **Normalisation**: RGB / 255, ImageNet mean and std (``MEAN``, ``STD``).
+- **Padding**: zeros (after normalisation) at the bottom and right to a multiple of 32.
+- **Inverse**: label maps at the resized size go back to the frame's pixels by nearest-neighbour
+  resampling (``to_frame``).
+
+Inference runs it on the model's device on a whole batch (``Preprocessor``); training resizes each
+image with the same function on the CPU (``resize_normalize``) and pads in the collate step, so a
+trained model sees exactly the tensor inference feeds it.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+SIZE_DIVISOR = 32
+
+
+def target_size(h: int, w: int, short: int, long: int) -> tuple[int, int, float]:
+    """Resized (h, w) keeping aspect: short side -> ``short`` unless the long side exceeds ``long``."""
+    scale = min(short / min(h, w), long / max(h, w))
+    return max(1, int(round(h * scale))), max(1, int(round(w * scale))), scale
+
+
+def padded(n: int, divisor: int = SIZE_DIVISOR) -> int:
+    return -(-n // divisor) * divisor
+
+
+def _resize_normalize(x: torch.Tensor, size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """x float (B,3,h,w) in [0,1] -> resized to ``size`` and normalised (B,3,*size)."""
+    import kornia
+
+    nh, nw = size
+    if (nh, nw) != tuple(x.shape[-2:]):
+        x = kornia.geometry.transform.resize(x, (nh, nw), interpolation="bilinear", antialias=(nh < x.shape[-2]))
+    return kornia.enhance.normalize(x, mean, std)
+
+
+def _check_image(image: np.ndarray) -> torch.Tensor:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8[H, W, 3], got {image.dtype}{list(image.shape)}")
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255.0)
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Training side of the resize: one uint8 (H,W,3) RGB image -> uint8 (*size, 3), with the interpolation
+    inference uses (bilinear, antialiased when shrinking), rounded to uint8 (the only difference from
+    inference's float path: at most 0.5/255 per pixel before normalisation)."""
+    x = _check_image(image)
+    if tuple(size) != tuple(image.shape[:2]):
+        import kornia
+
+        x = kornia.geometry.transform.resize(x, tuple(size), interpolation="bilinear", antialias=(size[0] < image.shape[0]))
+    return x[0].mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
+def normalize_image(image: np.ndarray) -> torch.Tensor:
+    """Training side of the normalisation: uint8 (H,W,3) -> float (3,H,W), as inference normalises."""
+    import kornia
+
+    return kornia.enhance.normalize(_check_image(image), torch.tensor(MEAN), torch.tensor(STD))[0]
+
+
+class Preprocessor:
+    """uint8 frames (B,H,W,3) on ``device`` -> normalised, padded float (B,3,Hp,Wp) and the resized
+    valid size (h, w). ``input_size``: (short side, max long side); ``channels_last`` on CPU."""
+
+    def __init__(self, *, input_size: tuple[int, int], device: torch.device):
+        if len(input_size) != 2 or min(input_size) < 1:
+            raise ValueError(f"input_size must be (short side, max long side), got {input_size}")
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.device = torch.device(device)
+        self._mean = torch.tensor(MEAN, device=self.device)
+        self._std = torch.tensor(STD, device=self.device)
+
+    def size_of(self, h: int, w: int, input_size: tuple[int, int] | None = None) -> tuple[int, int]:
+        nh, nw, _ = target_size(h, w, *(input_size or self.input_size))
+        return nh, nw
+
+    def __call__(self, frames_dev: torch.Tensor, input_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        b, h, w, _ = frames_dev.shape
+        nh, nw = self.size_of(h, w, input_size)
+        x = _resize_normalize(frames_dev.permute(0, 3, 1, 2).float().div_(255.0), (nh, nw), self._mean, self._std)
+        x = F.pad(x, (0, padded(nw) - nw, 0, padded(nh) - nh))
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, (nh, nw)
+
+    @staticmethod
+    def to_frame(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Inverse mapping: label maps (M, h, w) at the resized size -> (M, H, W) at the frame's size
+        (nearest neighbour; integer labels are never blended)."""
+        if tuple(maps.shape[-2:]) == tuple(size):
+            return maps
+        return F.interpolate(maps.float()[None], size=size, mode="nearest")[0].to(maps.dtype)
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (B,H,W,3) numpy (possibly read-only, e.g. zero-copy from Ray's object store) -> a CPU
+    tensor sharing its memory (only read, never written)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(frames))

@@ -1,0 +1,98 @@
+"""Golden outputs: deterministic synthetic videos and the checksums of what the pipeline stores for them.
+
+The videos are encoded with FFmpeg's mpeg4 encoder at a fixed quantiser (x264 with threads is not
+byte-reproducible), from ``streamparse.data.synth.render_sample`` frames. ``tests/golden_v1.json``
+holds the checksums that the code before the inference-path redesign (commit a1ee539) stored; the test
+``test_golden.py`` checks that the current code stores exactly the same bytes. Re-record (only when a
+change of outputs is intended, and say why in the CHANGELOG) with ``python tests/golden.py record``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+RECORD = HERE / "golden_v1.json"
+VIDEOS = {"g240x320": ((240, 320), 12, 3), "g256x256": ((256, 256), 12, 2)}  # size, frames, people
+TINY = ["model.name=uniparser_tiny", "model.input_size=[64,64]", "model.center_thresh=0.0", "model.max_instances=4",
+        "model.mask_thresh=0.2", "model.merge_cos=1.01"]
+CASES = {  # name -> (config overrides, checkpoint)
+    "shipped_default": ([], None),
+    "shipped_quality": (["model.input_size=[512,896]", "model.cate_score_thresh=0.275"], None),
+    "tiny_random": (TINY, "none"),
+}
+COMMON = ["pipeline.batch_size=4", "pipeline.chunk_frames=8"]
+ARRAYS = ("part", "instance", "inst_offset", "inst_id", "inst_bbox", "inst_area", "inst_score")
+
+
+def sha(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def make_videos(d: Path) -> list[str]:
+    import av
+
+    from streamparse.data.synth import render_sample
+
+    out = []
+    for name, ((h, w), n, people) in VIDEOS.items():
+        path = d / f"{name}.avi"
+        with av.open(str(path), "w") as c:
+            s = c.add_stream("mpeg4", rate=10)
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            s.codec_context.qmin = s.codec_context.qmax = 2
+            for i in range(n):
+                img = render_sample(np.random.default_rng([7, i]), size=(h, w), num_people=people).image
+                for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+        out.append(str(path))
+    return out
+
+
+def decoded_checksums(videos: list[str]) -> dict:
+    from streamparse.sources import FileSource
+
+    res = {}
+    for v in videos:
+        with FileSource(v) as src:
+            res[Path(v).stem] = sha(np.concatenate([b.frames for b in src.batches(16)]))
+    return res
+
+
+def store_checksums(store: Path) -> dict:
+    import zarr
+
+    root = zarr.open_group(str(store), mode="r")
+    return {sid: {a: sha(root[sid][a][:]) for a in ARRAYS} for sid in VIDEOS}
+
+
+def record(work: Path) -> dict:
+    import torch
+
+    from streamparse.config import load_config
+    from streamparse.pipelines.video import init_ray, run
+
+    work.mkdir(parents=True, exist_ok=True)
+    videos = make_videos(work)
+    init_ray(object_store_mb=512, num_cpus=2)
+    res = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "decoded": decoded_checksums(videos), "cases": {}}
+    for name, (ov, ck) in CASES.items():
+        cfg = load_config(overrides=ov + COMMON)
+        store = work / f"{name}.zarr"
+        run(cfg, videos, store, checkpoint=ck, progress=False)
+        res["cases"][name] = store_checksums(store)
+    return res
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["record"]:
+    import tempfile
+
+    RECORD.write_text(json.dumps(record(Path(tempfile.mkdtemp(prefix="sp-golden-"))), indent=1) + "\n")
+    print(f"wrote {RECORD}")

@@ -1,0 +1,45 @@
+"""One preprocessing rule: the tensor a trained model sees for an image is the one inference feeds it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from streamparse.categories import CIHP
+from streamparse.preprocess import STD, Preprocessor, target_size
+from streamparse.training.data import Collate, TrainAugment
+
+
+@pytest.mark.parametrize("hw,input_size", [((240, 320), (256, 448)), ((480, 640), (256, 448)), ((300, 900), (512, 896)),
+                                           ((96, 128), (64, 96))])
+def test_training_and_inference_see_the_same_tensor(hw, input_size):
+    rng = np.random.default_rng(0)
+    h, w = hw
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    image[h // 4 : h // 2, w // 4 : w // 2] = (200, 30, 30)  # some structure, edges included
+    # inference: the whole batch path on the CPU device
+    x_inf, (nh, nw) = Preprocessor(input_size=input_size, device=torch.device("cpu"))(torch.from_numpy(image[None]))
+    # training: the augmentation at the same short side (no flip), then the collate step
+    aug = TrainAugment(short_sides=(input_size[0],), max_long_side=input_size[1], flip_prob=0.0, label_space=CIHP)
+    item = aug({"image": image, "persons": [np.ones((h, w), np.uint8)]}, np.random.default_rng(0))
+    batch = Collate(num_classes=20, grid=16, stride=8)([item])
+    assert (nh, nw) == item["image"].shape[:2] == target_size(h, w, *input_size)[:2]
+    assert tuple(batch.images.shape) == tuple(x_inf.shape)
+    diff = (batch.images - x_inf).abs()
+    # the training image is stored as uint8 once resized: at most half a grey level (1/255 after rounding),
+    # in normalised units 0.5 / 255 / std
+    assert float(diff.max()) <= 0.5 / 255 / min(STD) + 1e-5, float(diff.max())
+    assert float(diff.mean()) < 0.25 / 255 / min(STD)
+
+
+def test_size_rule_caps_the_long_side():
+    assert target_size(480, 640, 256, 448)[:2] == (256, 341)
+    assert target_size(300, 900, 256, 448)[:2] == (149, 448)  # the long side reaches the cap first
+    assert target_size(256, 256, 256, 448)[:2] == (256, 256)
+
+
+def test_to_frame_is_nearest_and_exact():
+    maps = torch.tensor([[[1, 2], [3, 4]]])
+    out = Preprocessor.to_frame(maps, (4, 4))
+    assert out.dtype == maps.dtype and out[0].tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
