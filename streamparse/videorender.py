@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -173,3 +174,26 @@ def render_video(result, source: str, video: str | Path, out: str | Path, *, sta
     dt = time.perf_counter() - t0
     return {"frames": n, "seconds": round(dt, 3), "fps": round(n / max(dt, 1e-9), 1), "out": str(out),
             "size": [ow, oh]}
+
+
+def decode_rows(result, source: str, video: str | Path, rows) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (row, RGB uint8 (H,W,3)) of ``video`` at the given store rows, in order (the video is checked
+    against the store first)."""
+    import av
+
+    check_video(result, source, video)
+    pts = result._per_frame(source)["pts"]
+    want = {int(pts[r]): int(r) for r in rows}
+    left = len(want)
+    if not left:
+        return
+    with av.open(str(video)) as c:
+        st = c.streams.video[0]
+        st.thread_type = "AUTO"
+        for fr in c.decode(st):
+            if fr.pts in want:
+                yield want[fr.pts], fr.to_ndarray(format="rgb24")
+                left -= 1
+                if not left:
+                    return
+    raise RenderError(f"{video}: {left} of the requested frames could not be decoded")
