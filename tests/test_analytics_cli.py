@@ -121,3 +121,12 @@ def test_writing_command_refuses_what_it_did_not_create(case, tmp_path, cmd, kin
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and str(out) in lines[0] and "Traceback" not in r.stderr, r.stderr
     assert {p: snapshot(p) for p in tmp_path.iterdir()} == before  # nothing touched, nothing added
+
+
+def test_bench_analytics_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    r = cli("bench", "analytics", "--frames", "200", "--render-frames", "8", "--reps", "1", "--json", str(out), timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["generator"].startswith("streamparse") and res["render_fps"] > 0 and res["instances_s"] > 0
+    assert "target < 1000 ms" in r.stdout
