@@ -131,3 +131,22 @@ def test_render_speed_vga_eight_people(tmp_path):
     assert info["frames"] == 60
     # target >= 30 fps (bench analytics); the shared test machine gets a looser bound
     assert info["fps"] > 15, info
+
+
+def test_real_video_run_render_report(real_data, tmp_path):
+    video = real_data / "videos" / "mmpose_demo_resources_demo.mp4"
+    if not video.is_file():
+        pytest.skip(f"real video absent: {video}")
+    env = {**ENV, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    store = tmp_path / "real.zarr"
+    model = ["--set", "model.name=uniparser_tiny", "--set", "model.input_size=[64,64]", "--set", "model.center_thresh=0.0",
+             "--set", "model.max_instances=4", "--set", "model.mask_thresh=0.2", "--set", "model.merge_cos=1.01"]
+    r = subprocess.run([sys.executable, "-m", "streamparse", "run", str(video), "--out", str(store), "--checkpoint", "none",
+                        "--max-frames", "4", "--no-progress", *model], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = cli("render", str(store), "--video", str(video), "--out", str(tmp_path / "o.mp4"), "--no-progress")
+    assert r.returncode == 0, r.stderr  # the run stopped at --max-frames: the longer video is still its video
+    frames, codec, pix, _ = _decode(tmp_path / "o.mp4")
+    assert len(frames) == 4 and frames[0].shape == (540, 960, 3) and (codec, pix) == ("h264", "yuv420p")
+    r = cli("report", str(store), "--video", str(video), "--out", str(tmp_path / "r.html"))
+    assert r.returncode == 0, r.stderr
