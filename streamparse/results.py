@@ -17,9 +17,7 @@ Frames are addressed by frame index (an ``int``: the stored ``frame_index``) or 
 
 from __future__ import annotations
 
-import json
 import logging
-import posixpath
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -98,7 +96,8 @@ class Result:
     # ------------------------------------------------------------------ metadata
     @cached_property
     def sources(self) -> list[str]:
-        return sorted(name for name, _ in self._root.groups())
+        """Source groups (a group whose creation was cut short, without its arrays, is left out)."""
+        return sorted(name for name, g in self._root.groups() if "part" in g and "inst_score" in g)
 
     @property
     def class_names(self) -> list[str]:
@@ -391,73 +390,4 @@ class Result:
         return ds
 
 
-# ---------------------------------------------------------------------- archives (issue 18 layout)
-def _join(base: str, name: str) -> str:
-    return posixpath.join(base.rstrip("/"), name) if _is_url(base) else str(Path(base) / name)
-
-
-def _read_text(path: str, storage_options: dict | None) -> str:
-    if _is_url(path):
-        import fsspec
-
-        with fsspec.open(path, "rt", **(storage_options or {})) as f:
-            return f.read()
-    return Path(path).read_text()
-
-
-class Archive:
-    """An archive OUTDIR: ``index`` (pandas DataFrame, the last index line of each video), ``attrs``
-    (archive.json), ``result(video_id)`` / ``archive[video_id]`` -> ``Result`` of that video's store."""
-
-    def __init__(self, path: str, index, attrs: dict, storage_options: dict | None):
-        self.path, self.index, self.attrs, self._so = path, index, attrs, storage_options
-        self._results: dict[str, Result] = {}
-
-    def __repr__(self) -> str:
-        return f"<Archive {self.path}: {len(self.index)} videos>"
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __iter__(self):
-        return iter(self.index["video_id"].tolist())
-
-    def __getitem__(self, video_id: str) -> Result:
-        return self.result(video_id)
-
-    def result(self, video_id: str) -> Result:
-        if video_id not in self._results:
-            rows = self.index[self.index["video_id"] == video_id]
-            if rows.empty:
-                raise KeyError(f"{self.path}: no video {video_id!r} in index.jsonl")
-            row = rows.iloc[0]
-            self._results[video_id] = open_result(_join(self.path, str(row["store"])), storage_options=self._so)
-        return self._results[video_id]
-
-
-def open_archive(outdir, *, storage_options: dict | None = None) -> Archive:
-    """Open an archive OUTDIR (local or fsspec URL): index.jsonl is read line by line; the last line of
-    each video_id wins; a truncated last line (a writer killed mid-line) is skipped."""
-    import pandas as pd
-
-    base = str(outdir)
-    text = _read_text(_join(base, "index.jsonl"), storage_options)
-    last: dict[str, dict] = {}
-    for ln in text.splitlines():
-        if not ln.strip():
-            continue
-        try:
-            rec = json.loads(ln)
-        except ValueError:
-            log.warning("%s/index.jsonl: skipping an unreadable line", base)
-            continue
-        if isinstance(rec, dict) and "video_id" in rec:
-            last[rec["video_id"]] = rec  # the first appearance keeps its place, the last line its values
-    try:
-        attrs = json.loads(_read_text(_join(base, "archive.json"), storage_options))
-    except (OSError, ValueError):
-        attrs = {}
-    cols = ["video_id", "state", "frames", "fps", "wall_s", "attempt", "time", "store", "uri", "errors"]
-    index = pd.DataFrame(list(last.values()))
-    index = index.reindex(columns=cols + [c for c in index.columns if c not in cols])
-    return Archive(base, index, attrs, storage_options)
+from streamparse.archive_reader import Archive, open_archive  # noqa: E402  (re-exported)
