@@ -19,6 +19,10 @@ COMMANDS: dict[str, str] = {
     "synth": "streamparse.commands.synth",
     "bench": "streamparse.commands.bench",
     "export": "streamparse.commands.export",
+    "inspect": "streamparse.commands.inspect",
+    "render": "streamparse.commands.render",
+    "report": "streamparse.commands.report",
+    "export-labels": "streamparse.commands.export_labels",
 }
 
 

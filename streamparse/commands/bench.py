@@ -1,10 +1,10 @@
-"""`streamparse bench model|pipeline|live|gpu`: benchmarks that print numbers (not tests)."""
+"""`streamparse bench model|pipeline|live|gpu|analytics`: benchmarks that print numbers (not tests)."""
 
 from __future__ import annotations
 
 import json
 
-HELP = "benchmarks: model (UniParser vs Mask R-CNN), pipeline (end-to-end vs model-only vs naive), live, gpu"
+HELP = "benchmarks: model (UniParser vs Mask R-CNN), pipeline (end-to-end vs model-only vs naive), live, gpu, analytics"
 
 
 def add_arguments(p) -> None:
@@ -21,6 +21,12 @@ def add_arguments(p) -> None:
     lv = sub.add_parser("live", help="an endless live RTSP stream: achieved fps, p50/p95 lag, drop rate, memory")
     add_live_arguments(lv)
     lv.add_argument("--json", metavar="FILE")
+    an = sub.add_parser("analytics", help="reading results: instances()/part_areas() on 10,000 frames, render fps at 640x480")
+    an.add_argument("--frames", type=int, default=10000, help="frames of the store read by the table timings")
+    an.add_argument("--people", type=int, default=8)
+    an.add_argument("--render-frames", type=int, default=150)
+    an.add_argument("--reps", type=int, default=3)
+    an.add_argument("--json", metavar="FILE")
     for name, hlp in (("pipeline", "streamparse run vs model-only vs a naive loop"),
                       ("gpu", "the GPU path (CUDA streams on vs off); needs a CUDA device")):
         sp = sub.add_parser(name, help=hlp)
@@ -65,6 +71,11 @@ def run(args) -> int:
             raise CLIError(f"pipeline benchmark unavailable: {exc}") from None
         res = run_pipeline_bench(args)
         print(format_pipeline(res))
+    elif args.suite == "analytics":
+        from streamparse.bench.analytics import format_analytics, run_analytics_bench
+
+        res = run_analytics_bench(frames=args.frames, people=args.people, render_frames=args.render_frames, reps=args.reps)
+        print(format_analytics(res))
     elif args.suite == "live":
         from streamparse.bench.live import run_live
 

@@ -1,0 +1,393 @@
+"""Reading streamparse stores in notebooks: ``open_result(path_or_url) -> Result`` and ``open_archive``.
+
+A ``Result`` reads only what the writer committed: frames ``< status.frames_written`` and instance rows
+``< status.instances_written`` (a crash or a running writer leaves more; it is ignored). Tables come from
+the per-frame and per-instance arrays, each read once as a whole and vectorised; label maps are read
+chunk-wise, only by ``frame``, ``person_mask``, ``iter_frames`` and ``dataset``.
+
+Schema v2 stores are read fully. Schema v1 stores have no tracks, embeddings, part areas or part colours:
+``instances()`` gives ``track`` = <NA> and no part-area columns, ``tracks()`` and
+``part_areas(by="track")`` raise ``SchemaError`` (one line naming schema v1); per-frame or per-person part
+areas of a v1 store can be computed from the label maps with ``from_maps=True`` (slow: every label map
+is decoded, about 1-2 ms a 640x480 frame here).
+
+Frames are addressed by frame index (an ``int``: the stored ``frame_index``) or by time in seconds (a
+``float``: the nearest frame within half a frame interval).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from streamparse.labelstats import instance_stats
+
+log = logging.getLogger(__name__)
+
+__all__ = ["open_result", "open_archive", "Result", "Archive", "Frame", "SchemaError"]
+
+
+class SchemaError(ValueError):
+    """What the store's schema version does not hold (one line)."""
+
+
+def _is_url(p) -> bool:
+    s = str(p)
+    return "://" in s and not s.startswith("file://")
+
+
+def _open_store(path_or_url, storage_options: dict | None):
+    from zarr.storage import FsspecStore, LocalStore
+
+    s = str(path_or_url)
+    if _is_url(s):
+        return FsspecStore.from_url(s, storage_options=storage_options or {}, read_only=True)
+    p = Path(s[len("file://"):] if s.startswith("file://") else s)
+    if not (p / "zarr.json").is_file():
+        raise FileNotFoundError(f"{p}: not a zarr store (no zarr.json)")
+    return LocalStore(str(p), read_only=True)
+
+
+def open_result(path_or_url, *, storage_options: dict | None = None) -> "Result":
+    """Open a streamparse store read-only: a local path, ``file://`` or an fsspec URL (``s3://bucket/x.zarr``,
+    ``storage_options`` passed to fsspec, e.g. ``{"endpoint_url": ...}``)."""
+    import zarr
+
+    store = _open_store(path_or_url, storage_options)
+    try:
+        root = zarr.open_group(store, mode="r", zarr_format=3)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path_or_url}: not a zarr store") from None
+    attrs = dict(root.attrs)
+    if "streamparse_schema_version" not in attrs:
+        raise ValueError(f"{path_or_url}: a zarr store that streamparse did not write (no streamparse_schema_version)")
+    return Result(str(path_or_url), store, root, attrs)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One committed frame: part uint8 (H,W), instance uint16 (H,W); ``row`` is its position in the store."""
+
+    source: str
+    row: int
+    frame_index: int
+    time: float
+    segment: int
+    part: np.ndarray
+    instance: np.ndarray
+
+
+class Result:
+    """A streamparse store opened for reading (see the module docstring)."""
+
+    def __init__(self, path: str, store, root, attrs: dict):
+        self.path, self.store, self._root, self.attrs = path, store, root, attrs
+        self.schema_version = int(attrs.get("streamparse_schema_version") or 0)
+        self._cache: dict = {}
+
+    def __repr__(self) -> str:
+        return f"<Result {self.path} schema v{self.schema_version} sources={self.sources}>"
+
+    # ------------------------------------------------------------------ metadata
+    @cached_property
+    def sources(self) -> list[str]:
+        """Source groups (a group whose creation was cut short, without its arrays, is left out)."""
+        return sorted(name for name, g in self._root.groups() if "part" in g and "inst_score" in g)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.attrs.get("class_names") or [])
+
+    @property
+    def palette(self) -> np.ndarray:
+        """(C,3) uint8 part colours (the store's palette, else a fixed one)."""
+        pal = self.attrs.get("palette")
+        if pal is not None:
+            return np.asarray(pal, np.uint8)
+        from streamparse.ome import ome_image_label
+
+        return np.asarray([c["rgba"][:3] for c in ome_image_label(self.class_names)["image-label"]["colors"]], np.uint8)
+
+    def group(self, source: str):
+        if source not in self.sources:
+            raise KeyError(f"{self.path}: no source {source!r} (sources: {', '.join(self.sources) or 'none'})")
+        return self._root[source]
+
+    def info(self, source: str) -> dict:
+        """The source's attributes: uri (redacted), width, height, fps, time_base, codec, kind, ..."""
+        return dict(self.group(source).attrs.get("source") or {})
+
+    def status(self, source: str) -> dict:
+        return dict(self.group(source).attrs.get("status") or {})
+
+    def num_frames(self, source: str) -> int:
+        """Committed frames."""
+        return self._committed(source)[0]
+
+    def _committed(self, source: str) -> tuple[int, int]:
+        st = self.status(source)
+        g = self.group(source)
+        T = min(int(st.get("frames_written", 0)), g["part"].shape[0])
+        N = min(int(st.get("instances_written", 0)), g["inst_score"].shape[0])
+        return T, N
+
+    def _need_v2(self, what: str) -> None:
+        if self.schema_version < 2:
+            raise SchemaError(f"{what} need schema v2 (tracks, per-instance part areas); {self.path} is a schema "
+                              f"v{self.schema_version} store")
+
+    # ------------------------------------------------------------------ whole arrays, committed rows only
+    def _per_frame(self, source: str) -> dict:
+        key = ("frame", source)
+        if key not in self._cache:
+            g, (T, N) = self.group(source), self._committed(source)
+            d = {n: np.asarray(g[n][:T]) for n in ("frame_index", "time", "segment", "pts", "inst_offset")}
+            start = d["inst_offset"].astype(np.int64)
+            end = np.append(start[1:], N) if T else start
+            d["count"] = (end - start).astype(np.int64)
+            self._cache[key] = d
+        return self._cache[key]
+
+    def _per_instance(self, source: str, names: tuple[str, ...]) -> dict:
+        g, (_, N) = self.group(source), self._committed(source)
+        out = {}
+        for n in names:
+            key = (n, source)
+            if key not in self._cache:
+                self._cache[key] = np.asarray(g[n][:N]) if n in g else None
+            out[n] = self._cache[key]
+        return out
+
+    def _row_frame(self, source: str) -> np.ndarray:
+        """(N,) int64: the store row (frame position) of each committed instance row."""
+        pf = self._per_frame(source)
+        return np.repeat(np.arange(len(pf["count"]), dtype=np.int64), pf["count"])
+
+    # ------------------------------------------------------------------ addressing frames
+    def row(self, source: str, t) -> int:
+        """The store row of frame ``t``: an int = frame index, a float = time in seconds (nearest frame)."""
+        pf = self._per_frame(source)
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, float, np.integer, np.floating)):
+            raise TypeError(f"t must be a frame index (int) or a time in seconds (float), got {t!r}")
+        fi, tm = pf["frame_index"], pf["time"]
+        if not len(fi):
+            raise ValueError(f"{self.path}/{source}: no committed frame")
+        if isinstance(t, (int, np.integer)):
+            i = int(np.searchsorted(fi, t)) if np.all(np.diff(fi) >= 0) else int(np.argmax(fi == t))
+            if i >= len(fi) or fi[i] != t:
+                raise ValueError(f"{self.path}/{source}: frame index {t} is not a committed frame "
+                                 f"(frames {int(fi[0])}..{int(fi[-1])}, {len(fi)} committed)")
+            return i
+        i = int(np.argmin(np.abs(tm - float(t))))
+        dt = float(np.median(np.diff(tm))) if len(tm) > 1 else 0.0
+        if abs(tm[i] - float(t)) > max(dt / 2, 1e-6) + 1e-9:
+            raise ValueError(f"{self.path}/{source}: no frame at t={float(t):.3f}s (committed frames span "
+                             f"{tm[0]:.3f}..{tm[-1]:.3f}s)")
+        return i
+
+    def frame(self, source: str, t) -> Frame:
+        """Label maps of one frame (reads one chunk of each map)."""
+        i = self.row(source, t)
+        g, pf = self.group(source), self._per_frame(source)
+        return Frame(source, i, int(pf["frame_index"][i]), float(pf["time"][i]), int(pf["segment"][i]),
+                     np.asarray(g["part"][i]), np.asarray(g["instance"][i]))
+
+    def person_mask(self, source: str, t, track: int | None = None, *, instance: int | None = None) -> np.ndarray:
+        """bool (H,W) mask of one person at frame ``t``: by ``track`` (schema v2) or by per-frame ``instance``
+        id. A track that is not on screen at ``t`` gives an all-False mask."""
+        if (track is None) == (instance is None):
+            raise ValueError("give exactly one of track or instance")
+        f = self.frame(source, t)
+        if track is not None:
+            self._need_v2("tracks")
+            pf = self._per_frame(source)
+            s = int(pf["inst_offset"][f.row])
+            d = self._per_instance(source, ("inst_track", "inst_id"))
+            hit = np.flatnonzero(d["inst_track"][s:s + int(pf["count"][f.row])] == track)
+            if not len(hit):
+                return np.zeros(f.instance.shape, bool)
+            instance = int(d["inst_id"][s + hit[0]])
+        return f.instance == instance
+
+    def iter_frames(self, source: str, rows=None) -> Iterator[Frame]:
+        """Frames at the given store rows (default: all committed), in order, reading each chunk once."""
+        g, pf = self.group(source), self._per_frame(source)
+        T = len(pf["frame_index"])
+        rows = np.arange(T) if rows is None else np.asarray(rows, np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= T):
+            raise ValueError(f"rows must be within 0..{T - 1}")
+        ch = g["part"].chunks[0]
+        for c0 in np.unique(rows // ch) * ch:
+            sel = rows[(rows >= c0) & (rows < c0 + ch)]
+            c1 = min(int(c0) + ch, T)
+            part, inst = np.asarray(g["part"][int(c0):c1]), np.asarray(g["instance"][int(c0):c1])
+            for i in sel:
+                i = int(i)
+                yield Frame(source, i, int(pf["frame_index"][i]), float(pf["time"][i]), int(pf["segment"][i]),
+                            part[i - int(c0)], inst[i - int(c0)])
+
+    # ------------------------------------------------------------------ tables
+    def frames_table(self, source: str):
+        """pandas DataFrame, one row per committed frame: frame, time, segment, pts, people."""
+        import pandas as pd
+
+        pf = self._per_frame(source)
+        return pd.DataFrame({"frame": pf["frame_index"], "time": pf["time"], "segment": pf["segment"],
+                             "pts": pf["pts"], "people": pf["count"]})
+
+    def _part_columns(self) -> list[str]:
+        return [f"area_{n}" for n in self.class_names[1:]]
+
+    def instances(self, source: str, *, from_maps: bool = False):
+        """pandas DataFrame, one row per committed person detection: frame, time, instance, track, score,
+        x0, y0, x1, y1, area, then one ``area_<part>`` column per part class. Schema v1: track <NA>, part
+        areas only with ``from_maps=True`` (slow: decodes every label map)."""
+        import pandas as pd
+
+        pf = self._per_frame(source)
+        d = self._per_instance(source, ("inst_id", "inst_score", "inst_bbox", "inst_area", "inst_track", "inst_part_area"))
+        rf = self._row_frame(source)
+        track = d["inst_track"]
+        cols = {"frame": pf["frame_index"][rf], "time": pf["time"][rf], "instance": d["inst_id"],
+                "track": pd.array(np.zeros(len(rf), np.int64) if track is None else track.astype(np.int64), dtype="Int64")}
+        if track is None:
+            cols["track"][:] = pd.NA
+        else:
+            cols["track"][track == 0] = pd.NA
+        bbox = d["inst_bbox"].reshape(-1, 4)
+        cols.update({"score": d["inst_score"], "x0": bbox[:, 0], "y0": bbox[:, 1], "x1": bbox[:, 2], "y1": bbox[:, 3],
+                     "area": d["inst_area"]})
+        pa = d["inst_part_area"]
+        if from_maps or pa is None:
+            pa = self._part_area_from_maps(source) if from_maps else None
+        df = pd.DataFrame(cols)
+        if pa is not None:
+            df = pd.concat([df, pd.DataFrame(pa[:, 1:], columns=self._part_columns())], axis=1)
+        return df
+
+    def _part_area_from_maps(self, source: str) -> np.ndarray:
+        """(N,C) int32 part areas of every committed instance, from the label maps (slow)."""
+        key = ("maps_part_area", source)
+        if key not in self._cache:
+            g, pf = self.group(source), self._per_frame(source)
+            T, C = len(pf["count"]), len(self.class_names)
+            log.info("%s/%s: computing part areas from %d label maps (slow)", self.path, source, T)
+            ch, out = g["part"].chunks[0], []
+            for c0 in range(0, T, ch):
+                c1 = min(c0 + ch, T)
+                st = instance_stats(np.asarray(g["part"][c0:c1]), np.asarray(g["instance"][c0:c1]), C,
+                                    counts=pf["count"][c0:c1])
+                out.append(st.part_area)
+            self._cache[key] = np.concatenate(out) if out else np.zeros((0, C), np.int32)
+        return self._cache[key]
+
+    def tracks(self, source: str):
+        """pandas DataFrame, one row per track (schema v2): track, first_frame, last_frame, first_time,
+        last_time, frames (seen), mean_area, mean_score, top_parts / top_colours (the three largest parts
+        and their mean colours, '#rrggbb'), colour_<part> (area-weighted mean colour, None if never seen)."""
+        import pandas as pd
+
+        self._need_v2("tracks")
+        pf = self._per_frame(source)
+        d = self._per_instance(source, ("inst_track", "inst_area", "inst_score", "inst_part_area", "inst_part_rgb"))
+        rf = self._row_frame(source)
+        tr = d["inst_track"]
+        keep = tr > 0
+        ids, code = np.unique(tr[keep], return_inverse=True)
+        n, rf = len(ids), rf[keep]
+        cnt = np.bincount(code, minlength=n)
+        first = np.full(n, np.iinfo(np.int64).max)
+        np.minimum.at(first, code, rf)
+        last = np.zeros(n, np.int64)
+        np.maximum.at(last, code, rf)
+        area = np.bincount(code, weights=d["inst_area"][keep], minlength=n)
+        score = np.bincount(code, weights=d["inst_score"][keep], minlength=n)
+        names = self.class_names
+        C = len(names)
+        pa = d["inst_part_area"][keep].astype(np.float64)
+        tot = np.stack([np.bincount(code, weights=pa[:, c], minlength=n) for c in range(C)], 1)  # (n,C)
+        rgb = np.zeros((n, C, 3))
+        if d["inst_part_rgb"] is not None:
+            w = d["inst_part_rgb"][keep].astype(np.float64) * pa[:, :, None]
+            for c in range(1, C):
+                for k in range(3):
+                    rgb[:, c, k] = np.bincount(code, weights=w[:, c, k], minlength=n)
+            rgb /= np.maximum(tot, 1)[:, :, None]
+        hexes = np.array([[f"#{int(r):02x}{int(g_):02x}{int(b):02x}" for r, g_, b in np.rint(row)] for row in rgb], object)
+        hexes = np.where(tot > 0, hexes, None) if n else np.zeros((0, C), object)
+        order = np.argsort(-tot[:, 1:], axis=1, kind="stable")[:, :3] + 1 if n else np.zeros((0, 3), int)
+        fi, tm = pf["frame_index"], pf["time"]
+        df = pd.DataFrame({"track": ids.astype(np.int64), "first_frame": fi[first] if n else [], "last_frame": fi[last] if n else [],
+                           "first_time": tm[first] if n else [], "last_time": tm[last] if n else [], "frames": cnt,
+                           "mean_area": area / np.maximum(cnt, 1), "mean_score": score / np.maximum(cnt, 1),
+                           "top_parts": [[names[c] for c in o if tot[i, c] > 0] for i, o in enumerate(order)],
+                           "top_colours": [[hexes[i, c] for c in o if tot[i, c] > 0] for i, o in enumerate(order)]})
+        colours = pd.DataFrame(hexes[:, 1:], columns=[f"colour_{nm}" for nm in names[1:]])
+        return pd.concat([df, colours], axis=1)
+
+    def part_areas(self, source: str, by: str = "track", *, tracks=None, from_maps: bool = False):
+        """Part areas in pixels as an xarray DataArray (int32), no label map decoded (schema v2):
+
+        - ``by="track"``: dims (time, track, part); 0 where the track is not on screen;
+        - ``by="frame"``: dims (time, part), summed over the people of each frame.
+
+        Coordinates: time (seconds), frame_index, track ids, part names (background excluded).
+        ``tracks``: only these track ids. ``from_maps=True`` computes the areas from the label maps
+        instead (the only way for a schema-v1 store, ``by="frame"`` only; slow)."""
+        import xarray as xr
+
+        if by not in ("track", "frame"):
+            raise ValueError(f"by must be 'track' or 'frame', got {by!r}")
+        pf = self._per_frame(source)
+        T = len(pf["count"])
+        if by == "track":
+            self._need_v2("part areas by track")
+        elif not from_maps:
+            self._need_v2("stored part areas (pass from_maps=True to decode the label maps, slow)")
+        pa = self._part_area_from_maps(source) if from_maps else self._per_instance(source, ("inst_part_area",))["inst_part_area"]
+        pa = pa[:, 1:]
+        rf = self._row_frame(source)
+        coords = {"time": pf["time"], "frame_index": ("time", pf["frame_index"]), "part": self.class_names[1:]}
+        if by == "frame":
+            out = np.zeros((T, pa.shape[1]), np.int64)
+            np.add.at(out, rf, pa)
+            return xr.DataArray(out.astype(np.int32), dims=("time", "part"), coords=coords, name="part_area")
+        tr = self._per_instance(source, ("inst_track",))["inst_track"]
+        ids = np.unique(tr[tr > 0]) if tracks is None else np.unique(np.asarray(tracks, np.int64))
+        pos = np.searchsorted(ids, tr)
+        keep = (tr > 0) & (pos < len(ids))
+        keep[keep] = ids[pos[keep]] == tr[keep]
+        out = np.zeros((T * len(ids), pa.shape[1]), np.int32)
+        flat = rf[keep] * len(ids) + pos[keep]
+        if len(np.unique(flat)) == len(flat):
+            out[flat] = pa[keep]
+        else:  # a track twice in one frame (should not happen): add
+            np.add.at(out, flat, pa[keep])
+        coords["track"] = ids.astype(np.int64)
+        return xr.DataArray(out.reshape(T, len(ids), -1), dims=("time", "track", "part"), coords=coords, name="part_area")
+
+    # ------------------------------------------------------------------ xarray
+    def dataset(self, source: str):
+        """The source as a lazy xarray Dataset (dask arrays), committed frames and rows only: dims time, y,
+        x, inst, ...; coordinates time (seconds), frame_index and segment. Schema v2's per-instance ``part``
+        dimension is named ``part_class`` here (coordinate: the class names)."""
+        import xarray as xr
+
+        T, N = self._committed(source)
+        ds = xr.open_zarr(self.store, group=source, consolidated=False, zarr_format=3, mask_and_scale=False,
+                          decode_times=False, chunks={})
+        ds = ds.isel({k: slice(0, v) for k, v in (("time", T), ("inst", N)) if k in ds.dims})
+        if "part" in ds.dims:  # v2: the dimension "part" of inst_part_area/rgb shares its name with the map
+            ds = ds.rename_dims(part="part_class").reset_coords("part")  # (xarray would make the map a coordinate)
+            ds = ds.assign_coords(part_class=self.class_names[:ds.sizes["part_class"]])
+        ds = ds.set_coords([c for c in ("frame_index", "segment") if c in ds])
+        ds.attrs.update({"class_names": self.class_names, "schema_version": self.schema_version})
+        return ds
+
+
+from streamparse.archive_reader import Archive, open_archive  # noqa: E402  (re-exported)
