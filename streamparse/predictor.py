@@ -279,21 +279,22 @@ class Predictor:
             stacked = torch.stack([parsed.part, parsed.instance]).float()[None]
             if (nh, nw) != (H, W):
                 stacked = F.interpolate(stacked, size=(H, W), mode="nearest")
-            results.append((stacked[0].to(torch.int32), parsed.scores.float()))
+            results.append((stacked[0].to(torch.int32), parsed.scores.float(), parsed.kernels.to(torch.float16)))
         out_list = []
         if self.device.type == "cuda":  # start all device-to-host copies, then wait once
-            host = [(m.to("cpu", non_blocking=True), s.to("cpu", non_blocking=True)) for m, s in results]
+            host = [tuple(x.to("cpu", non_blocking=True) for x in r) for r in results]
             torch.cuda.current_stream(self.device).synchronize()
         else:
             host = results
-        for maps, scores in host:
+        for maps, scores, kernels in host:
             part = maps[0].numpy().astype(np.uint8)
             instance = maps[1].numpy().astype(np.uint16)
             k = int(scores.shape[0])
             pa = np.bincount(
                 instance.ravel().astype(np.int64) * self.num_classes + part.ravel(), minlength=(k + 1) * self.num_classes
             ).reshape(k + 1, self.num_classes)[1:]
-            out_list.append(FrameParsing(part=part, instance=instance, scores=scores.numpy(), part_areas=pa))
+            out_list.append(FrameParsing(part=part, instance=instance, scores=scores.numpy(), part_areas=pa,
+                                         embeddings=kernels.numpy()))
         return out_list
 
     def predict(self, frames: np.ndarray | list[np.ndarray]) -> list[FrameParsing]:
@@ -353,7 +354,8 @@ class Predictor:
 
 def parsings_to_dict(parsings: list[FrameParsing], batch: dict | None = None) -> dict:
     """Stack B parsings: part uint8[B,H,W], instance uint16[B,H,W], inst_offset int64[B+1],
-    inst_score float32[N], inst_bbox int32[N,4], inst_area int64[N]; pass batch metadata through."""
+    inst_score float32[N], inst_bbox int32[N,4], inst_area int64[N], inst_embedding float16[N,D] (when
+    every parsing has embeddings); pass batch metadata through."""
     counts = [p.num_instances for p in parsings]
     out = {
         "part": np.stack([p.part for p in parsings]) if parsings else np.zeros((0, 0, 0), np.uint8),
@@ -363,6 +365,8 @@ def parsings_to_dict(parsings: list[FrameParsing], batch: dict | None = None) ->
         "inst_bbox": np.concatenate([p.bboxes for p in parsings]).astype(np.int32).reshape(-1, 4) if parsings else np.zeros((0, 4), np.int32),
         "inst_area": np.concatenate([p.areas for p in parsings]).astype(np.int64) if parsings else np.zeros(0, np.int64),
     }
+    if parsings and all(p.embeddings is not None for p in parsings):  # schema v2: the instance kernels
+        out["inst_embedding"] = np.concatenate([p.embeddings for p in parsings]).astype(np.float16)
     if batch is not None:
         for key in ("frame_index", "pts", "time", "wallclock", "segment", "time_base", "source_id"):
             if key in batch:
