@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "synth": "streamparse.commands.synth",
     "bench": "streamparse.commands.bench",
     "export": "streamparse.commands.export",
+    "track": "streamparse.commands.track",
+    "eval-tracks": "streamparse.commands.eval_tracks",
 }
 
 

@@ -115,13 +115,20 @@ def combine(per_seq: dict[str, dict]) -> dict:
             "identity": ident.combine_sequences({k: v["identity"] for k, v in per_seq.items()})}
 
 
-def video_data(gt_dir: str | Path, video: str, instance_maps, inst_offset: np.ndarray, inst_id: np.ndarray,
-               inst_track: np.ndarray) -> dict:
-    """TrackEval data for one video: ``instance_maps`` indexable (T,H,W) uint16 (a zarr array works),
-    ``inst_offset`` (T+1,), ``inst_id`` / ``inst_track`` (N,). GT/prediction mismatches raise
-    ``TrackEvalError``."""
-    gt_dir = Path(gt_dir)
+def load_gt(gt_dir: str | Path, video: str) -> tuple[dict, list[np.ndarray]]:
+    """The GT json and every frame's GT person map (uint8 (H,W), see ``gt_label_map``)."""
     info = load_gt_info(gt_dir, video)
+    H, W = info["size"]
+    return info, [gt_label_map(Path(gt_dir), video, t, info.get("format", "cihp"), (H, W)) for t in range(len(info["track_ids"]))]
+
+
+def video_data(gt_dir: str | Path, video: str, instance_maps, inst_offset: np.ndarray, inst_id: np.ndarray,
+               inst_track: np.ndarray, gt: tuple[dict, list[np.ndarray]] | None = None) -> dict:
+    """TrackEval data for one video: ``instance_maps`` indexable (T,H,W) uint16 (a zarr array works),
+    ``inst_offset`` (T+1,), ``inst_id`` / ``inst_track`` (N,); ``gt`` = ``load_gt(gt_dir, video)`` when
+    already loaded. GT/prediction mismatches raise ``TrackEvalError``."""
+    gt_dir = Path(gt_dir)
+    info = load_gt_info(gt_dir, video) if gt is None else gt[0]
     T, (H, W) = len(info["track_ids"]), info["size"]
     if len(inst_offset) - 1 != T:
         raise TrackEvalError(f"GT of another video: {video} has {T} GT frames, the store {len(inst_offset) - 1}")
@@ -134,13 +141,13 @@ def video_data(gt_dir: str | Path, video: str, instance_maps, inst_offset: np.nd
         for j, pred in enumerate(maps):
             t = c0 + j
             ids_t = info["track_ids"][t]
-            gt = gt_label_map(gt_dir, video, t, info.get("format", "cihp"), (H, W))
+            gmap = gt[1][t] if gt is not None else gt_label_map(gt_dir, video, t, info.get("format", "cihp"), (H, W))
             a, b = int(inst_offset[t]), int(inst_offset[t + 1])
             keep = inst_track[a:b] > 0
             pid, ptr = inst_id[a:b][keep].astype(np.int64), inst_track[a:b][keep].astype(np.int64)
             gt_ids.append(list(ids_t))
             pred_ids.append(ptr)
-            sims.append(_pairwise_iou(gt, pred, len(ids_t), pid))
+            sims.append(_pairwise_iou(gmap, pred, len(ids_t), pid))
     return sequence_data(gt_ids, pred_ids, sims)
 
 
