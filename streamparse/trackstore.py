@@ -73,7 +73,11 @@ def open_store(path: str | Path, mode: str = "r"):
 
 
 def source_ids(root) -> list[str]:
-    return sorted(name for name, _ in root.groups())
+    import warnings
+
+    with warnings.catch_warnings():  # the writer's lock file inside the store is no zarr node
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
+        return sorted(name for name, _ in root.groups())
 
 
 def committed(group) -> tuple[int, int]:

@@ -217,3 +217,196 @@ def test_instance_features_mean_colours():
         instance_features(frames, part, inst, np.array([0, 2]), 10)
     with pytest.raises(ValueError, match="num_classes"):
         instance_features(frames, part, inst, np.array([0, 2, 3]), 9)
+
+
+# ------------------------------------------------------------------------------------ metrics
+def test_metrics_on_a_case_computed_by_hand():
+    """GT 1 in frames 0-3 is tracked as 1, 1, 2, 2 (one switch); GT 2 as 3, 3, -, 3 (one miss, one
+    fragmentation). CLEAR: TP 7, FN 1, FP 0, IDSW 1 -> MOTA = 1 - 2/8 = 0.75. Identity: GT1<->1 (2),
+    GT2<->3 (3): IDTP 5, IDFP 2, IDFN 3 -> IDF1 = 10/15."""
+    from streamparse.track_eval import _pairwise_iou, score_sequence, sequence_data, summarize
+
+    gt_ids = [[1, 2]] * 4
+    pred = [[1, 3], [1, 3], [2], [2, 3]]
+    sims = [np.eye(2), np.eye(2), np.array([[1.0], [0.0]]), np.eye(2)]
+    r = summarize(score_sequence(sequence_data(gt_ids, [np.array(p) for p in pred], sims)))
+    assert (r["CLR_TP"], r["CLR_FN"], r["CLR_FP"], r["IDSW"], r["Frag"]) == (7, 1, 0, 1, 1)
+    assert r["MOTA"] == pytest.approx(0.75) and r["IDF1"] == pytest.approx(10 / 15)
+    assert (r["IDTP"], r["IDFP"], r["IDFN"]) == (5, 2, 3)
+    # mask IoU from two label maps: GT person 1 = 4 px, predicted person 2 covers 2 of them + 2 more
+    gt = np.zeros((4, 4), np.uint8)
+    gt[0, :] = 1
+    pr = np.zeros((4, 4), np.uint16)
+    pr[0, 2:], pr[1, 2:] = 2, 2
+    assert _pairwise_iou(gt, pr, 1, np.array([2])).tolist() == [[pytest.approx(2 / 6)]]
+
+
+# ------------------------------------------------------------------------ stores through the writer
+class GTPredictor:
+    """Stands in for ``Predictor`` in ``write_v2_store``: the video's GT masks as detections, embeddings
+    from the GT identity (+ noise), so store tests need no model."""
+
+    model_name, checkpoint_sha256, num_classes = "gt", None, C
+
+    def __init__(self, gt_dir, video):
+        self.class_names = [f"c{i}" for i in range(C)]
+        self.palette = np.zeros((C, 3), np.uint8)
+        self.gt_dir, self.video, self.t = gt_dir, video, 0
+        self.info = json.loads((gt_dir / f"{video}.json").read_text())
+        self.rng = np.random.default_rng(0)
+
+    def predict(self, frames):
+        from streamparse.data.cihp import read_label_png
+        from streamparse.structures import FrameParsing
+
+        out = []
+        for _ in frames:
+            t, self.t = self.t, self.t + 1
+            inst = read_label_png(self.gt_dir / "Human_ids" / f"{self.video}_{t:06d}.png").astype(np.uint16)
+            part = read_label_png(self.gt_dir / "Category_ids" / f"{self.video}_{t:06d}.png")
+            ids = self.info["track_ids"][t]
+            emb = np.eye(16)[np.array(ids, int) % 16] + 0.1 * self.rng.standard_normal((len(ids), 16))
+            out.append(FrameParsing(part=part, instance=inst, scores=np.full(len(ids), 0.9, np.float32),
+                                    embeddings=emb.astype(np.float16)))
+        return out
+
+
+@pytest.fixture(scope="module")
+def tracked_store(tmp_path_factory):
+    from streamparse.bench.track import write_v2_store
+    from streamparse.data.synth import generate_video
+
+    root = tmp_path_factory.mktemp("trk")
+    generate_video(root / "clip.mp4", root / "gt", 40, seed=(3, 0), size=(96, 144), min_people=3, max_people=4,
+                   scenario="tracking")
+    store = root / "clip.zarr"
+    status = write_v2_store(root / "clip.mp4", store, GTPredictor(root / "gt", "clip"), tracker=Tracker(), chunk_frames=16)
+    assert status["frames_written"] == 40 and status["complete"]
+    return root, store
+
+
+def _cli(*args):
+    from streamparse.cli import main
+
+    return main(list(map(str, args)))
+
+
+def test_store_is_schema_v2_and_track_reproduces_online_ids(tracked_store, capsys):
+    import zarr
+
+    root, store = tracked_store
+    z = zarr.open_group(str(store), mode="r")
+    assert z.attrs["streamparse_schema_version"] == 2 and z.attrs["tracker"]["name"].endswith("Tracker")
+    g = z["clip"]
+    for name, dims in (("part", ("time", "y", "x")), ("inst_embedding", ("inst", "emb")), ("inst_part_rgb", ("inst", "part", "rgb")),
+                       ("inst_track", ("inst",)), ("inst_offset", ("time",))):
+        assert tuple(g[name].metadata.dimension_names) == dims
+    online = g["inst_track"][:]
+    assert online.max() >= 3 and set(np.unique(online[online > 0])) == set(range(1, online.max() + 1))  # no skipped id
+    # offline, same parameters: identical ids
+    zarr.open_group(str(store), mode="r+")["clip"]["inst_track"][:] = 0
+    assert _cli("track", store) == 0
+    assert np.array_equal(zarr.open_group(str(store), mode="r")["clip"]["inst_track"][:], online)
+    # other parameters change them; the store records them
+    assert _cli("track", store, "--set", "track.confirm_frames=1", "--set", "track.w_col=0") == 0
+    z = zarr.open_group(str(store), mode="r")
+    assert z.attrs["tracker"]["params"]["confirm_frames"] == 1
+    assert not np.array_equal(z["clip"]["inst_track"][:], online)
+    assert _cli("track", store, "--set", "track.confirm_frames=2", "--set", "track.w_col=1.0") == 0
+    assert np.array_equal(zarr.open_group(str(store), mode="r")["clip"]["inst_track"][:], online)
+    # and the GT identities are recovered
+    assert _cli("eval-tracks", "--data", root / "gt", "--store", store, "--json", root / "m.json") == 0
+    res = json.loads((root / "m.json").read_text())
+    assert res["overall"]["IDF1"] > 0.8 and res["overall"]["MOTA"] > 0.8
+
+
+def test_resume_from_state_gives_identical_ids(tracked_store):
+    from streamparse.trackstore import iter_frames, open_store, read_tables
+
+    _, store = tracked_store
+    g = open_store(store)["clip"]
+    frames = list(iter_frames(g, read_tables(g)))
+    tr = Tracker()
+    ref = [tr.update(**f) for f in frames]
+    tr = Tracker()
+    first = [tr.update(**f) for f in frames[:16]]  # "SIGKILL" after the first commit
+    state = json.loads(json.dumps(tr.state()))
+    tr = Tracker.from_state(state)
+    rest = [tr.update(**f) for f in frames[16:]]
+    assert all(np.array_equal(a, b) for a, b in zip(first + rest, ref))
+
+
+def test_track_refuses_v1_locked_and_unknown_key(tracked_store, tmp_path, capsys):
+    from streamparse.sink import ZarrSink
+
+    _, store = tracked_store
+    v1 = tmp_path / "v1.zarr"
+    with ZarrSink(v1, mode="create", root_attrs={"model_name": "x"}):
+        pass
+    assert _cli("track", v1) == 2
+    assert "schema v1" in capsys.readouterr().err
+    assert _cli("track", store, "--set", "track.bogus=1") == 2
+    err = capsys.readouterr().err
+    assert "unknown tracker key track.bogus" in err and err.count("\n") == 1
+    lock = store / ".streamparse.lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": __import__("socket").gethostname()}))
+    try:
+        before = (store / "clip" / "inst_track").stat().st_mtime_ns
+        assert _cli("track", store) == 2
+        assert "being written" in capsys.readouterr().err
+        assert (store / "clip" / "inst_track").stat().st_mtime_ns == before
+        lock.write_text(json.dumps({"pid": 2 ** 22 + 12345}))  # a dead writer: stale lock
+        assert _cli("track", store) == 0
+    finally:
+        lock.unlink()
+
+
+def test_eval_tracks_errors(tracked_store, tmp_path, capsys):
+    import shutil
+
+    from streamparse.sink import ZarrSink
+
+    root, store = tracked_store
+    # GT of another video: fewer frames
+    other = tmp_path / "gt"
+    shutil.copytree(root / "gt", other)
+    info = json.loads((other / "clip.json").read_text())
+    short = {**info, "track_ids": info["track_ids"][:30], "num_people": info["num_people"][:30]}
+    (other / "clip.json").write_text(json.dumps(short))
+    assert _cli("eval-tracks", "--data", other, "--store", store) == 2
+    assert "GT of another video" in capsys.readouterr().err
+    (other / "clip.json").write_text(json.dumps({**info, "size": [48, 144]}))
+    assert _cli("eval-tracks", "--data", other, "--store", store) == 2
+    assert "GT of another video" in capsys.readouterr().err
+    (other / "clip.json").write_text(json.dumps({k: v for k, v in info.items() if k != "track_ids"}))
+    assert _cli("eval-tracks", "--data", other, "--store", store) == 2
+    assert "without identities" in capsys.readouterr().err
+    v1 = tmp_path / "v1.zarr"
+    with ZarrSink(v1, mode="create", root_attrs={"model_name": "x"}):
+        pass
+    assert _cli("eval-tracks", "--data", root / "gt", "--store", v1) == 2
+    assert "without tracks" in capsys.readouterr().err
+
+
+def test_tracker_on_a_synthetic_video_through_the_predictor(tmp_path):
+    """The shipped weights at the 256-px default on a 60-frame tracking video: IDF1 floor."""
+    import torch
+
+    from streamparse.bench.track import write_v2_store
+    from streamparse.config import load_config, to_dict
+    from streamparse.data.synth import generate_video
+    from streamparse.predictor import Predictor
+    from streamparse.track_eval import evaluate_store
+
+    torch.set_num_threads(1)
+    generate_video(tmp_path / "v.mp4", tmp_path / "gt", 60, seed=(99, 1), size=(256, 384), min_people=3, max_people=4,
+                   scenario="tracking")
+    cfg = load_config(None, ["pipeline.device=cpu"])
+    pred = Predictor.from_config(cfg, checkpoint="default", device="cpu")
+    write_v2_store(tmp_path / "v.mp4", tmp_path / "v.zarr", pred, tracker=build_tracker(cfg.track), config=to_dict(cfg))
+    res = evaluate_store(tmp_path / "gt", tmp_path / "v.zarr")
+    print(res["overall"])
+    assert res["overall"]["IDF1"] >= FLOOR_IDF1, res["overall"]
+
+
+FLOOR_IDF1 = 0.5
