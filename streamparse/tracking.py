@@ -12,12 +12,15 @@ Association, per frame:
    present)``: IoU of the track's last mask, displaced by its velocity (``iou_mode='motion'``), with
    the detection's mask, both read from the label map on a coarse grid (``grid`` cells on the long
    side; one ``bincount`` per track over its mask's crop, no dense per-instance masks); cosine of the
-   unit instance kernels (EMA per track); the part-colour signature distance: mean over the parts
+   unit instance kernels (the track's last one, or an EMA with ``emb_momentum``); the part-colour signature distance: mean over the parts
    both people show (weighted by the smaller area fraction) of the RGB distance / (255 sqrt 3).
    A pair is allowed if its IoU >= ``iou_gate`` (or its appearance cost <= ``reid_cost``) and the
    cost <= ``max_cost``; Hungarian assignment (``scipy.optimize.linear_sum_assignment``).
 2. re-identification: confirmed tracks still unmatched (lost ones, those of an older segment, i.e.
-   before a live reconnect) against the detections left, by appearance only, cost <= ``reid_cost``.
+   before a live reconnect) against the detections left or held by tentative tracks, by appearance
+   only (the embedding weighted ``w_emb_reid``: the shipped weights' kernels tell people apart within
+   a few frames, not across seconds, since they also encode position), cost <= ``reid_cost`` (a
+   re-identified track takes the detection from a tentative one).
 3. births: detections left with score >= ``birth_score`` that are not mostly (``birth_overlap``)
    inside a matched track's predicted mask start a tentative track; it gets an id after
    ``confirm_frames`` consecutive matches and is dropped at its first miss. Confirmed tracks are
@@ -204,7 +207,7 @@ class Tracker:
         inter = pred_inter[:, ids] if k else np.zeros((m, 0))
         with np.errstate(invalid="ignore", divide="ignore"):
             iou = np.where(inter > 0, inter / (tarea[:, None] + darea[None, :] - inter), 0.0)
-        app, wapp = self._appearance(tracks, emb, dfrac, dcol)
+        app, wapp = self._appearance(tracks, emb, dfrac, dcol, self.w_emb)
         has_app = wapp > 0
         if m and k:
             # stage 1: active tracks, IoU + appearance
@@ -213,11 +216,21 @@ class Tracker:
             ok = active[:, None] & (cost <= self.max_cost) & ((iou >= self.iou_gate) | (appc <= self.reid_cost) |
                                                               (self.w_iou <= 0))
             self._assign(cost, ok, matched_t, matched_d)
-            # stage 2: re-identification of the confirmed tracks left, by appearance only
+            # stage 2: re-identification of the confirmed tracks left, by appearance only, against the
+            # detections left and those held by tentative tracks (a lost person seen again is often
+            # born again before enough of them is visible to recognise them: the old track wins)
             if self.reid_cost > 0:
-                left = (matched_t < 0) & np.array([t.tid > 0 for t in tracks])
-                ok2 = left[:, None] & (matched_d < 0)[None, :] & has_app & (app <= self.reid_cost)
+                if self.w_emb_reid != self.w_emb:
+                    app, wapp = self._appearance(tracks, emb, dfrac, dcol, self.w_emb_reid)
+                    has_app = wapp > 0
+                confirmed = np.array([t.tid > 0 for t in tracks])
+                left = (matched_t < 0) & confirmed
+                free = (matched_d < 0) | ((matched_d >= 0) & ~confirmed[np.maximum(matched_d, 0)])
+                ok2 = left[:, None] & free[None, :] & has_app & (app <= self.reid_cost)
+                held = matched_d.copy()
                 self._assign(np.where(has_app, app, _BIG), ok2, matched_t, matched_d)
+                for j in np.flatnonzero((held >= 0) & (matched_d != held)):
+                    matched_t[held[j]] = -1  # the tentative track loses the detection (and dies below)
         # update matched tracks
         for i in np.flatnonzero(matched_t >= 0):
             t, j = tracks[i], int(matched_t[i])
@@ -255,18 +268,18 @@ class Tracker:
         return out
 
     # ------------------------------------------------------------------ helpers
-    def _appearance(self, tracks: list[_Track], emb: np.ndarray, dfrac: np.ndarray, dcol: np.ndarray):
+    def _appearance(self, tracks: list[_Track], emb: np.ndarray, dfrac: np.ndarray, dcol: np.ndarray, w_emb: float):
         """(M,K) appearance cost in [0,1] (weighted mean of the cues available) and (M,K) the total
         weight of the cues available for each pair (0 = none)."""
         m, k = len(tracks), emb.shape[0]
         num = np.zeros((m, k))
         wts = np.zeros((m, k))
-        if m and k and self.w_emb > 0 and emb.shape[1]:
+        if m and k and w_emb > 0 and emb.shape[1]:
             te = np.stack([t.emb if t.emb.shape[0] == emb.shape[1] else np.zeros(emb.shape[1], np.float32) for t in tracks])
             valid = np.linalg.norm(te, axis=1) > 0
             cos = te @ emb.T
-            num += np.where(valid[:, None], self.w_emb * (1.0 - cos) / 2.0, 0.0)
-            wts += np.where(valid[:, None], self.w_emb, 0.0)
+            num += np.where(valid[:, None], w_emb * (1.0 - cos) / 2.0, 0.0)
+            wts += np.where(valid[:, None], w_emb, 0.0)
         if m and k and self.w_col > 0:
             tf = np.stack([t.frac for t in tracks])  # (M,C)
             tc = np.stack([t.col for t in tracks])  # (M,C,3)
@@ -313,8 +326,8 @@ class Tracker:
         b = self.appearance_momentum
         if emb.shape[0]:
             e = emb.astype(np.float32)
-            if t.emb.shape[0] == e.shape[0] and not new:
-                e = b * t.emb + (1 - b) * e
+            if t.emb.shape[0] == e.shape[0] and not new and self.emb_momentum > 0:
+                e = self.emb_momentum * t.emb + (1 - self.emb_momentum) * e
             n = float(np.linalg.norm(e))
             t.emb = (e / n).astype(np.float32) if n > 0 else e.astype(np.float32)
         seen = frac >= self.min_part_frac
