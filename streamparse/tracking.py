@@ -127,6 +127,7 @@ class Tracker:
         self.frame_index = -1
         self.segment = None
         self.hw: tuple[int, int] | None = None
+        self._grid_cache = None
 
     def params(self) -> dict:
         return dict(self._params)
@@ -166,7 +167,14 @@ class Tracker:
         nid = int(ids.max(initial=0)) + 1
         flat = g.ravel().astype(np.int64)
         area_all = np.bincount(flat, minlength=nid)
-        yy, xx = np.divmod(np.arange(flat.size, dtype=np.int64), gw)
+        if self._grid_cache is None or self._grid_cache[0] != (gh, gw):
+            self._grid_cache = ((gh, gw), *np.divmod(np.arange(flat.size, dtype=np.float64), gw))
+        _, yy, xx = self._grid_cache
+        # each detection's box on the grid (grid row r samples pixel row s // 2 + r s)
+        bb = np.asarray(inst_bbox, np.int64).reshape(k, 4)
+        gbox = np.stack([-((s // 2 - bb[:, 1]) // s), -((s // 2 - bb[:, 3]) // s),
+                         -((s // 2 - bb[:, 0]) // s), -((s // 2 - bb[:, 2]) // s)], axis=1)
+        gbox = np.clip(gbox, 0, [gh, gh, gw, gw])
         cy_all = np.bincount(flat, weights=yy, minlength=nid)
         cx_all = np.bincount(flat, weights=xx, minlength=nid)
         darea = area_all[ids].astype(np.float64)
@@ -207,7 +215,8 @@ class Tracker:
         inter = pred_inter[:, ids] if k else np.zeros((m, 0))
         with np.errstate(invalid="ignore", divide="ignore"):
             iou = np.where(inter > 0, inter / (tarea[:, None] + darea[None, :] - inter), 0.0)
-        app, wapp = self._appearance(tracks, emb, dfrac, dcol, self.w_emb)
+        cues = self._cues(tracks, emb, dfrac, dcol)
+        app, wapp = self._appearance(cues, self.w_emb)
         has_app = wapp > 0
         if m and k:
             # stage 1: active tracks, IoU + appearance
@@ -221,7 +230,7 @@ class Tracker:
             # born again before enough of them is visible to recognise them: the old track wins)
             if self.reid_cost > 0:
                 if self.w_emb_reid != self.w_emb:
-                    app, wapp = self._appearance(tracks, emb, dfrac, dcol, self.w_emb_reid)
+                    app, wapp = self._appearance(cues, self.w_emb_reid)
                     has_app = wapp > 0
                 confirmed = np.array([t.tid > 0 for t in tracks])
                 left = (matched_t < 0) & confirmed
@@ -234,7 +243,7 @@ class Tracker:
         # update matched tracks
         for i in np.flatnonzero(matched_t >= 0):
             t, j = tracks[i], int(matched_t[i])
-            self._refresh(t, g, int(ids[j]), dcy[j], dcx[j], emb[j], dfrac[j], dcol[j], frame_index, time, segment)
+            self._refresh(t, g, gbox[j], int(ids[j]), dcy[j], dcx[j], emb[j], dfrac[j], dcol[j], frame_index, time, segment)
             if t.tid == 0:
                 t.hits += 1
                 if t.hits >= self.confirm_frames:
@@ -259,7 +268,8 @@ class Tracker:
                        cy=float(dcy[j]), cx=float(dcx[j]), vy=0.0, vx=0.0, y0=0, x0=0, mask=np.zeros((0, 0), bool),
                        emb=np.zeros(0, np.float32), col=np.zeros_like(dcol[j]), frac=np.zeros_like(dfrac[j]))
             self.next_key += 1
-            self._refresh(t, g, int(ids[j]), dcy[j], dcx[j], emb[j], dfrac[j], dcol[j], frame_index, time, segment, new=True)
+            self._refresh(t, g, gbox[j], int(ids[j]), dcy[j], dcx[j], emb[j], dfrac[j], dcol[j], frame_index, time, segment,
+                          new=True)
             t.hits = 1
             if self.confirm_frames <= 1:
                 t.tid, self.next_id = self.next_id, self.next_id + 1
@@ -268,18 +278,17 @@ class Tracker:
         return out
 
     # ------------------------------------------------------------------ helpers
-    def _appearance(self, tracks: list[_Track], emb: np.ndarray, dfrac: np.ndarray, dcol: np.ndarray, w_emb: float):
-        """(M,K) appearance cost in [0,1] (weighted mean of the cues available) and (M,K) the total
-        weight of the cues available for each pair (0 = none)."""
+    def _cues(self, tracks: list[_Track], emb: np.ndarray, dfrac: np.ndarray, dcol: np.ndarray):
+        """The appearance cues of every (track, detection) pair: (M,K) embedding cost (1 - cos) / 2 and
+        whether it exists, (M,K) colour-signature cost and whether the shared parts cover >= 10% of
+        the person."""
         m, k = len(tracks), emb.shape[0]
-        num = np.zeros((m, k))
-        wts = np.zeros((m, k))
-        if m and k and w_emb > 0 and emb.shape[1]:
+        ec, ev = np.zeros((m, k)), np.zeros((m, k), bool)
+        cc, cv = np.zeros((m, k)), np.zeros((m, k), bool)
+        if m and k and (self.w_emb > 0 or self.w_emb_reid > 0) and emb.shape[1]:
             te = np.stack([t.emb if t.emb.shape[0] == emb.shape[1] else np.zeros(emb.shape[1], np.float32) for t in tracks])
-            valid = np.linalg.norm(te, axis=1) > 0
-            cos = te @ emb.T
-            num += np.where(valid[:, None], w_emb * (1.0 - cos) / 2.0, 0.0)
-            wts += np.where(valid[:, None], w_emb, 0.0)
+            ec = (1.0 - te @ emb.T) / 2.0
+            ev = np.broadcast_to((np.abs(te).sum(axis=1) > 0)[:, None], (m, k))
         if m and k and self.w_col > 0:
             tf = np.stack([t.frac for t in tracks])  # (M,C)
             tc = np.stack([t.col for t in tracks])  # (M,C,3)
@@ -287,11 +296,18 @@ class Tracker:
             both = np.where((tf[:, None, :] >= self.min_part_frac) & (dfrac[None, :, :] >= self.min_part_frac), both, 0.0)
             dist = np.sqrt(((tc[:, None] - dcol[None]) ** 2).sum(-1)) / _COL_NORM  # (M,K,C)
             wsum = both.sum(-1)
-            cd = np.where(wsum > 0, (both * dist).sum(-1) / np.maximum(wsum, 1e-9), 0.0)
-            has = wsum >= 0.1  # the shared parts cover at least 10% of the person
-            num += np.where(has, self.w_col * np.minimum(cd * 2.0, 1.0), 0.0)
-            wts += np.where(has, self.w_col, 0.0)
-        return np.where(wts > 0, num / np.maximum(wts, 1e-9), 0.0), wts
+            cc = np.minimum(2.0 * (both * dist).sum(-1) / np.maximum(wsum, 1e-9), 1.0)
+            cv = wsum >= 0.1
+        return ec, ev, cc, cv
+
+    def _appearance(self, cues, w_emb: float):
+        """(M,K) appearance cost in [0,1] (weighted mean of the cues available) and (M,K) the total
+        weight of the cues available for each pair (0 = none)."""
+        ec, ev, cc, cv = cues
+        we = np.where(ev, w_emb, 0.0)
+        wc = np.where(cv, self.w_col, 0.0)
+        wts = we + wc
+        return np.where(wts > 0, (we * ec + wc * cc) / np.maximum(wts, 1e-9), 0.0), wts
 
     @staticmethod
     def _assign(cost: np.ndarray, ok: np.ndarray, matched_t: np.ndarray, matched_d: np.ndarray) -> None:
@@ -307,8 +323,8 @@ class Tracker:
     def _stride(self, shape: tuple[int, int]) -> int:
         return max(1, -(-max(shape) // self.grid))
 
-    def _refresh(self, t: _Track, g: np.ndarray, value: int, cy: float, cx: float, emb: np.ndarray, frac: np.ndarray,
-                 col: np.ndarray, frame_index: int, time: float, segment: int, new: bool = False) -> None:
+    def _refresh(self, t: _Track, g: np.ndarray, box: np.ndarray, value: int, cy: float, cx: float, emb: np.ndarray,
+                 frac: np.ndarray, col: np.ndarray, frame_index: int, time: float, segment: int, new: bool = False) -> None:
         gap = max(frame_index - t.last_frame, 1)
         if not new and t.segment == segment and t.mask.size:
             a = self.motion_momentum
@@ -317,8 +333,12 @@ class Tracker:
         elif not new:
             t.vy = t.vx = 0.0
         t.cy, t.cx = float(cy), float(cx)
-        ys, xs = np.nonzero(g == value)
-        if ys.size:
+        r0, r1, c0, c1 = (int(v) for v in box)
+        crop = g[r0:r1, c0:c1] == value
+        if crop.any():  # the mask on the detection's box (the box may have empty margins: harmless)
+            t.y0, t.x0, t.mask = r0, c0, crop
+        elif (g == value).any():  # a box that does not cover the mask: find it
+            ys, xs = np.nonzero(g == value)
             t.y0, t.x0 = int(ys.min()), int(xs.min())
             mask = np.zeros((int(ys.max()) - t.y0 + 1, int(xs.max()) - t.x0 + 1), bool)
             mask[ys - t.y0, xs - t.x0] = True
