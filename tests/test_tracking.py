@@ -221,6 +221,7 @@ def test_instance_features_mean_colours():
 
 # ------------------------------------------------------------------------------------ metrics
 def test_metrics_on_a_case_computed_by_hand():
+    pytest.importorskip("trackeval")
     """GT 1 in frames 0-3 is tracked as 1, 1, 2, 2 (one switch); GT 2 as 3, 3, -, 3 (one miss, one
     fragmentation). CLEAR: TP 7, FN 1, FP 0, IDSW 1 -> MOTA = 1 - 2/8 = 0.75. Identity: GT1<->1 (2),
     GT2<->3 (3): IDTP 5, IDFP 2, IDFN 3 -> IDF1 = 10/15."""
@@ -273,6 +274,7 @@ class GTPredictor:
 
 @pytest.fixture(scope="module")
 def tracked_store(tmp_path_factory):
+    pytest.importorskip("trackeval")
     from streamparse.bench.track import write_v2_store
     from streamparse.data.synth import generate_video
 
@@ -390,6 +392,7 @@ def test_eval_tracks_errors(tracked_store, tmp_path, capsys):
 
 def test_tracker_on_a_synthetic_video_through_the_predictor(tmp_path):
     """The shipped weights at the 256-px default on a 60-frame tracking video: IDF1 floor."""
+    pytest.importorskip("trackeval")
     import torch
 
     from streamparse.bench.track import write_v2_store
