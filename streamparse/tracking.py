@@ -277,6 +277,20 @@ class Tracker:
             self.tracks.append(t)
         return out
 
+    def update_batch(self, batch: dict) -> np.ndarray:
+        """All frames of a ParsingBatch-like dict of ONE source, in order: ``instance`` (B,H,W),
+        ``inst_offset`` (B+1,), the per-instance arrays (N, ...), ``frame_index`` / ``time`` /
+        ``segment`` (B,). Returns inst_track uint32 (N,)."""
+        off = np.asarray(batch["inst_offset"], np.int64)
+        out = []
+        for b in range(len(off) - 1):
+            a, e = int(off[b]), int(off[b + 1])
+            out.append(self.update(batch["instance"][b], *(np.asarray(batch[k])[a:e] for k in (
+                "inst_id", "inst_score", "inst_bbox", "inst_area", "inst_embedding", "inst_part_area", "inst_part_rgb")),
+                frame_index=int(batch["frame_index"][b]), time=float(batch["time"][b]),
+                segment=int(np.asarray(batch["segment"])[b]) if "segment" in batch else 0))
+        return np.concatenate(out).astype(np.uint32) if out else np.zeros(0, np.uint32)
+
     # ------------------------------------------------------------------ helpers
     def _cues(self, tracks: list[_Track], emb: np.ndarray, dfrac: np.ndarray, dcol: np.ndarray):
         """The appearance cues of every (track, detection) pair: (M,K) embedding cost (1 - cos) / 2 and

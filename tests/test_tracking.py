@@ -171,6 +171,24 @@ def test_state_round_trip_continues_identically():
     assert Tracker.from_state(state).state() == state
 
 
+def test_update_batch_equals_frame_by_frame():
+    frames = [{k: v for k, v in f.items() if not k.startswith("_")} for f in crossing(6)]
+    tr0 = Tracker()
+    ref = np.concatenate([tr0.update(**f) for f in frames])
+    batch = {"instance": np.stack([f["instance"] for f in frames]),
+             "inst_offset": np.concatenate([[0], np.cumsum([len(f["inst_id"]) for f in frames])]),
+             **{k: np.concatenate([f[k] for f in frames]) for k in ("inst_id", "inst_score", "inst_bbox", "inst_area",
+                                                                  "inst_embedding", "inst_part_area", "inst_part_rgb")},
+             **{k: np.array([f[k] for f in frames]) for k in ("frame_index", "time", "segment")}}
+    tr = Tracker()
+    got = np.concatenate([tr.update_batch({k: (v[:3] if k in ("instance", "frame_index", "time", "segment") else v) for k, v in
+                                           {**batch, "inst_offset": batch["inst_offset"][:4]}.items()}),
+                          tr.update_batch({**{k: v[3:] for k, v in batch.items() if k in ("instance", "frame_index", "time", "segment")},
+                                           **{k: v[batch["inst_offset"][3]:] for k, v in batch.items() if k.startswith("inst_") and k != "inst_offset"},
+                                           "inst_offset": batch["inst_offset"][3:] - batch["inst_offset"][3]})])
+    assert got.dtype == np.uint32 and np.array_equal(got, ref)
+
+
 def test_config_validation_and_builder():
     cfg = TrackConfig(w_emb=0.25)
     tr = build_tracker(cfg)
