@@ -155,6 +155,7 @@ class TrackConfig:
     birth_overlap: float = 0.5  # no birth for a detection this much inside a matched track's predicted mask
     max_lost_s: float = 30.0  # source seconds a lost track is kept for re-identification
     min_part_frac: float = 0.02  # a part counts in the colour signature from this fraction of the person
+    min_shared_frac: float = 0.1  # colour signatures are compared when the shared parts cover this much of both
 
     def __post_init__(self) -> None:
         if self.iou_mode not in ("motion", "static"):
@@ -167,7 +168,7 @@ class TrackConfig:
         if self.w_iou + self.w_emb + self.w_col <= 0:
             raise ConfigError("track: at least one of w_iou, w_emb, w_col must be > 0")
         for name in ("iou_gate", "max_cost", "reid_cost", "motion_momentum", "appearance_momentum", "emb_momentum", "birth_score",
-                     "birth_overlap", "min_part_frac"):
+                     "birth_overlap", "min_part_frac", "min_shared_frac"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"track.{name} must be in [0, 1], got {v}")

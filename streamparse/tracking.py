@@ -235,7 +235,8 @@ class Tracker:
                 confirmed = np.array([t.tid > 0 for t in tracks])
                 left = (matched_t < 0) & confirmed
                 free = (matched_d < 0) | ((matched_d >= 0) & ~confirmed[np.maximum(matched_d, 0)])
-                ok2 = left[:, None] & free[None, :] & has_app & (app <= self.reid_cost)
+                strong = score >= self.birth_score  # re-identification is a birth with an old id
+                ok2 = left[:, None] & (free & strong)[None, :] & has_app & (app <= self.reid_cost)
                 held = matched_d.copy()
                 self._assign(np.where(has_app, app, _BIG), ok2, matched_t, matched_d)
                 for j in np.flatnonzero((held >= 0) & (matched_d != held)):
@@ -294,8 +295,8 @@ class Tracker:
     # ------------------------------------------------------------------ helpers
     def _cues(self, tracks: list[_Track], emb: np.ndarray, dfrac: np.ndarray, dcol: np.ndarray):
         """The appearance cues of every (track, detection) pair: (M,K) embedding cost (1 - cos) / 2 and
-        whether it exists, (M,K) colour-signature cost and whether the shared parts cover >= 10% of
-        the person."""
+        whether it exists, (M,K) colour-signature cost and whether the parts both show cover at least
+        ``min_shared_frac`` of both people."""
         m, k = len(tracks), emb.shape[0]
         ec, ev = np.zeros((m, k)), np.zeros((m, k), bool)
         cc, cv = np.zeros((m, k)), np.zeros((m, k), bool)
@@ -311,7 +312,7 @@ class Tracker:
             dist = np.sqrt(((tc[:, None] - dcol[None]) ** 2).sum(-1)) / _COL_NORM  # (M,K,C)
             wsum = both.sum(-1)
             cc = np.minimum(2.0 * (both * dist).sum(-1) / np.maximum(wsum, 1e-9), 1.0)
-            cv = wsum >= 0.1
+            cv = wsum >= self.min_shared_frac
         return ec, ev, cc, cv
 
     def _appearance(self, cues, w_emb: float):
