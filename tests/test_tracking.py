@@ -381,6 +381,23 @@ def test_track_refuses_v1_locked_and_unknown_key(tracked_store, tmp_path, capsys
         lock.unlink()
 
 
+def test_bench_track_compares_methods_on_the_same_detections(tracked_store, tmp_path):
+    pytest.importorskip("trackers")
+    from streamparse.bench.track import ORACLE, format_track_table, run_track_bench
+
+    root, store = tracked_store
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "videos_gt").symlink_to(root / "gt")
+    (tmp_path / "gtdet").mkdir()
+    (tmp_path / "gtdet" / "clip.zarr").symlink_to(store)
+    res = run_track_bench(tmp_path / "data", {"gtdet": tmp_path / "gtdet"}, with_gt=False, with_cost=False)
+    rows = res["presets"]["gtdet"]
+    assert {"a_iou_only", "b_bytetrack", "c_embedding_only", "d_full", ORACLE} <= set(rows)
+    assert rows[ORACLE]["overall"]["IDF1"] == pytest.approx(1.0) and rows[ORACLE]["overall"]["IDSW"] == 0
+    assert rows["d_full"]["overall"]["IDF1"] >= rows["a_iou_only"]["overall"]["IDF1"]
+    assert "d_full" in format_track_table(res)
+
+
 def test_eval_tracks_errors(tracked_store, tmp_path, capsys):
     import shutil
 
