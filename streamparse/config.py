@@ -154,6 +154,9 @@ class TrackConfig:
     birth_score: float = 0.2  # minimum detection score to start a track
     birth_overlap: float = 0.5  # no birth for a detection this much inside a matched track's predicted mask
     max_lost_s: float = 30.0  # source seconds a lost track is kept for re-identification
+    # re-identify only within 0.25 + reid_speed x (seconds lost) frame sizes of where the track was
+    # last seen (0 = anywhere); not across a live reconnect, where the camera may have moved
+    reid_speed: float = 0.0
     min_part_frac: float = 0.02  # a part counts in the colour signature from this fraction of the person
     min_shared_frac: float = 0.1  # colour signatures are compared when the shared parts cover this much of both
 
@@ -176,6 +179,8 @@ class TrackConfig:
             raise ConfigError(f"track.iou_max_gap must be in [0, 1000], got {self.iou_max_gap}")
         if not 1 <= self.confirm_frames <= 100:
             raise ConfigError(f"track.confirm_frames must be in [1, 100], got {self.confirm_frames}")
+        if not 0.0 <= self.reid_speed <= 100.0:
+            raise ConfigError(f"track.reid_speed must be in [0, 100], got {self.reid_speed}")
         if not 0.0 <= self.max_lost_s <= 1e6:
             raise ConfigError(f"track.max_lost_s must be in [0, 1e6], got {self.max_lost_s}")
 

@@ -237,6 +237,12 @@ class Tracker:
                 free = (matched_d < 0) | ((matched_d >= 0) & ~confirmed[np.maximum(matched_d, 0)])
                 strong = score >= self.birth_score  # re-identification is a birth with an old id
                 ok2 = left[:, None] & (free & strong)[None, :] & has_app & (app <= self.reid_cost)
+                if self.reid_speed > 0:  # no farther than the person could have walked (+ a quarter frame)
+                    span = float(max(gh, gw))
+                    dt = np.array([time - t.last_time for t in tracks])
+                    dist = np.hypot(np.array([t.cy for t in tracks])[:, None] - dcy[None, :],
+                                    np.array([t.cx for t in tracks])[:, None] - dcx[None, :]) / span
+                    ok2 &= (dist <= 0.25 + self.reid_speed * dt[:, None]) | np.array([t.segment != segment for t in tracks])[:, None]
                 held = matched_d.copy()
                 self._assign(np.where(has_app, app, _BIG), ok2, matched_t, matched_d)
                 for j in np.flatnonzero((held >= 0) & (matched_d != held)):

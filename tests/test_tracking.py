@@ -111,6 +111,19 @@ def test_leave_and_reenter_gets_the_old_id():
     assert max(max(r) for r in ids if r) == 2
 
 
+def test_reid_speed_limits_where_a_lost_track_can_come_back():
+    frames = []
+    for t in range(30):
+        people = [person(40 + t, upper=(30, 200, 30))]  # B stands around in the middle
+        if t < 8:
+            people.append(person(90 + 2 * t))  # A walks out on the right ...
+        elif t >= 18:
+            people.append(person(2))  # ... and appears at the far left one second later
+        frames.append(frame(people, t=t))
+    assert run(Tracker(), frames)[-1] == [1, 2]  # anywhere: the old id
+    assert run(Tracker(reid_speed=0.2), frames)[-1] == [1, 3]  # 0.25 + 0.2 x 1 s of the width: a new person
+
+
 def test_missed_detection_for_three_frames():
     frames = []
     for t in range(20):
