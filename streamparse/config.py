@@ -154,9 +154,10 @@ class TrackConfig:
     birth_score: float = 0.2  # minimum detection score to start a track
     birth_overlap: float = 0.5  # no birth for a detection this much inside a matched track's predicted mask
     max_lost_s: float = 30.0  # source seconds a lost track is kept for re-identification
-    # re-identify only within 0.25 + reid_speed x (seconds lost) frame sizes of where the track was
-    # last seen (0 = anywhere); not across a live reconnect, where the camera may have moved
-    reid_speed: float = 0.0
+    # match by appearance (without mask overlap) only within 0.25 + reid_speed x (seconds since last
+    # seen) frame sizes of where the track was last seen (0 = anywhere); any distance after a live
+    # reconnect, where the camera may have moved
+    reid_speed: float = 1.0
     min_part_frac: float = 0.02  # a part counts in the colour signature from this fraction of the person
     min_shared_frac: float = 0.1  # colour signatures are compared when the shared parts cover this much of both
 

@@ -179,8 +179,9 @@ class Tracker:
         cx_all = np.bincount(flat, weights=xx, minlength=nid)
         darea = area_all[ids].astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
-            dcy = np.where(darea > 0, cy_all[ids] / np.maximum(darea, 1), 0.0)
-            dcx = np.where(darea > 0, cx_all[ids] / np.maximum(darea, 1), 0.0)
+            # centroid on the grid; a person too thin for the grid: the centre of its box
+            dcy = np.where(darea > 0, cy_all[ids] / np.maximum(darea, 1), ((bb[:, 1] + bb[:, 3]) / 2 - s // 2) / s)
+            dcx = np.where(darea > 0, cx_all[ids] / np.maximum(darea, 1), ((bb[:, 0] + bb[:, 2]) / 2 - s // 2) / s)
         # appearance of the detections
         tot = np.maximum(parea.sum(axis=1, keepdims=True), 1).astype(np.float32)
         dfrac = (parea / tot).astype(np.float32)
@@ -219,10 +220,17 @@ class Tracker:
         app, wapp = self._appearance(cues, self.w_emb)
         has_app = wapp > 0
         if m and k:
+            near = np.ones((m, k), bool)
+            if self.reid_speed > 0:  # no farther than the person could have walked (+ a quarter frame)
+                dt = np.array([time - t.last_time for t in tracks])
+                dist = np.hypot(np.array([t.cy for t in tracks])[:, None] - dcy[None, :],
+                                np.array([t.cx for t in tracks])[:, None] - dcx[None, :]) / float(max(gh, gw))
+                other = np.array([t.segment != segment for t in tracks])[:, None]  # after a reconnect: anywhere
+                near = (dist <= 0.25 + self.reid_speed * dt[:, None]) | other
             # stage 1: active tracks, IoU + appearance
             cost = (self.w_iou * (1.0 - iou) + wapp * app) / np.maximum(self.w_iou + wapp, 1e-9)
             appc = np.where(has_app, app, 1.0)
-            ok = active[:, None] & (cost <= self.max_cost) & ((iou >= self.iou_gate) | (appc <= self.reid_cost) |
+            ok = active[:, None] & (cost <= self.max_cost) & ((iou >= self.iou_gate) | ((appc <= self.reid_cost) & near) |
                                                               (self.w_iou <= 0))
             self._assign(cost, ok, matched_t, matched_d)
             # stage 2: re-identification of the confirmed tracks left, by appearance only, against the
@@ -236,13 +244,7 @@ class Tracker:
                 left = (matched_t < 0) & confirmed
                 free = (matched_d < 0) | ((matched_d >= 0) & ~confirmed[np.maximum(matched_d, 0)])
                 strong = score >= self.birth_score  # re-identification is a birth with an old id
-                ok2 = left[:, None] & (free & strong)[None, :] & has_app & (app <= self.reid_cost)
-                if self.reid_speed > 0:  # no farther than the person could have walked (+ a quarter frame)
-                    span = float(max(gh, gw))
-                    dt = np.array([time - t.last_time for t in tracks])
-                    dist = np.hypot(np.array([t.cy for t in tracks])[:, None] - dcy[None, :],
-                                    np.array([t.cx for t in tracks])[:, None] - dcx[None, :]) / span
-                    ok2 &= (dist <= 0.25 + self.reid_speed * dt[:, None]) | np.array([t.segment != segment for t in tracks])[:, None]
+                ok2 = left[:, None] & (free & strong)[None, :] & has_app & (app <= self.reid_cost) & near
                 held = matched_d.copy()
                 self._assign(np.where(has_app, app, _BIG), ok2, matched_t, matched_d)
                 for j in np.flatnonzero((held >= 0) & (matched_d != held)):
