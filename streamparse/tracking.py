@@ -14,13 +14,15 @@ Association, per frame:
    side; one ``bincount`` per track over its mask's crop, no dense per-instance masks); cosine of the
    unit instance kernels (the track's last one, or an EMA with ``emb_momentum``); the part-colour signature distance: mean over the parts
    both people show (weighted by the smaller area fraction) of the RGB distance / (255 sqrt 3).
-   A pair is allowed if its IoU >= ``iou_gate`` (or its appearance cost <= ``reid_cost``) and the
-   cost <= ``max_cost``; Hungarian assignment (``scipy.optimize.linear_sum_assignment``).
+   A pair is allowed if its IoU >= ``iou_gate`` (or its appearance cost <= ``reid_cost`` and the
+   detection is near: within 0.25 + ``reid_speed`` x seconds-since-seen frame sizes) and the cost
+   <= ``max_cost``; Hungarian assignment (``scipy.optimize.linear_sum_assignment``).
 2. re-identification: confirmed tracks still unmatched (lost ones, those of an older segment, i.e.
    before a live reconnect) against the detections left or held by tentative tracks, by appearance
    only (the embedding weighted ``w_emb_reid``: the shipped weights' kernels tell people apart within
    a few frames, not across seconds, since they also encode position), cost <= ``reid_cost`` (a
-   re-identified track takes the detection from a tentative one).
+   re-identified track takes the detection from a tentative one), near as above (any distance after
+   a reconnect), for detections with score >= ``birth_score``.
 3. births: detections left with score >= ``birth_score`` that are not mostly (``birth_overlap``)
    inside a matched track's predicted mask start a tentative track; it gets an id after
    ``confirm_frames`` consecutive matches and is dropped at its first miss. Confirmed tracks are
