@@ -208,13 +208,16 @@ class ImageParsing:
 
     part: (H,W) long category per pixel (0 = background); instance: (H,W) long (0 = background,
     1..K in descending score order); scores: (K,); raw_masks: (K,H,W) bool per-person masks
-    before pixels are assigned to people (for verification); cells: (K,) grid cells of the centres."""
+    before pixels are assigned to people (for verification); cells: (K,) grid cells of the centres;
+    kernels: (K,C) the kept people's unit instance kernels (row k = person k+1; the tracker's
+    embedding)."""
 
     part: torch.Tensor
     instance: torch.Tensor
     scores: torch.Tensor
     raw_masks: torch.Tensor | None
     cells: torch.Tensor
+    kernels: torch.Tensor | None = None
 
 
 def parse_image(
@@ -349,4 +352,5 @@ def parse_image(
         scores=scores[alive],
         raw_masks=raw[alive] if keep_raw else None,
         cells=cells[alive],
+        kernels=ins_kernels[keep][alive],
     )

@@ -33,4 +33,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # pip (not uv/poetry): torch 2.14.1 + torchvision 0.29.1 come from files already on this kind of machine.
 .venv/bin/pip install -q -e '.[dev]'
+# tracking metrics (TrackEval) and the ByteTrack baseline (roboflow trackers): --no-deps, because both
+# declare opencv-python (GUI build), which must not be installed next to opencv-python-headless
+.venv/bin/pip install -q --no-deps trackeval==1.3.0 trackers==2.6.1 supervision==0.31.2 pydeprecate==0.13.0 \
+  defusedxml==0.7.1 tabulate==0.10.0
 .venv/bin/python -c "import streamparse, torch, torchvision, av, ray, zarr, kornia; print('streamparse', streamparse.__version__, 'torch', torch.__version__, 'ready')"

@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "render": "streamparse.commands.render",
     "report": "streamparse.commands.report",
     "export-labels": "streamparse.commands.export_labels",
+    "track": "streamparse.commands.track",
+    "eval-tracks": "streamparse.commands.eval_tracks",
 }
 
 

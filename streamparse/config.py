@@ -216,6 +216,68 @@ class TrainConfig:
             raise ConfigError(f"train.lr_steps: epochs must be >= 1 and increasing, got {list(self.lr_steps)}")
 
 
+# ----------------------------------------------------------------------------- track (issue 19)
+@dataclass(frozen=True)
+class TrackConfig:
+    """Person tracker (``streamparse.tracking.Tracker``; its keyword arguments are these fields but
+    ``enabled``). Costs are in [0, 1]; a cue with weight 0 is off. Defaults tuned on synthetic
+    tracking videos of seed 7 with the shipped weights at the 512-px preset (``bench track``)."""
+
+    enabled: bool = True  # assign inst_track writer-side
+    grid: int = 96  # mask IoU on the label map sampled to about this many cells on the long side
+    iou_mode: str = "motion"  # motion: the previous mask displaced by the track's velocity | static: as it was
+    w_iou: float = 1.0  # weight of 1 - mask IoU
+    w_emb: float = 0.5  # weight of (1 - cosine of instance embeddings) / 2 between active tracks and detections
+    # ... and when re-identifying lost tracks (the shipped weights' kernels also encode position: they
+    # match a person across a few frames, not across seconds)
+    w_emb_reid: float = 0.0
+    w_col: float = 2.0  # weight of the part-colour signature distance over the parts both people show
+    iou_gate: float = 0.3  # an active track and a detection may match if their IoU is at least this ...
+    max_cost: float = 0.5  # ... (or their appearance cost is under reid_cost) and the combined cost is under this
+    reid_cost: float = 0.2  # appearance cost under which a lost track is re-identified (0 = no re-identification)
+    iou_max_gap: int = 5  # frames after the last match during which mask IoU (with motion) is used
+    motion_momentum: float = 0.6  # velocity EMA
+    appearance_momentum: float = 0.8  # colour-signature EMA (weight of the track's old value)
+    emb_momentum: float = 0.0  # embedding EMA (0 = the last embedding)
+    confirm_frames: int = 2  # consecutive matches before a new track gets an id (its earlier frames stay 0)
+    birth_score: float = 0.2  # minimum detection score to start a track
+    birth_overlap: float = 0.5  # no birth for a detection this much inside a matched track's predicted mask
+    max_lost_s: float = 30.0  # source seconds a lost track is kept for re-identification
+    # match by appearance (without mask overlap) only within 0.25 + reid_speed x (seconds since last
+    # seen) frame sizes of where the track was last seen (0 = anywhere); any distance after a live
+    # reconnect, where the camera may have moved
+    reid_speed: float = 1.0
+    min_part_frac: float = 0.02  # a part counts in the colour signature from this fraction of the person
+    min_shared_frac: float = 0.1  # colour signatures are compared when the shared parts cover this much of both
+
+    def __post_init__(self) -> None:
+        if self.iou_mode not in ("motion", "static"):
+            raise ConfigError(f"track.iou_mode must be motion or static, got {self.iou_mode!r}")
+        if not 8 <= self.grid <= 4096:
+            raise ConfigError(f"track.grid must be in [8, 4096], got {self.grid}")
+        for name in ("w_iou", "w_emb", "w_emb_reid", "w_col"):
+            if not 0.0 <= getattr(self, name) <= 100.0:
+                raise ConfigError(f"track.{name} must be in [0, 100], got {getattr(self, name)}")
+        if self.w_iou + self.w_emb + self.w_col <= 0:
+            raise ConfigError("track: at least one of w_iou, w_emb, w_col must be > 0")
+        for name in ("iou_gate", "max_cost", "reid_cost", "motion_momentum", "appearance_momentum", "emb_momentum", "birth_score",
+                     "birth_overlap", "min_part_frac", "min_shared_frac"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"track.{name} must be in [0, 1], got {v}")
+        if not 0 <= self.iou_max_gap <= 1000:
+            raise ConfigError(f"track.iou_max_gap must be in [0, 1000], got {self.iou_max_gap}")
+        if not 1 <= self.confirm_frames <= 100:
+            raise ConfigError(f"track.confirm_frames must be in [1, 100], got {self.confirm_frames}")
+        if not 0.0 <= self.reid_speed <= 100.0:
+            raise ConfigError(f"track.reid_speed must be in [0, 100], got {self.reid_speed}")
+        if not 0.0 <= self.max_lost_s <= 1e6:
+            raise ConfigError(f"track.max_lost_s must be in [0, 1e6], got {self.max_lost_s}")
+
+
+# ----------------------------------------------------------------------------- end track
+
+
 @dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -223,6 +285,7 @@ class Config:
     live: LiveConfig = field(default_factory=LiveConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
 
 
 # ----------------------------------------------------------------------------- conversion

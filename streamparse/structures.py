@@ -109,6 +109,7 @@ class FrameParsing:
         bboxes: int32[K, 4] (x0, y0, x1, y1) of person k+1, x1/y1 exclusive; zeros if empty.
         areas: int64[K] pixel count of person k+1.
         part_areas: int64[K, num_classes] pixel count of each category inside person k+1.
+        embeddings: float16[K, D] unit instance kernel of person k+1 (None when not computed).
     """
 
     part: np.ndarray
@@ -117,6 +118,7 @@ class FrameParsing:
     bboxes: np.ndarray = field(default=None)  # type: ignore[assignment]
     areas: np.ndarray = field(default=None)  # type: ignore[assignment]
     part_areas: np.ndarray = field(default=None)  # type: ignore[assignment]
+    embeddings: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.part = np.asarray(self.part)
@@ -138,6 +140,10 @@ class FrameParsing:
         self.part_areas = _as(self.part_areas, np.int64, "part_areas", 2)
         if self.areas.shape[0] != k or self.part_areas.shape[0] != k:
             raise ValueError("scores, bboxes, areas and part_areas must have one row per instance")
+        if self.embeddings is not None:
+            self.embeddings = _as(self.embeddings, np.float16, "embeddings", 2)
+            if self.embeddings.shape[0] != k:
+                raise ValueError("embeddings must have one row per instance")
 
     @property
     def num_instances(self) -> int:

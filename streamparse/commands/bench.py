@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-HELP = "benchmarks: model (UniParser vs Mask R-CNN), pipeline (end-to-end vs model-only vs naive), live, gpu, analytics"
+HELP = "benchmarks: model (UniParser vs Mask R-CNN), pipeline (end-to-end vs model-only vs naive), live, gpu, track, analytics"
 
 
 def add_arguments(p) -> None:
@@ -38,6 +38,65 @@ def add_arguments(p) -> None:
         sp.add_argument("--checkpoint", default=None, help="weights: a path, 'none' (random init) or the shipped default")
         sp.add_argument("--size", default="256x256", help="HxW of the generated video")
         sp.add_argument("--no-progress", action="store_true")
+
+
+    tr = sub.add_parser("track", help="person tracking: IoU-only vs ByteTrack vs embedding-only vs the full tracker "
+                                      "(+ ablations) on the same stored detections of synthetic tracking videos")
+    tr.add_argument("--data", required=True, help="synthetic tracking videos (made here if absent: videos/, videos_gt/)")
+    tr.add_argument("--work", required=True, help="folder of the detection stores, one subfolder per preset (reused)")
+    tr.add_argument("--seed", type=int, default=2027, help="seed of the videos made (default 2027, never used for tuning)")
+    tr.add_argument("--videos", type=int, default=10)
+    tr.add_argument("--frames", type=int, default=160)
+    tr.add_argument("--preset", action="append", default=None, metavar="NAME[:KEY=VALUE;...]",
+                    help="detections: model config overrides, e.g. 512:model.input_size=[512,896];model.cate_score_thresh=0.275 "
+                         "(';'-separated; default: 256 and 512, the shipped weights' presets)")
+    tr.add_argument("--set", action="append", default=[], metavar="track.KEY=VALUE", help="the full tracker's parameters")
+    tr.add_argument("--bytetrack", action="append", default=[], metavar="KEY=VALUE", help="ByteTrackTracker parameters")
+    tr.add_argument("--checkpoint", default="default")
+    tr.add_argument("--threads", type=int, default=1, help="torch threads for the detections (default 1)")
+    tr.add_argument("--no-gt", action="store_true", help="skip the GT-detections upper bound")
+    tr.add_argument("--json", metavar="FILE")
+    tr.add_argument("--no-progress", action="store_true")
+
+
+def _kv(items, prefix=""):
+    import yaml
+
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.startswith(prefix):
+            raise ValueError(f"expected {prefix}KEY=VALUE, got {item!r}")
+        out[key[len(prefix):]] = yaml.safe_load(value)
+    return out
+
+
+def _run_track(args) -> dict:
+    from streamparse.bench.track import PRESETS, format_track_table, prepare_bench, run_track_bench
+    from streamparse.cli import CLIError
+    from streamparse.config import ConfigError, TrackConfig
+    from streamparse.tracking import tracker_kwargs
+
+    try:
+        base = tracker_kwargs(TrackConfig(**_kv(args.set, "track.")))
+        bt = _kv(args.bytetrack)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(str(exc).splitlines()[0]) from None
+    presets = PRESETS
+    if args.preset:
+        presets = {}
+        for item in args.preset:
+            name, _, rest = item.partition(":")
+            presets[name] = [x for x in rest.split(";") if x]
+    try:
+        stores = prepare_bench(args.data, args.work, seed=args.seed, num_videos=args.videos, frames=args.frames,
+                               presets=presets, checkpoint=args.checkpoint, threads=args.threads, progress=not args.no_progress)
+    except (ConfigError, ValueError, OSError) as exc:
+        raise CLIError(str(exc).splitlines()[0]) from None
+    res = run_track_bench(args.data, stores, base=base, bytetrack_params=bt, with_gt=not args.no_gt, progress=not args.no_progress)
+    res["presets_overrides"] = presets
+    print(format_track_table(res))
+    return res
 
 
 def _sizes(items):
@@ -76,6 +135,8 @@ def run(args) -> int:
 
         res = run_analytics_bench(frames=args.frames, people=args.people, render_frames=args.render_frames, reps=args.reps)
         print(format_analytics(res))
+    elif args.suite == "track":
+        res = _run_track(args)
     elif args.suite == "live":
         from streamparse.bench.live import run_live
 

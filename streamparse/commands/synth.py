@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=10.0, help="video frame rate (default 10)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace OUT_DIR if it is a streamparse synthetic dataset (default: add to it)")
+    p.add_argument("--scenario", choices=("default", "tracking"), default="default",
+                   help="videos: 'tracking' = persistent identities with crossings, a pillar occluder, re-entries, "
+                        "look-alikes and scale changes (--min/--max-people count identities); default: today's videos")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             info = generate_video(path, args.out_dir / "videos_gt", args.video_frames, (args.seed, k), size=(h, w),
                                   fps=args.fps, format=args.format, min_people=args.min_people,
-                                  max_people=args.max_people, progress=progress)
+                                  max_people=args.max_people, progress=progress, scenario=args.scenario)
             print(f"wrote {path} ({args.video_frames} frames, {max(info['num_people'])} people at most)")
     except (ValueError, OSError) as exc:
         raise CLIError(str(exc)) from None
