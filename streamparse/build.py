@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from streamparse.categories import class_names_for, label_space_for
-from streamparse.config import Config, LiveConfig, ModelConfig, to_dict
+from streamparse.config import Config, LiveConfig, ModelConfig, TrackConfig, to_dict
 from streamparse.sources.uri import redact_uri
 
 
@@ -33,9 +33,11 @@ def resolve_model_meta(cfg: Config, checkpoint: str | None) -> dict:
 
     mc = cfg.model
     path = ck.resolve_checkpoint(checkpoint, mc.name, mc.num_classes)
-    names, sha, kwargs = None, None, {"num_classes": mc.num_classes}
+    names, sha, kwargs, dim = None, None, {"num_classes": mc.num_classes}, None
     if path:
         meta = ck.load_checkpoint(path)
+        kern = meta["state_dict"].get("cate_kernels.weight")
+        dim = int(kern.shape[1]) if kern is not None else None
         if meta["model_name"] != mc.name:
             raise ck.CheckpointError(f"checkpoint {path} holds model {meta['model_name']!r}, config model.name is {mc.name!r}")
         n = int(dict(meta["model_kwargs"]).get("num_classes", len(meta["class_names"])))
@@ -52,9 +54,13 @@ def resolve_model_meta(cfg: Config, checkpoint: str | None) -> dict:
             raise ValueError(f"model.test_flip needs the left/right pairs of a known label space; {mc.label_space!r} "
                              f"with {len(names)} classes has none")
         flip_perm = space.flip_lut().tolist()
+    if dim is None:  # the instance-kernel size (schema v2 embeddings) of a randomly initialised model
+        from streamparse.models import build_model
+
+        dim = int(build_model(mc.name, **kwargs).cate_kernels.weight.shape[1])
     return {"model_name": mc.name, "model_kwargs": kwargs, "class_names": names,
             "palette": space.palette_array().tolist() if fits else None, "flip_perm": flip_perm,
-            "checkpoint": path, "checkpoint_sha256": sha}
+            "checkpoint": path, "checkpoint_sha256": sha, "embedding_dim": dim}
 
 
 def load_weights(meta: dict) -> dict[str, np.ndarray] | None:
@@ -185,9 +191,14 @@ def root_attrs(cfg: Config, meta: dict, uris: list[str]) -> dict:
     """The store's root attributes: versions, model, checkpoint, classes, palette, resolved config, sources."""
     from streamparse import __version__
 
-    return {"streamparse_version": __version__, "model_name": meta["model_name"], "checkpoint_sha256": meta["checkpoint_sha256"],
-            "class_names": meta["class_names"], "palette": meta["palette"], "config": to_dict(cfg),
-            "sources": [redact_uri(u) for u in uris]}
+    attrs = {"streamparse_version": __version__, "model_name": meta["model_name"], "checkpoint_sha256": meta["checkpoint_sha256"],
+             "class_names": meta["class_names"], "palette": meta["palette"], "config": to_dict(cfg),
+             "sources": [redact_uri(u) for u in uris]}
+    if cfg.track.enabled:
+        from streamparse.tracking import NAME
+
+        attrs["tracker"] = {"name": NAME, "params": track_kwargs(cfg.track)}
+    return attrs
 
 
 def build_sink(cfg: Config, out: str | Path, *, mode: str, attrs: dict, store=None):
@@ -198,8 +209,25 @@ def build_sink(cfg: Config, out: str | Path, *, mode: str, attrs: dict, store=No
     return ZarrSink(out, mode=mode, root_attrs=attrs, chunk_frames=pc.chunk_frames, compressor=pc.compressor, store=store)
 
 
+def track_kwargs(track: TrackConfig) -> dict:
+    """``Tracker`` keyword values from the config's track section (every field but ``enabled``)."""
+    import dataclasses
+
+    return {f.name: getattr(track, f.name) for f in dataclasses.fields(track) if f.name != "enabled"}
+
+
+def build_tracker(track: TrackConfig):
+    """A fresh tracker for one source, or None when ``track.enabled`` is false."""
+    if not track.enabled:
+        return None
+    from streamparse.tracking import Tracker
+
+    return Tracker(**track_kwargs(track))
+
+
 def open_source_writer(sink, cfg: Config, meta: dict, source_id: str, info: dict):
-    """The writer of one source in ``sink`` (its size from ``info``: height, width), set up as the
-    config says; every writing path (run, archive) opens its writers here."""
+    """The writer of one source in ``sink`` (its size from ``info``: height, width), with its tracker,
+    set up as the config says; every writing path (run, archive) opens its writers here."""
     palette = np.asarray(meta["palette"]) if meta["palette"] else None
-    return sink.source(source_id, info, (info["height"], info["width"]), meta["class_names"], palette)
+    return sink.source(source_id, info, (info["height"], info["width"]), meta["class_names"], palette,
+                       embedding_dim=meta["embedding_dim"], tracker=build_tracker(cfg.track))

@@ -22,7 +22,8 @@ import torch
 
 from streamparse.models.postprocess import PostprocessParams, parse_image, pick_centres
 from streamparse.preprocess import Preprocessor, frames_to_tensor
-from streamparse.structures import FrameBatch, FrameParsing, ParsingBatch, instance_table
+from streamparse.labelstats import instance_stats
+from streamparse.structures import FrameBatch, FrameParsing, ParsingBatch
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -43,6 +44,7 @@ class _Maps:
     part: np.ndarray  # uint8 (B,H,W)
     instance: np.ndarray  # uint16 (B,H,W)
     scores: list[np.ndarray]  # B x float32 (K_b,)
+    kernels: list[np.ndarray]  # B x float16 (K_b, D): each kept person's unit instance kernel
 
 
 class Predictor:
@@ -85,6 +87,7 @@ class Predictor:
         self.model_name = model_name
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
+        self.embedding_dim = int(self.model.cate_kernels.weight.shape[1])  # D of the instance kernels
         self.palette = np.asarray(palette if palette is not None else np.zeros((self.num_classes, 3)), dtype=np.uint8)
         self.preprocess = Preprocessor(input_size=input_size, device=self.device)
         self.input_size = self.preprocess.input_size
@@ -153,7 +156,7 @@ class Predictor:
             out = self._forward(frames_dev, x, (nh, nw))
         heat = out.heatmap.float()
         p = self.params
-        maps, scores = [], []
+        maps, scores, kernels = [], [], []
         for i in range(b):
             parsed = parse_image(
                 heat=heat[i, 0], cells=out.centers[i], ins_kernels=out.ins_kernels[i].float(), ins_maps=out.ins_maps[i],
@@ -163,13 +166,15 @@ class Predictor:
             )
             maps.append(self.preprocess.to_frame(torch.stack([parsed.part, parsed.instance]), (H, W)).to(torch.int32))
             scores.append(parsed.scores.float())
+            kernels.append(parsed.kernels.to(torch.float16))
         stacked = torch.stack(maps) if maps else torch.zeros((0, 2, H, W), dtype=torch.int32)
         if self.device.type == "cuda":  # start the device-to-host copies, then wait once
             stacked = stacked.to("cpu", non_blocking=True)
             scores = [s.to("cpu", non_blocking=True) for s in scores]
+            kernels = [k.to("cpu", non_blocking=True) for k in kernels]
             torch.cuda.current_stream(self.device).synchronize()
         return _Maps(part=stacked[:, 0].numpy().astype(np.uint8), instance=stacked[:, 1].numpy().astype(np.uint16),
-                     scores=[s.numpy() for s in scores])
+                     scores=[s.numpy() for s in scores], kernels=[k.numpy() for k in kernels])
 
     def _infer(self, frames: np.ndarray) -> _Maps:
         dev = self._to_device(frames)
@@ -190,12 +195,13 @@ class Predictor:
         """A FrameBatch -> its ParsingBatch (label maps at the frames' size + the instance table)."""
         m = self._infer(fb.frames)
         counts = np.array([len(s) for s in m.scores], dtype=np.int64)
-        boxes, areas, ids = instance_table(m.instance, counts)
+        st = instance_stats(m.part, m.instance, self.num_classes, fb.frames, counts)  # areas, boxes, part areas/colours
         return ParsingBatch(
             part=m.part, instance=m.instance, frame_index=fb.frame_index, pts=fb.pts, time=fb.time,
-            wallclock=fb.wallclock, segment=fb.segment, inst_offset=np.concatenate([[0], np.cumsum(counts)]),
-            inst_id=ids, inst_score=np.concatenate(m.scores) if m.scores else np.zeros(0, np.float32),
-            inst_bbox=boxes, inst_area=areas, time_base=fb.time_base, source_id=fb.source_id,
+            wallclock=fb.wallclock, segment=fb.segment, inst_offset=st.offset, inst_id=st.inst_id,
+            inst_score=np.concatenate(m.scores), inst_bbox=st.bbox, inst_area=st.area,
+            inst_embedding=np.concatenate(m.kernels), inst_part_area=st.part_area, inst_part_rgb=st.part_rgb,
+            time_base=fb.time_base, source_id=fb.source_id,
         )
 
     def predict(self, frames: np.ndarray | list[np.ndarray]) -> list[FrameParsing]:
@@ -216,11 +222,11 @@ class Predictor:
 
     def _parsings(self, m: _Maps) -> list[FrameParsing]:
         out = []
-        for part, instance, scores in zip(m.part, m.instance, m.scores):
+        for part, instance, scores, kernels in zip(m.part, m.instance, m.scores, m.kernels):
             k = int(scores.shape[0])
             pa = np.bincount(instance.ravel().astype(np.int64) * self.num_classes + part.ravel(),
                              minlength=(k + 1) * self.num_classes).reshape(k + 1, self.num_classes)[1:]
-            out.append(FrameParsing(part=part, instance=instance, scores=scores, part_areas=pa))
+            out.append(FrameParsing(part=part, instance=instance, scores=scores, part_areas=pa, embeddings=kernels))
         return out
 
     def predict_many(self, batches: Iterable[np.ndarray]) -> Iterator[list[FrameParsing]]:

@@ -374,16 +374,15 @@ class Result:
     # ------------------------------------------------------------------ xarray
     def dataset(self, source: str):
         """The source as a lazy xarray Dataset (dask arrays), committed frames and rows only: dims time, y,
-        x, inst, ...; coordinates time (seconds), frame_index and segment. Schema v2's per-instance ``part``
-        dimension is named ``part_class`` here (coordinate: the class names)."""
+        x, inst, ...; coordinates time (seconds), frame_index and segment, and (schema v2) part_class, the
+        class names of the per-instance part axis."""
         import xarray as xr
 
         T, N = self._committed(source)
         ds = xr.open_zarr(self.store, group=source, consolidated=False, zarr_format=3, mask_and_scale=False,
                           decode_times=False, chunks={})
         ds = ds.isel({k: slice(0, v) for k, v in (("time", T), ("inst", N)) if k in ds.dims})
-        if "part" in ds.dims:  # v2: the dimension "part" of inst_part_area/rgb shares its name with the map
-            ds = ds.rename_dims(part="part_class").reset_coords("part")  # (xarray would make the map a coordinate)
+        if "part_class" in ds.dims:
             ds = ds.assign_coords(part_class=self.class_names[:ds.sizes["part_class"]])
         ds = ds.set_coords([c for c in ("frame_index", "segment") if c in ds])
         ds.attrs.update({"class_names": self.class_names, "schema_version": self.schema_version})

@@ -1,4 +1,4 @@
-"""ZarrSink: writes schema v1 (see README "Output") -- one zarr v3 group per run, one subgroup per source.
+"""ZarrSink: writes schema v2 (see README "Output") -- one zarr v3 group per run, one subgroup per source.
 
 Writes are chunk-aligned along time: results are buffered (and reordered by their frame sequence
 number) until ``chunk_frames`` consecutive frames are ready, then written as whole chunks; only
@@ -26,7 +26,8 @@ import numpy as np
 
 from streamparse.lock import WriterLock
 from streamparse.outputs import RESERVE_NAME, OutputError, clear_store, prepare_output
-from streamparse.schema import PER_FRAME, PER_INSTANCE, SCHEMA_VERSION
+from streamparse.ome import ome_image_label
+from streamparse.schema import PER_FRAME, PER_INSTANCE, SCHEMA_VERSION, inst_dims
 from streamparse.store_check import group_ids, verify_store
 from streamparse.structures import ParsingBatch
 
@@ -61,9 +62,14 @@ class SourceWriter:
     """Writes one source's arrays. Batches come in as ``add_batch(seq, ParsingBatch)`` -- ``seq`` = the
     row of the batch's first frame (0, 1, 2, ... per frame in emission order; frame_index may have
     gaps for live drops), in any order; they are written in row order, in runs that end on a chunk
-    boundary (whole chunks), and only then is the commit marker advanced."""
+    boundary (whole chunks), and only then is the commit marker advanced.
 
-    def __init__(self, group, chunk_frames: int, on_commit=None, on_write_error=None):
+    ``tracker`` (optional, e.g. ``streamparse.tracking.Tracker``): assigns ``inst_track`` to each run of
+    frames in row order just before it is written; its ``state()`` is stored with every commit marker
+    (``status.tracker_state``), and a resumed writer continues from the stored state (``from_state``), so
+    a resumed run assigns the same ids as an uninterrupted one."""
+
+    def __init__(self, group, chunk_frames: int, on_commit=None, on_write_error=None, tracker=None):
         self.g = group
         self.chunk = int(chunk_frames)
         self.pending: dict[int, ParsingBatch] = {}
@@ -75,6 +81,9 @@ class SourceWriter:
         self.failed: str | None = None
         self._on_commit = on_commit
         self._on_write_error = on_write_error
+        self.tracker = tracker
+        if tracker is not None and self.committed and st.get("tracker_state"):
+            self.tracker = type(tracker).from_state(st["tracker_state"])
         self._truncate(self.committed, self.n_inst)
 
     def _truncate(self, t: int, n: int) -> None:
@@ -93,6 +102,11 @@ class SourceWriter:
             raise SinkWriteError(self.failed)
         if not isinstance(batch, ParsingBatch):
             raise TypeError(f"add_batch takes a ParsingBatch, got {type(batch).__name__}")
+        for name in ("part", "inst_embedding", "inst_part_area", "inst_part_rgb"):
+            got, want = getattr(batch, name).shape[1:], self._arrays[name].shape[1:]
+            if got != want:
+                raise SinkError(f"{self.g.path}: {name} of shape (., {', '.join(map(str, got))}) does not fit the store's "
+                                f"(., {', '.join(map(str, want))})")
         if seq < self.next_seq or seq in self.pending:
             raise SinkError(f"frame sequence {seq} delivered twice (next expected {self.next_seq})")
         if len(batch):
@@ -122,6 +136,8 @@ class SourceWriter:
         if n < len(data):
             self.pending[self.next_seq + n] = data.slice(n, len(data))
             data = data.slice(0, n)
+        if self.tracker is not None:  # in row order, right before the rows are written
+            data.inst_track = self.tracker.update_batch(data.to_dict())
         self._write(data)
 
     def flush(self) -> None:
@@ -163,7 +179,10 @@ class SourceWriter:
             for name in PER_INSTANCE:
                 a[name].resize((i1, *a[name].shape[1:]))
                 a[name][i0:i1] = getattr(b, name)
-        self.set_status(frames_written=t1, instances_written=i1)  # the commit marker, after the data
+        marker = {"frames_written": t1, "instances_written": i1}
+        if self.tracker is not None:
+            marker["tracker_state"] = self.tracker.state()
+        self.set_status(**marker)  # the commit marker, after the data
         self.committed, self.n_inst, self.next_seq = t1, i1, self.next_seq + (t1 - t0)
         if self._on_commit is not None:
             self._on_commit()
@@ -258,6 +277,9 @@ class ZarrSink:
         for key in ("model_name", "checkpoint_sha256"):
             if key in old and key in root_attrs and old[key] != root_attrs[key]:
                 raise SinkError(f"cannot resume {self.path}: it was written with {key}={old[key]!r}, now {root_attrs[key]!r}")
+        if (old.get("tracker") or None) != (root_attrs.get("tracker", old.get("tracker")) or None):
+            raise SinkError(f"cannot resume {self.path}: it was tracked with other track.* settings "
+                            f"({old.get('tracker')!r}); resume with the same ones, or re-track it later with `streamparse track`")
 
     # -------------------------------------------------------------- disk-full reserve
     def _reserve(self) -> None:
@@ -283,7 +305,9 @@ class ZarrSink:
         return 0
 
     def source(self, source_id: str, info: dict, size: tuple[int, int], class_names: list[str],
-               palette: np.ndarray | None = None) -> SourceWriter:
+               palette: np.ndarray | None = None, *, embedding_dim: int, tracker=None) -> SourceWriter:
+        """The writer of one source: created (arrays of ``size`` (H, W), ``class_names``, instance
+        embeddings of ``embedding_dim``) or, in a resumed store, continued from its commit marker."""
         H, W = int(size[0]), int(size[1])
         g = self.root[source_id] if source_id in self.root else None
         if g is not None and self.committed(source_id) == 0 and any(n not in g for n in ("part", "instance", *PER_FRAME, *PER_INSTANCE)):
@@ -291,7 +315,7 @@ class ZarrSink:
             g = None
         if g is None:
             try:
-                g = self._create_source(source_id, info, H, W, class_names, palette)
+                g = self._create_source(source_id, info, H, W, class_names, palette, embedding_dim)
             except OSError as exc:
                 raise SinkWriteError(f"cannot create source {source_id} in the store: {exc.strerror or exc} "
                                      f"(errno {exc.errno})") from None
@@ -303,11 +327,12 @@ class ZarrSink:
             if not st.get("complete"):  # a source being continued: its earlier errors are history
                 st.update(state="running", errors=[], previous_errors=st.get("errors") or [])
                 g.attrs["status"] = st
-        w = SourceWriter(g, self.chunk_frames, on_commit=self.lock.heartbeat, on_write_error=self._release_reserve)
+        w = SourceWriter(g, self.chunk_frames, on_commit=self.lock.heartbeat, on_write_error=self._release_reserve,
+                         tracker=tracker)
         self.writers[source_id] = w
         return w
 
-    def _create_source(self, source_id: str, info: dict, H: int, W: int, class_names: list[str], palette):
+    def _create_source(self, source_id: str, info: dict, H: int, W: int, class_names: list[str], palette, dim: int):
         g = self.root.create_group(source_id)
         comp = _compressors(self.compressor)
         ch = self.chunk_frames
@@ -317,15 +342,18 @@ class ZarrSink:
                        attributes={"flag_values": flag_values, "flag_meanings": " ".join(n.replace(" ", "_") for n in class_names),
                                    "class_names": list(class_names),
                                    "palette": (np.asarray(palette).tolist() if palette is not None else None),
-                                   "long_name": "part category per pixel (0 = background)"})
+                                   "long_name": "part category per pixel (0 = background)",
+                                   "ome": ome_image_label(class_names, palette)})
         g.create_array("instance", shape=(0, H, W), chunks=(ch, H, W), dtype="uint16", fill_value=0, compressors=comp,
                        dimension_names=("time", "y", "x"),
                        attributes={"long_name": "person id per pixel (0 = background, 1..K)"})
         for name, dt in PER_FRAME.items():
             g.create_array(name, shape=(0,), chunks=(max(1024, ch),), dtype=dt, fill_value=0, dimension_names=("time",))
+        n_cls = len(class_names)
+        inner = {"inst_bbox": (4,), "inst_embedding": (int(dim),), "inst_part_area": (n_cls,), "inst_part_rgb": (n_cls, 3)}
         for name, dt in PER_INSTANCE.items():
-            shape, chunks, dims = ((0, 4), (4096, 4), ("inst", "corner")) if name == "inst_bbox" else ((0,), (4096,), ("inst",))
-            g.create_array(name, shape=shape, chunks=chunks, dtype=dt, fill_value=0, dimension_names=dims)
+            rest = inner.get(name, ())
+            g.create_array(name, shape=(0, *rest), chunks=(4096, *rest), dtype=dt, fill_value=0, dimension_names=inst_dims(name))
         g.attrs["source"] = json.loads(json.dumps(info))
         g.attrs["status"] = {"state": "running", "complete": False, "frames_written": 0, "instances_written": 0,
                              "dropped": 0, "errors": []}

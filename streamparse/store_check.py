@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamparse.schema import MAPS, PER_FRAME, PER_INSTANCE, SCHEMA_VERSION, V2_ARRAYS
+from streamparse.schema import MAPS, PER_FRAME, READABLE_VERSIONS, instance_arrays
 
 
 @dataclass
@@ -99,12 +99,12 @@ def _check_array(arr, name: str, n: int, deep: bool, rep: SourceReport) -> None:
                 return
 
 
-def verify_source(group, sid: str, *, deep: bool = True, v2_arrays: tuple[str, ...] = ()) -> SourceReport:
+def verify_source(group, sid: str, *, deep: bool = True, version: int = 2) -> SourceReport:
     st = dict(group.attrs.get("status", {}) or {})
     rep = SourceReport(sid, int(st.get("frames_written", 0) or 0), int(st.get("instances_written", 0) or 0),
                        str(st.get("state", "")))
     t, n = rep.frames_written, rep.instances_written
-    names = [*MAPS, *PER_FRAME, *PER_INSTANCE, *v2_arrays]
+    names = [*MAPS, *PER_FRAME, *instance_arrays(version)]
     arrays = {}
     for name in names:
         try:
@@ -166,8 +166,8 @@ def verify_store(path: str | Path, *, deep: bool = True) -> StoreReport:
     if ver is None:
         rep.problems.append("not a streamparse store (no streamparse_schema_version)")
         return rep
-    if not isinstance(ver, int) or ver < 1 or ver > SCHEMA_VERSION:
-        rep.problems.append(f"schema v{ver} is not one this streamparse reads (v1..v{SCHEMA_VERSION})")
+    if ver not in READABLE_VERSIONS:
+        rep.problems.append(f"schema v{ver} is not one this streamparse reads (v{', v'.join(map(str, READABLE_VERSIONS))})")
         return rep
     for sid in group_ids(p):
         try:
@@ -175,5 +175,5 @@ def verify_store(path: str | Path, *, deep: bool = True) -> StoreReport:
         except Exception as exc:  # noqa: BLE001
             rep.sources[sid] = SourceReport(sid, problems=[f"group metadata cannot be read ({type(exc).__name__})"])
             continue
-        rep.sources[sid] = verify_source(g, sid, deep=deep, v2_arrays=V2_ARRAYS if ver >= 2 else ())
+        rep.sources[sid] = verify_source(g, sid, deep=deep, version=ver)
     return rep

@@ -170,7 +170,9 @@ class FrameParsing:
 
 PER_FRAME_FIELDS = ("frame_index", "pts", "time", "wallclock", "segment")
 _FRAME_DTYPES = {"frame_index": np.int64, "pts": np.int64, "time": np.float64, "wallclock": np.float64, "segment": np.uint16}
-_INST_DTYPES = {"inst_id": np.uint16, "inst_score": np.float32, "inst_bbox": np.int32, "inst_area": np.int64}
+_INST_DTYPES = {"inst_id": np.uint16, "inst_score": np.float32, "inst_bbox": np.int32, "inst_area": np.int64,
+                "inst_track": np.uint32, "inst_embedding": np.float16, "inst_part_area": np.int32, "inst_part_rgb": np.uint8}
+_INST_NDIM = {"inst_bbox": 2, "inst_embedding": 2, "inst_part_area": 2, "inst_part_rgb": 3}
 
 
 @dataclass
@@ -185,6 +187,10 @@ class ParsingBatch:
         inst_id: uint16[N] the person's value in ``instance`` (1..K_b, in descending score order).
         inst_score: float32[N] centre score; inst_bbox: int32[N, 4] (x0, y0, x1, y1; x1/y1 exclusive);
         inst_area: int64[N] pixels.
+        inst_embedding: float16[N, D] the person's unit instance kernel (schema v2).
+        inst_part_area: int32[N, C] pixels of each part class inside the person.
+        inst_part_rgb: uint8[N, C, 3] mean RGB of each part of the person in the frame (0 where absent).
+        inst_track: uint32[N] track id per source (1..; 0 = none yet): assigned by the writer's tracker.
         time_base: (num, den); source_id: the source's id.
     """
 
@@ -200,6 +206,10 @@ class ParsingBatch:
     inst_score: np.ndarray
     inst_bbox: np.ndarray
     inst_area: np.ndarray
+    inst_embedding: np.ndarray
+    inst_part_area: np.ndarray
+    inst_part_rgb: np.ndarray
+    inst_track: np.ndarray | None = None
     time_base: tuple[int, int] = (1, 1)
     source_id: str = ""
 
@@ -216,17 +226,25 @@ class ParsingBatch:
             if getattr(self, name).shape[0] != b:
                 raise ValueError(f"{name} has {getattr(self, name).shape[0]} entries for {b} frames")
         self.inst_offset = _as(self.inst_offset, np.int64, "inst_offset", 1)
+        if self.inst_track is None:
+            self.inst_track = np.zeros(np.asarray(self.inst_id).shape[0], np.uint32)
         for name, dt in _INST_DTYPES.items():
-            setattr(self, name, _as(getattr(self, name), dt, name, 2 if name == "inst_bbox" else 1))
+            arr = getattr(self, name)
+            if name == "inst_embedding" and np.asarray(arr).dtype != np.float16:  # float kernels become float16
+                arr = np.asarray(arr, dtype=np.float16)
+            setattr(self, name, _as(arr, dt, name, _INST_NDIM.get(name, 1)))
         n = self.inst_id.shape[0]
         off = self.inst_offset
         if off.shape[0] != b + 1 or off[0] != 0 or off[-1] != n or (b and np.any(off[1:] < off[:-1])):
             raise ValueError(f"inst_offset must be {b + 1} non-decreasing offsets from 0 to {n}, got {off.tolist()[:8]}")
-        for name in ("inst_score", "inst_bbox", "inst_area"):
+        for name in _INST_DTYPES:
             if getattr(self, name).shape[0] != n:
                 raise ValueError(f"{name} has {getattr(self, name).shape[0]} rows for {n} instances")
         if self.inst_bbox.shape[1:] != (4,):
             raise ValueError(f"inst_bbox must be int32[N, 4], got {list(self.inst_bbox.shape)}")
+        if self.inst_part_rgb.shape[1:] != (self.inst_part_area.shape[1], 3):
+            raise ValueError(f"inst_part_rgb must be uint8[N, C, 3] with C = {self.inst_part_area.shape[1]}, got "
+                             f"{list(self.inst_part_rgb.shape)}")
         self.time_base = (int(self.time_base[0]), int(self.time_base[1]))
 
     def __len__(self) -> int:
@@ -240,7 +258,8 @@ class ParsingBatch:
         """Frame i as a ``FrameParsing`` (views, no copy of the maps)."""
         a, b = int(self.inst_offset[i]), int(self.inst_offset[i + 1])
         return FrameParsing(part=self.part[i], instance=self.instance[i], scores=self.inst_score[a:b],
-                            bboxes=self.inst_bbox[a:b], areas=self.inst_area[a:b])
+                            bboxes=self.inst_bbox[a:b], areas=self.inst_area[a:b], part_areas=self.inst_part_area[a:b],
+                            embeddings=self.inst_embedding[a:b])
 
     def slice(self, start: int, stop: int) -> "ParsingBatch":
         """Frames [start, stop) as a ParsingBatch (views; instance rows re-based)."""
@@ -277,34 +296,12 @@ class ParsingBatch:
 
 def instance_table(instance: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boxes int32[N, 4], areas int64[N] and ids uint16[N] of the people of a batch of instance maps
-    (B, H, W) with ``counts[b]`` people in frame b (ids 1..counts[b]); the same values as
-    ``instance_boxes_areas`` frame by frame, in one pass."""
-    b = instance.shape[0]
-    counts = np.asarray(counts, dtype=np.int64)
-    n = int(counts.sum())
-    off = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    ids = (np.arange(n, dtype=np.int64) - np.repeat(off[:-1], counts) + 1).astype(np.uint16)
-    boxes = np.zeros((n, 4), dtype=np.int32)
-    areas = np.zeros((n,), dtype=np.int64)
-    if n == 0:
-        return boxes, areas, ids
-    fi, ys, xs = np.nonzero(instance)
-    vals = instance[fi, ys, xs].astype(np.int64)
-    keep = vals <= counts[fi]
-    fi, ys, xs, vals = fi[keep], ys[keep], xs[keep], vals[keep]
-    gid = off[fi] + vals - 1
-    areas[:] = np.bincount(gid, minlength=n)[:n]
-    x0 = np.full(n, np.iinfo(np.int32).max, dtype=np.int64)
-    y0 = x0.copy()
-    x1 = np.full(n, -1, dtype=np.int64)
-    y1 = x1.copy()
-    np.minimum.at(x0, gid, xs)
-    np.minimum.at(y0, gid, ys)
-    np.maximum.at(x1, gid, xs)
-    np.maximum.at(y1, gid, ys)
-    has = areas > 0
-    boxes[has] = np.stack([x0[has], y0[has], x1[has] + 1, y1[has] + 1], axis=1)
-    return boxes, areas, ids
+    (B, H, W) with ``counts[b]`` people in frame b (ids 1..counts[b]) (``labelstats.instance_stats``)."""
+    from streamparse.labelstats import instance_stats
+
+    instance = np.asarray(instance)
+    st = instance_stats(np.zeros(instance.shape, np.uint8), instance, 1, counts=counts)
+    return st.bbox, st.area, st.inst_id
 
 
 def instance_boxes_areas(instance: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

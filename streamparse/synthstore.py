@@ -8,8 +8,6 @@ Everything is a pure function of the seed. The real writer of runs is ``streampa
 
 from __future__ import annotations
 
-import json
-import time as _time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -18,7 +16,6 @@ import numpy as np
 
 from streamparse.categories import CIHP
 from streamparse.labelstats import instance_stats
-from streamparse.ome import ome_image_label
 
 # (part name, y0, y1, x0, x1) as fractions of the person's box; drawn in this order
 _LAYOUT = (("Hair", 0.0, 0.09, 0.25, 0.75), ("Face", 0.09, 0.2, 0.3, 0.7), ("UpperClothes", 0.2, 0.55, 0.15, 0.85),
@@ -161,77 +158,87 @@ def _info(src: SyntheticSource, sid: str) -> dict:
                         "codec": "h264", "time_base": list(src.time_base), "avg_fps": src.fps, "frames_hint": T}
 
 
+def _batch(src: SyntheticSource, st, emb: np.ndarray, t0: int, t1: int):
+    from streamparse.structures import ParsingBatch
+
+    fv = _frame_values(src)
+    a, b = int(st.offset[t0]), int(st.offset[t1])
+    return ParsingBatch(part=src.part[t0:t1], instance=src.instance[t0:t1], **{k: v[t0:t1] for k, v in fv.items()},
+                        inst_offset=st.offset[t0 : t1 + 1] - a, inst_id=st.inst_id[a:b], inst_score=src.score[a:b],
+                        inst_bbox=st.bbox[a:b], inst_area=st.area[a:b], inst_embedding=emb[a:b],
+                        inst_part_area=st.part_area[a:b], inst_part_rgb=st.part_rgb[a:b],
+                        inst_track=src.track[a:b].astype(np.uint32))
+
+
 def write_store(path: str | Path, sources: dict[str, SyntheticSource], *, chunk_frames: int = 16, emb_dim: int = 8,
                 uncommitted: int = 0, class_names=CIHP.names, palette=CIHP.palette, seed: int = 0,
                 status: dict | None = None, store=None) -> Path:
-    """A schema-v2 store (phase-2 design) of the given sources. ``uncommitted``: extra frames (and their
-    instances) written past the commit marker, as a crash leaves them; readers must ignore them."""
+    """A schema-v2 store of the given sources, written by the real ``ZarrSink`` (tracks as given).
+    ``uncommitted``: extra frames (and their instances) written past the commit marker, as a crash leaves
+    them; readers must ignore them."""
     import zarr
-    from zarr.codecs import ZstdCodec
 
-    from streamparse import __version__
+    from streamparse.sink import ZarrSink
 
     C = len(class_names)
-    root = zarr.create_group(store=store if store is not None else str(path), zarr_format=3, overwrite=False)
-    root.attrs.update(json.loads(json.dumps({
-        "streamparse_schema_version": 2, "streamparse_version": __version__, "model_name": "synthetic",
-        "checkpoint_sha256": None, "class_names": list(class_names), "palette": np.asarray(palette).tolist(),
-        "config": {}, "sources": [_info(s, sid)["uri"] for sid, s in sources.items()],
-        "tracker": {"name": "synthetic", "params": {}}})))
+    attrs = {"model_name": "synthetic", "checkpoint_sha256": None, "class_names": list(class_names),
+             "palette": np.asarray(palette).tolist(), "config": {}, "sources": [_info(s, sid)["uri"] for sid, s in sources.items()],
+             "tracker": {"name": "synthetic", "params": {}}}
     rng = np.random.default_rng(seed)
-    comp = [ZstdCodec(level=3)]
-    for sid, src in sources.items():
-        T, H, W = src.part.shape
-        st = instance_stats(src.part, src.instance, C, src.images if src.images.shape[1:3] == (H, W) else None,
-                            counts=src.counts)
-        N = len(st.area)
-        keep_t, keep_n = T - uncommitted, int(st.offset[T - uncommitted])
-        g = root.create_group(sid)
-        g.attrs["source"] = json.loads(json.dumps(_info(src, sid)))
-        g.attrs["status"] = {"state": "complete" if not uncommitted else "running", "complete": not uncommitted,
-                             "frames_written": keep_t, "instances_written": keep_n, "dropped": 0,
-                             "dropped_by_reason": {}, "reconnects": 0, "segments": 1, "errors": [],
-                             "updated": _time.time(), **(status or {})}
-        g.create_array("part", data=src.part, chunks=(chunk_frames, H, W), compressors=comp,
-                       dimension_names=("time", "y", "x"),
-                       attributes={"class_names": list(class_names), "palette": np.asarray(palette).tolist(),
-                                   "flag_values": list(range(C)), "flag_meanings": " ".join(n.replace(" ", "_") for n in class_names),
-                                   "ome": ome_image_label(class_names, palette)})
-        g.create_array("instance", data=src.instance, chunks=(chunk_frames, H, W), compressors=comp,
-                       dimension_names=("time", "y", "x"))
-        per_frame = {**_frame_values(src), "inst_offset": st.offset[:-1].astype(np.int64)}
-        for name, a in per_frame.items():
-            g.create_array(name, data=np.asarray(a), chunks=(max(1024, chunk_frames),), dimension_names=("time",))
-        track_emb = rng.normal(size=(int(src.track.max(initial=0)) + 1, emb_dim))
-        emb = track_emb[src.track] + 0.1 * rng.normal(size=(N, emb_dim))
-        emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float16) if N else np.zeros((0, emb_dim), np.float16)
-        per_inst = {"inst_id": (st.inst_id, ("inst",)), "inst_score": (src.score.astype(np.float32), ("inst",)),
-                    "inst_area": (st.area, ("inst",)), "inst_track": (src.track.astype(np.uint32), ("inst",)),
-                    "inst_bbox": (st.bbox, ("inst", "corner")), "inst_embedding": (emb, ("inst", "emb")),
-                    "inst_part_area": (st.part_area, ("inst", "part")),
-                    "inst_part_rgb": (st.part_rgb, ("inst", "part", "rgb"))}
-        for name, (a, dims) in per_inst.items():
-            g.create_array(name, data=a, chunks=(4096, *a.shape[1:]), dimension_names=dims)
+    stats, embs = {}, {}
+    with ZarrSink(path, root_attrs=attrs, chunk_frames=chunk_frames, store=store) as sink:
+        for sid, src in sources.items():
+            T, H, W = src.part.shape
+            st = instance_stats(src.part, src.instance, C, src.images if src.images.shape[1:3] == (H, W) else None,
+                                counts=src.counts)
+            N = len(st.area)
+            track_emb = rng.normal(size=(int(src.track.max(initial=0)) + 1, emb_dim))
+            emb = track_emb[src.track] + 0.1 * rng.normal(size=(N, emb_dim))
+            emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float16) if N else np.zeros((0, emb_dim), np.float16)
+            stats[sid], embs[sid] = st, emb
+            w = sink.source(sid, _info(src, sid), (H, W), list(class_names), np.asarray(palette), embedding_dim=emb_dim)
+            keep = T - uncommitted
+            if keep:
+                w.add_batch(0, _batch(src, st, emb, 0, keep))
+            w.flush()
+            w.set_status(state="complete" if not uncommitted else "running", complete=not uncommitted, segments=1,
+                         **(status or {}))
+    if uncommitted:  # the rows a crash mid-chunk leaves past the commit marker
+        root = zarr.open_group(store if store is not None else str(path), mode="r+")
+        for sid, src in sources.items():
+            g, st, T = root[sid], stats[sid], src.num_frames
+            keep = T - uncommitted
+            b = _batch(src, st, embs[sid], keep, T)
+            n0 = int(st.offset[keep])
+            for name in ("part", "instance", "frame_index", "pts", "time", "segment", "wallclock", "inst_offset"):
+                a = g[name]
+                a.resize((T, *a.shape[1:]))
+                a[keep:T] = (n0 + b.inst_offset[:-1]) if name == "inst_offset" else getattr(b, name)
+            for name in ("inst_id", "inst_score", "inst_bbox", "inst_area", "inst_track", "inst_embedding",
+                         "inst_part_area", "inst_part_rgb"):
+                a = g[name]
+                a.resize((n0 + b.num_instances, *a.shape[1:]))
+                a[n0:] = getattr(b, name)
     return Path(path)
 
 
 def write_v1_store(path: str | Path, sources: dict[str, SyntheticSource], *, chunk_frames: int = 16,
                    class_names=CIHP.names, palette=CIHP.palette) -> Path:
-    """A schema-v1 store of the given sources, written by the real ``ZarrSink``."""
-    from streamparse.sink import ZarrSink
+    """A schema-v1 store of the given sources: what the real ``ZarrSink`` writes, less the v2 arrays and
+    attributes (the layout of streamparse 0.1)."""
+    import zarr
 
-    attrs = {"model_name": "synthetic", "class_names": list(class_names), "palette": np.asarray(palette).tolist(),
-             "checkpoint_sha256": None, "config": {}}
-    with ZarrSink(path, root_attrs=attrs, chunk_frames=chunk_frames) as sink:
-        for sid, src in sources.items():
-            T, H, W = src.part.shape
-            st = instance_stats(src.part, src.instance, len(class_names), counts=src.counts)
-            w = sink.source(sid, _info(src, sid), (H, W), list(class_names), np.asarray(palette))
-            fv = _frame_values(src)
-            for t in range(T):
-                r = slice(st.offset[t], st.offset[t + 1])
-                w.add(t, {"part": src.part[t], "instance": src.instance[t], **{k: v[t] for k, v in fv.items()},
-                          "inst_score": src.score[r], "inst_bbox": st.bbox[r], "inst_area": st.area[r]})
-            w.flush()
-            w.set_status(state="complete", complete=True)
+    from streamparse.schema import V2_ARRAYS
+
+    write_store(path, sources, chunk_frames=chunk_frames, class_names=class_names, palette=palette)
+    root = zarr.open_group(str(path), mode="r+")
+    for sid in sources:
+        for name in V2_ARRAYS:
+            del root[sid][name]
+        root[sid]["part"].attrs.pop("ome", None) if hasattr(root[sid]["part"].attrs, "pop") else None
+    attrs = dict(root.attrs)
+    attrs.pop("tracker", None)
+    attrs["streamparse_schema_version"] = 1
+    root.attrs.clear()
+    root.attrs.update(attrs)
     return Path(path)

@@ -49,16 +49,6 @@ _BIG = 1e6
 _COL_NORM = 255.0 * np.sqrt(3.0)
 
 
-def tracker_kwargs(cfg) -> dict:
-    """``config.TrackConfig`` -> the ``Tracker`` keyword arguments (every field but ``enabled``)."""
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "enabled"}
-
-
-def build_tracker(cfg) -> "Tracker":
-    """A fresh ``Tracker`` for one source from a ``config.TrackConfig``."""
-    return Tracker(**tracker_kwargs(cfg))
-
-
 def _enc(a: np.ndarray) -> dict:
     a = np.ascontiguousarray(a)
     return {"dtype": a.dtype.str, "shape": list(a.shape), "b64": base64.b64encode(a.tobytes()).decode("ascii")}
@@ -119,8 +109,8 @@ class Tracker:
         unknown = sorted(set(params) - known)
         if unknown:
             raise ValueError(f"unknown tracker parameter {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        cfg = TrackConfig(**params)  # validates ranges and enums (ConfigError, a ValueError)
-        self._params = tracker_kwargs(cfg)
+        cfg = TrackConfig(**params)  # the schema: validates ranges and enums (ConfigError, a ValueError)
+        self._params = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "enabled"}
         for k, v in self._params.items():
             setattr(self, k, v)
         self.tracks: list[_Track] = []

@@ -7,10 +7,22 @@ import numpy as np
 from streamparse.structures import ParsingBatch
 
 
-def batch_of(frames: list[dict]) -> ParsingBatch:
+DIM = 4  # the embedding size of these hand-made parsings
+
+
+def batch_of(frames: list[dict], num_classes: int = 3) -> ParsingBatch:
     """frames: dicts with part (H,W), instance (H,W), frame_index, pts, time, segment, wallclock,
-    inst_score (k,), inst_bbox (k,4), inst_area (k,) -> one ParsingBatch (ids 1..k per frame)."""
+    inst_score (k,), inst_bbox (k,4), inst_area (k,) -> one ParsingBatch (ids 1..k per frame; embeddings
+    (k, DIM) = the score in every column; part areas from the maps; colours zero)."""
     counts = [len(f["inst_score"]) for f in frames]
+    n = sum(counts)
+    scores = np.concatenate([f["inst_score"] for f in frames]).astype(np.float32)
+    part_area = np.zeros((n, num_classes), np.int32)
+    row = 0
+    for f in frames:
+        for k in range(1, len(f["inst_score"]) + 1):
+            part_area[row] = np.bincount(f["part"][f["instance"] == k], minlength=num_classes)[:num_classes]
+            row += 1
     return ParsingBatch(
         part=np.stack([f["part"] for f in frames]).astype(np.uint8),
         instance=np.stack([f["instance"] for f in frames]).astype(np.uint16),
@@ -21,4 +33,6 @@ def batch_of(frames: list[dict]) -> ParsingBatch:
         inst_score=np.concatenate([f["inst_score"] for f in frames]).astype(np.float32),
         inst_bbox=np.concatenate([np.asarray(f["inst_bbox"]).reshape(-1, 4) for f in frames]).astype(np.int32),
         inst_area=np.concatenate([f["inst_area"] for f in frames]).astype(np.int64),
+        inst_embedding=np.repeat(scores[:, None], DIM, axis=1), inst_part_area=part_area,
+        inst_part_rgb=np.zeros((n, num_classes, 3), np.uint8),
     )

@@ -20,7 +20,7 @@ import pytest
 import zarr
 
 from faults import snapshot
-from parsing import batch_of
+from parsing import DIM, batch_of
 from streamparse.outputs import (
     DIR_MARKER,
     LOCK_NAME,
@@ -46,7 +46,7 @@ def cli(*args, timeout=120, cwd=None):
 
 def our_store(path: Path) -> Path:
     with ZarrSink(path, root_attrs={"model_name": "m", "class_names": NAMES}, chunk_frames=2) as sink:
-        w = sink.source("cam", {"uri": "x"}, (4, 4), NAMES)
+        w = sink.source("cam", {"uri": "x"}, (4, 4), NAMES, embedding_dim=DIM)
         for seq in range(3):
             w.add_batch(seq, batch_of([{"part": np.zeros((4, 4), np.uint8), "instance": np.zeros((4, 4), np.uint16), "frame_index": seq,
                         "pts": seq, "time": seq * 0.1, "segment": 0, "wallclock": 0.0, "inst_score": np.zeros(0, np.float32),

@@ -87,7 +87,8 @@ def run_store(path, slots, executor, chunk=4, store=None):
     class_names = executor.predictor.class_names
     with ZarrSink(path, root_attrs={"model_name": "uniparser_tiny"}, chunk_frames=chunk, store=store) as sink:
         def open_writer(s):
-            s.writer = sink.source(s.sid, s.info, (s.info["height"], s.info["width"]), class_names)
+            s.writer = sink.source(s.sid, s.info, (s.info["height"], s.info["width"]), class_names,
+                                   embedding_dim=executor.predictor.embedding_dim)
             s.next_seq = s.writer.next_seq
 
         sched = Scheduler(slots, executor, open_writer=open_writer)
@@ -185,7 +186,8 @@ def test_interrupt_drains_what_is_in_flight(tmp_path, predictor):
     slots = [Slot(uri=str(video), sid="clip", policy=file_policy(4))]
     with ZarrSink(out, root_attrs={"model_name": "uniparser_tiny"}, chunk_frames=4) as sink:
         def open_writer(s):
-            s.writer = sink.source(s.sid, s.info, (s.info["height"], s.info["width"]), predictor.class_names)
+            s.writer = sink.source(s.sid, s.info, (s.info["height"], s.info["width"]), predictor.class_names,
+                                   embedding_dim=predictor.embedding_dim)
 
         sched = Scheduler(slots, ex, open_writer=open_writer)
         sched.start()

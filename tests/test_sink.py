@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
-from parsing import batch_of
+from parsing import DIM, batch_of
 from streamparse.sink import SinkError, ZarrSink
 
 NAMES = ["background", "hair", "face"]
@@ -25,7 +25,7 @@ def frame(seq: int, h: int = 6, w: int = 8) -> dict:
 
 def write(path, order, chunk=4, mode="create"):
     with ZarrSink(path, mode=mode, root_attrs={"model_name": "m", "class_names": NAMES}, chunk_frames=chunk) as sink:
-        w = sink.source("cam", {"uri": "x", "width": 8, "height": 6}, (6, 8), NAMES)
+        w = sink.source("cam", {"uri": "x", "width": 8, "height": 6}, (6, 8), NAMES, embedding_dim=DIM)
         for seq in order:
             w.add_batch(seq, batch_of([frame(seq)]))
 
@@ -49,7 +49,7 @@ def test_reorders_and_writes_every_frame_once(tmp_path):
     assert g["part"].chunks == (4, 6, 8)
     assert dict(g["part"].attrs)["flag_meanings"] == "background hair face"
     root = zarr.open_group(str(out), mode="r")
-    assert dict(root.attrs)["streamparse_schema_version"] == 1
+    assert dict(root.attrs)["streamparse_schema_version"] == 2  # schema v2 (issue 19: tracks, embeddings, part areas)
 
 
 def test_duplicate_frame_is_refused(tmp_path):
@@ -69,7 +69,7 @@ def test_existing_output_needs_resume_or_overwrite(tmp_path):
 def test_resume_truncates_uncommitted_frames(tmp_path):
     out = tmp_path / "o.zarr"
     with ZarrSink(out, root_attrs={"model_name": "m"}, chunk_frames=4) as sink:
-        w = sink.source("cam", {"uri": "x"}, (6, 8), NAMES)
+        w = sink.source("cam", {"uri": "x"}, (6, 8), NAMES, embedding_dim=DIM)
         for seq in range(6):
             w.add_batch(seq, batch_of([frame(seq)]))
         # simulate a crash: frames 4-5 half-written (data beyond the commit marker)
@@ -79,7 +79,7 @@ def test_resume_truncates_uncommitted_frames(tmp_path):
         sink.writers.clear()  # no flush on close
     with ZarrSink(out, mode="resume", root_attrs={"model_name": "m"}, chunk_frames=4) as sink:
         assert sink.committed("cam") == 4
-        w = sink.source("cam", {"uri": "x"}, (6, 8), NAMES)
+        w = sink.source("cam", {"uri": "x"}, (6, 8), NAMES, embedding_dim=DIM)
         assert w.next_seq == 4 and sink.root["cam"]["part"].shape[0] == 4
         for seq in range(4, 8):
             w.add_batch(seq, batch_of([frame(seq)]))

@@ -18,7 +18,7 @@ import pytest
 import zarr
 
 from faults import faulty_local
-from parsing import batch_of
+from parsing import DIM, batch_of
 from streamparse.outputs import RESERVE_NAME
 from streamparse.sink import SinkError, SinkWriteError, ZarrSink, verify_store
 from videos import make_video
@@ -44,7 +44,7 @@ def frame(seq: int, h: int = 12, w: int = 16) -> dict:
 
 def write(path, frames, mode="create", store=None, chunk=4):
     with ZarrSink(path, mode=mode, root_attrs={"model_name": "m", "class_names": NAMES}, chunk_frames=chunk, store=store) as sink:
-        w = sink.source("cam", {"uri": "x"}, (12, 16), NAMES)
+        w = sink.source("cam", {"uri": "x"}, (12, 16), NAMES, embedding_dim=DIM)
         for seq in frames:
             w.add_batch(seq, batch_of([frame(seq)]))
 
@@ -223,7 +223,7 @@ def test_damage_past_the_commit_marker_is_rewritten(tmp_path, reference, caplog)
 
 def test_verify_store_reports_a_good_store(tmp_path, reference):
     rep = verify_store(reference)
-    assert rep.ok and rep.schema_version == 1
+    assert rep.ok and rep.schema_version == 2
     s = rep.sources["cam"]
     assert (s.frames_written, s.instances_written) == (22, sum(t % 3 for t in range(22)))
     assert not verify_store(tmp_path).ok  # not a store

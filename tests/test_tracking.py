@@ -10,11 +10,13 @@ import subprocess
 import sys
 
 import numpy as np
+import zarr
 import pytest
 
 from streamparse.config import ConfigError, TrackConfig
 from streamparse.features import instance_features
-from streamparse.tracking import Tracker, build_tracker, tracker_kwargs
+from streamparse.build import build_tracker, track_kwargs as tracker_kwargs
+from streamparse.tracking import Tracker
 
 H, W, C = 60, 120, 20
 UPPER, PANTS, HAIR = 5, 9, 2
@@ -278,7 +280,7 @@ class GTPredictor:
     """Stands in for ``Predictor`` in ``write_v2_store``: the video's GT masks as detections, embeddings
     from the GT identity (+ noise), so store tests need no model."""
 
-    model_name, checkpoint_sha256, num_classes = "gt", None, C
+    model_name, checkpoint_sha256, num_classes, embedding_dim = "gt", None, C, 16
 
     def __init__(self, gt_dir, video):
         self.class_names = [f"c{i}" for i in range(C)]
@@ -331,7 +333,7 @@ def test_store_is_schema_v2_and_track_reproduces_online_ids(tracked_store, capsy
     z = zarr.open_group(str(store), mode="r")
     assert z.attrs["streamparse_schema_version"] == 2 and z.attrs["tracker"]["name"].endswith("Tracker")
     g = z["clip"]
-    for name, dims in (("part", ("time", "y", "x")), ("inst_embedding", ("inst", "emb")), ("inst_part_rgb", ("inst", "part", "rgb")),
+    for name, dims in (("part", ("time", "y", "x")), ("inst_embedding", ("inst", "emb")), ("inst_part_rgb", ("inst", "part_class", "rgb")),
                        ("inst_track", ("inst",)), ("inst_offset", ("time",))):
         assert tuple(g[name].metadata.dimension_names) == dims
     online = g["inst_track"][:]
@@ -376,6 +378,7 @@ def test_track_refuses_v1_locked_and_unknown_key(tracked_store, tmp_path, capsys
     v1 = tmp_path / "v1.zarr"
     with ZarrSink(v1, mode="create", root_attrs={"model_name": "x"}):
         pass
+    zarr.open_group(str(v1), mode="r+").attrs["streamparse_schema_version"] = 1  # a store of the previous schema
     assert _cli("track", v1) == 2
     assert "schema v1" in capsys.readouterr().err
     assert _cli("track", store, "--set", "track.bogus=1") == 2
@@ -434,6 +437,7 @@ def test_eval_tracks_errors(tracked_store, tmp_path, capsys):
     v1 = tmp_path / "v1.zarr"
     with ZarrSink(v1, mode="create", root_attrs={"model_name": "x"}):
         pass
+    zarr.open_group(str(v1), mode="r+").attrs["streamparse_schema_version"] = 1  # a store of the previous schema
     assert _cli("eval-tracks", "--data", root / "gt", "--store", v1) == 2
     assert "without tracks" in capsys.readouterr().err
 
@@ -446,14 +450,14 @@ def test_tracker_on_a_synthetic_video_through_the_predictor(tmp_path):
     from streamparse.bench.track import write_v2_store
     from streamparse.config import load_config, to_dict
     from streamparse.data.synth import generate_video
-    from streamparse.predictor import Predictor
+    from streamparse.build import build_predictor
     from streamparse.track_eval import evaluate_store
 
     torch.set_num_threads(1)
     generate_video(tmp_path / "v.mp4", tmp_path / "gt", 60, seed=(99, 1), size=(256, 384), min_people=3, max_people=4,
                    scenario="tracking")
     cfg = load_config(None, ["pipeline.device=cpu"])
-    pred = Predictor.from_config(cfg, checkpoint="default", device="cpu")
+    pred = build_predictor(cfg, checkpoint="default", device="cpu")
     write_v2_store(tmp_path / "v.mp4", tmp_path / "v.zarr", pred, tracker=build_tracker(cfg.track), config=to_dict(cfg))
     res = evaluate_store(tmp_path / "gt", tmp_path / "v.zarr")
     print(res["overall"])

@@ -1,139 +1,74 @@
 """`streamparse bench track`: association methods compared on the same stored detections, and the
-stand-in schema-v2 writer that produces those detections (``write_v2_store``) until
-``streamparse run`` writes schema v2 itself.
+writer that produces those detections in this process (``write_v2_store``: the scheduler, the
+in-process executor and the sink; ``streamparse run`` writes the same stores through Ray).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from streamparse.trackstore import SCHEMA_VERSION
 
 PER_FRAME = {"frame_index": "int64", "pts": "int64", "time": "float64", "segment": "uint16", "wallclock": "float64",
              "inst_offset": "int64"}
 
 
+def _parsing_batch(predictor, fb):
+    """A ParsingBatch of ``fb`` from a ``Predictor`` (``parse_batch``) or from any object whose
+    ``predict(frames)`` returns FrameParsings with embeddings (e.g. a GT stand-in in tests)."""
+    from streamparse.labelstats import instance_stats
+    from streamparse.structures import ParsingBatch
+
+    if hasattr(predictor, "parse_batch"):
+        return predictor.parse_batch(fb)
+    ps = predictor.predict(fb.frames)
+    part, inst = np.stack([p.part for p in ps]), np.stack([p.instance for p in ps])
+    counts = np.array([p.num_instances for p in ps])
+    st = instance_stats(part, inst, predictor.num_classes, fb.frames, counts)
+    return ParsingBatch(part=part, instance=inst, frame_index=fb.frame_index, pts=fb.pts, time=fb.time,
+                        wallclock=fb.wallclock, segment=fb.segment, inst_offset=st.offset, inst_id=st.inst_id,
+                        inst_score=np.concatenate([p.scores for p in ps]), inst_bbox=st.bbox, inst_area=st.area,
+                        inst_embedding=np.concatenate([p.embeddings for p in ps]), inst_part_area=st.part_area,
+                        inst_part_rgb=st.part_rgb, time_base=fb.time_base, source_id=fb.source_id)
+
+
 def write_v2_store(video: str | Path, out: str | Path, predictor, *, tracker=None, batch_size: int = 4,
                    chunk_frames: int = 16, max_frames: int = 0, config: dict | None = None, source_id: str = "") -> dict:
-    """Run ``predictor`` (a ``streamparse.predictor.Predictor``) over one video file and write a schema-v2
-    store (phase2-design.md: zarr v3, one group per source, ``dimension_names`` on every array, the
-    commit marker ``status.frames_written`` / ``instances_written`` advanced after each chunk of
-    ``chunk_frames`` frames), with ``inst_track`` from ``tracker`` (a ``tracking.Tracker``; None
-    writes zeros). Replaces ``out``. Returns the source's status."""
+    """Parse one video file with ``predictor`` in this process and write its store through the real
+    writer path (the plain-Python scheduler with the in-process executor and ``ZarrSink``), with
+    ``inst_track`` from ``tracker`` (None: zeros). Replaces ``out`` if it is a streamparse store.
+    Returns the source's status (+ ``seconds``)."""
     import zarr
-    from zarr.codecs import ZstdCodec
 
     from streamparse import __version__
-    from streamparse.features import instance_features
+    from streamparse.scheduler import InProcessExecutor, Scheduler, Slot, file_policy
+    from streamparse.sink import ZarrSink
     from streamparse.sources import FileSource, redact_uri, source_id as make_sid
+    from streamparse.structures import FrameBatch
 
     sid = source_id or make_sid(str(video))
-    root = zarr.open_group(str(out), mode="w", zarr_format=3)
-    with FileSource(video, max_frames=max_frames) as src:
-        info = src.info()
-        H, W, C = info["height"], info["width"], predictor.num_classes
-        root.attrs.update(json.loads(json.dumps({
-            "streamparse_schema_version": SCHEMA_VERSION, "streamparse_version": __version__,
-            "model_name": predictor.model_name, "checkpoint_sha256": predictor.checkpoint_sha256,
-            "class_names": predictor.class_names, "palette": predictor.palette.tolist(), "config": config or {},
-            "sources": [redact_uri(str(video))],
-            **({"tracker": {"name": tracker.name, "params": tracker.params()}} if tracker is not None else {}),
-        })))
-        g = root.create_group(sid)
-        comp = [ZstdCodec(level=3)]
-        names = predictor.class_names
-        g.create_array("part", shape=(0, H, W), chunks=(chunk_frames, H, W), dtype="uint8", fill_value=0, compressors=comp,
-                       dimension_names=("time", "y", "x"),
-                       attributes={"class_names": names, "palette": predictor.palette.tolist(),
-                                   "flag_values": list(range(C)), "flag_meanings": " ".join(n.replace(" ", "_") for n in names)})
-        g.create_array("instance", shape=(0, H, W), chunks=(chunk_frames, H, W), dtype="uint16", fill_value=0,
-                       compressors=comp, dimension_names=("time", "y", "x"))
-        for name, dt in PER_FRAME.items():
-            g.create_array(name, shape=(0,), chunks=(1024,), dtype=dt, fill_value=0, dimension_names=("time",))
-        d = None
-        specs = {"inst_id": ("uint16", ()), "inst_score": ("float32", ()), "inst_area": ("int64", ()),
-                 "inst_track": ("uint32", ()), "inst_bbox": ("int32", (4,)), "inst_part_area": ("int32", (C,)),
-                 "inst_part_rgb": ("uint8", (C, 3))}
-        dims = {"inst_bbox": ("inst", "corner"), "inst_part_area": ("inst", "part"), "inst_part_rgb": ("inst", "part", "rgb"),
-                "inst_embedding": ("inst", "emb")}
-        for name, (dt, tail) in specs.items():
-            g.create_array(name, shape=(0, *tail), chunks=(4096, *tail), dtype=dt, fill_value=0,
-                           dimension_names=dims.get(name, ("inst",)))
-        status = {"state": "running", "complete": False, "frames_written": 0, "instances_written": 0, "dropped": 0,
-                  "dropped_by_reason": {}, "reconnects": 0, "segments": 1, "errors": [], "updated": time.time()}
-        g.attrs["source"] = json.loads(json.dumps({**info, "fps": info.get("avg_fps")}))
-        g.attrs["status"] = status
-        pending: list[dict] = []
-        t0 = time.perf_counter()
-        track_s = 0.0
+    attrs = {"streamparse_version": __version__, "model_name": predictor.model_name,
+             "checkpoint_sha256": predictor.checkpoint_sha256, "class_names": predictor.class_names,
+             "palette": np.asarray(predictor.palette).tolist(), "config": config or {}, "sources": [redact_uri(str(video))]}
+    if tracker is not None:
+        attrs["tracker"] = {"name": tracker.name, "params": tracker.params()}
+    t0 = time.perf_counter()
+    with ZarrSink(out, mode="overwrite" if Path(out).exists() else "create", root_attrs=attrs, chunk_frames=chunk_frames) as sink:
+        def open_writer(s):
+            s.writer = sink.source(sid, s.info, (s.info["height"], s.info["width"]), predictor.class_names,
+                                   np.asarray(predictor.palette), embedding_dim=predictor.embedding_dim, tracker=tracker)
+            s.next_seq = s.writer.next_seq
 
-        def commit(rows: list[dict]) -> None:
-            t, n = status["frames_written"], status["instances_written"]
-            cat = {k: np.concatenate([r[k] for r in rows]) for k in rows[0] if k not in ("part", "instance") and not np.isscalar(rows[0][k])}
-            m = len(rows)
-            for name in ("part", "instance", *PER_FRAME):
-                a = g[name]
-                a.resize((t + m, *a.shape[1:]))
-            g["part"][t : t + m] = np.stack([r["part"] for r in rows])
-            g["instance"][t : t + m] = np.stack([r["instance"] for r in rows])
-            for name in PER_FRAME:
-                g[name][t : t + m] = cat[name].astype(PER_FRAME[name]) if name != "inst_offset" else (
-                    n + np.concatenate([[0], np.cumsum([len(r["inst_id"]) for r in rows])[:-1]]))
-            k = len(cat["inst_id"])
-            if k:
-                for name in (*specs, "inst_embedding"):
-                    a = g[name]
-                    a.resize((n + k, *a.shape[1:]))
-                    a[n : n + k] = cat[name]
-            status.update(frames_written=t + m, instances_written=n + k, updated=time.time())
-            g.attrs["status"] = status  # the commit marker, after the data
-
-        for batch in src.batches(batch_size):
-            parsings = predictor.predict(batch.frames)
-            part = np.stack([p.part for p in parsings])
-            inst = np.stack([p.instance for p in parsings])
-            counts = [p.num_instances for p in parsings]
-            off = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-            pa, rgb = instance_features(batch.frames, part, inst, off, C)
-            for b, p in enumerate(parsings):
-                k = p.num_instances
-                emb = p.embeddings if p.embeddings is not None else np.zeros((k, 0), np.float16)
-                if d is None and k:
-                    d = emb.shape[1]
-                    g.create_array("inst_embedding", shape=(0, d), chunks=(4096, d), dtype="float16", fill_value=0,
-                                   dimension_names=dims["inst_embedding"])
-                row = {"part": p.part, "instance": p.instance, "inst_id": np.arange(1, k + 1, dtype=np.uint16),
-                       "inst_score": p.scores, "inst_bbox": p.bboxes.astype(np.int32), "inst_area": p.areas,
-                       "inst_embedding": emb.astype(np.float16), "inst_part_area": pa[off[b] : off[b + 1]],
-                       "inst_part_rgb": rgb[off[b] : off[b + 1]]}
-                for name in ("frame_index", "pts", "time", "segment", "wallclock"):
-                    row[name] = getattr(batch, name)[b : b + 1]
-                row["inst_offset"] = np.zeros(1, np.int64)
-                if tracker is not None:
-                    ts = time.perf_counter()
-                    row["inst_track"] = tracker.update(
-                        p.instance, row["inst_id"], row["inst_score"], row["inst_bbox"], row["inst_area"],
-                        row["inst_embedding"], row["inst_part_area"], row["inst_part_rgb"], frame_index=int(row["frame_index"][0]),
-                        time=float(row["time"][0]), segment=int(row["segment"][0]))
-                    track_s += time.perf_counter() - ts
-                else:
-                    row["inst_track"] = np.zeros(k, np.uint32)
-                pending.append(row)
-            if len(pending) >= chunk_frames:
-                commit(pending[:chunk_frames])
-                pending = pending[chunk_frames:]
-        if pending:
-            commit(pending)
-        if d is None:  # no person in the whole video
-            g.create_array("inst_embedding", shape=(0, 0), chunks=(4096, 1), dtype="float16", fill_value=0,
-                           dimension_names=dims["inst_embedding"])
-        status.update(state="complete", complete=True, updated=time.time())
-        g.attrs["status"] = status
-    return {**status, "source_id": sid, "seconds": time.perf_counter() - t0, "track_seconds": track_s}
+        ex = InProcessExecutor(lambda s: FileSource(s.uri, source_id=sid, max_frames=max_frames),
+                               lambda batch: _parsing_batch(predictor, FrameBatch.from_dict(batch)).to_dict(),
+                               batch_size=batch_size)
+        sched = Scheduler([Slot(uri=str(video), sid=sid, policy=file_policy(4))], ex, open_writer=open_writer)
+        sched.start()
+        sched.run()
+    status = dict(zarr.open_group(str(out), mode="r")[sid].attrs["status"])
+    return {**status, "source_id": sid, "seconds": time.perf_counter() - t0}
 
 
 # ---------------------------------------------------------------------------------- the comparison
@@ -374,7 +309,7 @@ def prepare_bench(data: str | Path, work: str | Path, *, seed: int = 2027, num_v
 
     from streamparse.config import load_config
     from streamparse.data.synth import generate_video
-    from streamparse.predictor import Predictor
+    from streamparse.build import build_predictor
 
     data, work = Path(data), Path(work)
     (data / "videos").mkdir(parents=True, exist_ok=True)
@@ -393,7 +328,7 @@ def prepare_bench(data: str | Path, work: str | Path, *, seed: int = 2027, num_v
             if (store / "zarr.json").is_file() and _complete(store):
                 continue
             if pred is None:
-                pred = Predictor.from_config(cfg, checkpoint=checkpoint, device="cpu")
+                pred = build_predictor(cfg, checkpoint=checkpoint, device="cpu")
             from streamparse.config import to_dict
 
             st = write_v2_store(data / "videos" / f"video_{k:03d}.mp4", store, pred, config=to_dict(cfg), source_id=f"video_{k:03d}")

@@ -75,7 +75,7 @@ def _run_track(args) -> dict:
     from streamparse.bench.track import PRESETS, format_track_table, prepare_bench, run_track_bench
     from streamparse.cli import CLIError
     from streamparse.config import ConfigError, TrackConfig
-    from streamparse.tracking import tracker_kwargs
+    from streamparse.build import track_kwargs as tracker_kwargs
 
     try:
         base = tracker_kwargs(TrackConfig(**_kv(args.set, "track.")))

@@ -19,7 +19,8 @@ def run(args) -> int:
 
     from streamparse.cli import CLIError
     from streamparse.config import ConfigError, TrackConfig, from_dict, to_dict
-    from streamparse.tracking import NAME, Tracker, tracker_kwargs
+    from streamparse.build import track_kwargs as tracker_kwargs
+    from streamparse.tracking import NAME, Tracker
     from streamparse.trackstore import StoreError, committed, open_store, read_tables, run_tracker, source_ids, writer_pid
 
     path = args.store
