@@ -15,6 +15,9 @@ from torch import nn
 from .fusion import Fusion
 from .heads import CategoryKernels, CenterLocator, FeatureSpaceBuilder
 from .postprocess import peak_cells
+from .postprocess_official import cell_top_left
+
+KERNEL_SAMPLING = ("bilinear", "cell_top_left")
 
 
 @dataclass
@@ -60,6 +63,13 @@ class UniParser(nn.Module):
         fusion: the fusion module.
         num_classes: N, incl. background.
         center_thresh, center_pool, max_instances: centre selection when no centres are given.
+        kernel_sampling: where a centre cell's instance kernel is read from F_ins: ``"bilinear"``
+            (the cell's centre, bilinearly) or ``"cell_top_left"`` (the authors' release: the F_ins
+            pixel (int(y / S * h), int(x / S * w)) of cell (y, x), h x w being F_ins' grid).
+
+    A neck with ``grid_pad`` = p > 0 (the authors' light variant) computes the heads on a grid
+    grown by p cells per side; outputs are cropped back to the H/stride grid (cells aligned with
+    the image) unless ``keep_grid_pad=True``, which the authors' post-processing needs.
     """
 
     def __init__(
@@ -75,8 +85,11 @@ class UniParser(nn.Module):
         center_thresh: float = 0.1,
         center_pool: int = 3,
         max_instances: int = 100,
+        kernel_sampling: str = "bilinear",
     ):
         super().__init__()
+        if kernel_sampling not in KERNEL_SAMPLING:
+            raise ValueError(f"kernel_sampling must be one of {KERNEL_SAMPLING}, got {kernel_sampling!r}")
         self.neck = neck
         self.center_locator = center_locator
         self.ins_builder = ins_builder
@@ -90,6 +103,8 @@ class UniParser(nn.Module):
         self.center_pool = center_pool
         self.max_instances = max_instances
         self.size_divisor = 32
+        self.kernel_sampling = kernel_sampling
+        self.grid_pad = int(getattr(neck, "grid_pad", 0))
 
     @property
     def device(self) -> torch.device:
@@ -97,7 +112,11 @@ class UniParser(nn.Module):
 
     def sample_kernels(self, ins_feats: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """Instance kernels (K, C): ``ins_feats`` (C,h,w) sampled bilinearly at the centres of
-        grid cells ``cells`` (K,) (cell = y * S + x), re-normalised to unit length."""
+        grid cells ``cells`` (K,) (cell = y * S + x), re-normalised to unit length; with
+        ``kernel_sampling="cell_top_left"`` the pixel at each cell's top-left instead."""
+        if self.kernel_sampling == "cell_top_left":
+            ys, xs = cell_top_left(cells, self.grid, tuple(ins_feats.shape[-2:]))
+            return F.normalize(ins_feats[:, ys, xs].t(), dim=1, eps=1e-6)
         u, v = self.cell_centres(cells, ins_feats.dtype)
         return self.sample_kernels_at(ins_feats, torch.stack([u * 2 - 1, v * 2 - 1], dim=-1))
 
@@ -124,12 +143,14 @@ class UniParser(nn.Module):
         centers: list[torch.Tensor] | None = None,
         *,
         compute_parsing: bool = True,
+        keep_grid_pad: bool = False,
     ) -> UniParserOutput:
         """images: (B,3,H,W) normalised, H and W multiples of 32. ``centers``: optional B tensors
         of grid cells to pick instance kernels at (training uses the ground-truth centres);
-        when None, local maxima of H_c above ``center_thresh`` are used."""
+        when None, local maxima of H_c above ``center_thresh`` are used. ``keep_grid_pad``: see
+        the class docstring."""
         self._check_images(images)
-        return self.forward_heads(self.neck(images), centers, compute_parsing=compute_parsing)
+        return self.forward_heads(self.neck(images), centers, compute_parsing=compute_parsing, keep_grid_pad=keep_grid_pad)
 
     def _check_images(self, images: torch.Tensor) -> None:
         if images.ndim != 4 or images.shape[1] != 3:
@@ -137,12 +158,15 @@ class UniParser(nn.Module):
         if images.shape[-1] % self.size_divisor or images.shape[-2] % self.size_divisor:
             raise ValueError(f"image size {tuple(images.shape[-2:])} must be a multiple of {self.size_divisor}")
 
-    def _dense_heads(self, feat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _dense_heads(self, feat: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """F_neck (B, C_neck, h, w) -> centre logits (B,1,S,S), F_ins, F_cate (B,C,h,w), K_cate
-        (N,C), Q_cate (B,N,h,w): everything that does not depend on the chosen centres."""
-        ins_feats, cate_feats = self.ins_builder(feat), self.cate_builder(feat)
+        (N,C), Q_cate (B,N,h,w): everything that does not depend on the chosen centres. A pair
+        (a split-convert neck) feeds the Center Locator and the IFSB from its first tensor and
+        the CFSB from its second."""
+        feat_ins, feat_cate = feat if isinstance(feat, tuple) else (feat, feat)
+        ins_feats, cate_feats = self.ins_builder(feat_ins), self.cate_builder(feat_cate)
         kernels = self.cate_kernels()
-        return self.center_locator(feat), ins_feats, cate_feats, kernels, torch.einsum("nc,bchw->bnhw", kernels, cate_feats)
+        return self.center_locator(feat_ins), ins_feats, cate_feats, kernels, torch.einsum("nc,bchw->bnhw", kernels, cate_feats)
 
     def forward_tta(
         self,
@@ -172,6 +196,9 @@ class UniParser(nn.Module):
         average Q_parsing."""
         if not images:
             raise ValueError("forward_tta needs at least one batch of images")
+        if self.kernel_sampling != "bilinear" or self.grid_pad:
+            raise ValueError("test-time augmentation needs kernel_sampling='bilinear' and no grid padding "
+                             "(the authors' variants run without it)")
         for x in images:
             self._check_images(x)
         if len({x.shape[0] for x in images}) != 1:
@@ -242,17 +269,27 @@ class UniParser(nn.Module):
         )
 
     def forward_heads(
-        self, feat: torch.Tensor, centers: list[torch.Tensor] | None = None, *, compute_parsing: bool = True
+        self,
+        feat: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+        centers: list[torch.Tensor] | None = None,
+        *,
+        compute_parsing: bool = True,
+        keep_grid_pad: bool = False,
     ) -> UniParserOutput:
-        """Everything after the neck: F_neck (B, C_neck, h, w) -> ``UniParserOutput``."""
+        """Everything after the neck: F_neck (B, C_neck, h, w) (or a split-convert pair) ->
+        ``UniParserOutput``."""
         center_logits, ins_feats, cate_feats, kernels, cate_maps = self._dense_heads(feat)
         if centers is None:
             heat = center_logits.detach().sigmoid()
             centers = [peak_cells(heat[i, 0], self.center_thresh, self.center_pool, self.max_instances)[0] for i in range(heat.shape[0])]
+        p = 0 if keep_grid_pad else self.grid_pad
+        kernel_feats = ins_feats  # kernels are read on the grid the heads ran on
+        if p:
+            ins_feats, cate_feats, cate_maps = (t[..., p:-p, p:-p] for t in (ins_feats, cate_feats, cate_maps))
         ins_kernels, ins_maps, parsing = [], [], []
         want_parsing = compute_parsing or self.fusion.mode != "index"
         for i, cells in enumerate(centers):
-            kern = self.sample_kernels(ins_feats[i], cells.to(ins_feats.device))
+            kern = self.sample_kernels(kernel_feats[i], cells.to(ins_feats.device))
             qmap = torch.einsum("kc,chw->khw", kern, ins_feats[i])
             ins_kernels.append(kern)
             ins_maps.append(qmap)
