@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "synth": "streamparse.commands.synth",
     "bench": "streamparse.commands.bench",
     "export": "streamparse.commands.export",
+    "convert-official": "streamparse.commands.convert_official",
 }
 
 
