@@ -135,3 +135,27 @@ def build_from_checkpoint(
             f"checkpoint {path} does not fit model {name!r}: missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}"
         )
     return model, ckpt
+
+
+def checkpoint_preset_overrides(checkpoint: str | None) -> list[str]:
+    """``model.KEY=VALUE`` overrides from a checkpoint's stored inference preset (the converted
+    authors' checkpoints store one: model name, classes, input size, thresholds, pre- and
+    post-processing), to apply before the user's own ``--set``. [] for None / 'none' / 'default',
+    a checkpoint without a preset, or a file that cannot be read (loading it later says why)."""
+    import json
+
+    if checkpoint in (None, "", "none", "default") or not Path(checkpoint).is_file():
+        return []
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - reported when the checkpoint is loaded for real
+        return []
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        return []
+    cfg = ckpt.get("config") or {}
+    if not cfg.get("inference_preset") or not isinstance(cfg.get("model"), dict):
+        return []
+    from streamparse.config import ModelConfig
+
+    known = set(ModelConfig.__dataclass_fields__)
+    return [f"model.{k}={json.dumps(v)}" for k, v in cfg["model"].items() if k in known]

@@ -37,6 +37,12 @@ class ModelConfig:
     # test-time scales, factors of input_size; 1.0 (the reference grid) must be among them; the
     # passes are averaged (with test_flip: each also mirrored), costing one network pass each
     test_scales: tuple[float, ...] = (1.0,)
+    # default: kornia resize (short side input_size[0]) + normalisation; official: the authors' test
+    # pipeline (cv2 keep-ratio resize into input_size = (800, 1333), mean/std on 0-255, pad to 32)
+    preprocess: str = "default"
+    # default: NMS-free exclusive label maps (models/postprocess.py); official: the authors' overlapping
+    # per-person maps (models/postprocess_official.py; label maps: highest centre score wins)
+    protocol: str = "default"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ normalisation, zero padding to a multiple of 32. On CUDA, frames go through pinn
 host-to-device copies run on a dedicated stream (``predict_many`` overlaps the copy of batch
 i+1 with the compute of batch i), optional fp16/bf16 autocast, and device-to-host copies are
 non-blocking. On CPU the same code runs without streams, channels_last, under inference_mode.
+``preprocess="official"`` / ``protocol="official"`` select the authors' preprocessing
+(``streamparse.preprocess_official``) and post-processing (``models.postprocess_official``), the
+preset of converted authors' checkpoints (``streamparse convert-official``).
 """
 
 from __future__ import annotations
@@ -60,6 +63,11 @@ class Predictor:
         amp: 'none' | 'fp16' | 'bf16' autocast (CUDA only; ignored on CPU).
         cuda_streams: use a dedicated copy stream on CUDA.
         torch_threads: CPU threads (0 = leave torch's default).
+        preprocess: 'default' (kornia, above) or 'official' (the authors': cv2 on the host).
+        protocol: 'default' (``models.postprocess``) or 'official' (the authors' per-person maps;
+            label maps: the highest centre score wins where people overlap); its thresholds come
+            from ``official_params`` (default: ``OfficialParams()`` with ``mask_thresh`` and
+            ``cate_score_thresh``).
     """
 
     def __init__(
@@ -81,7 +89,14 @@ class Predictor:
         torch_threads: int = 0,
         checkpoint_sha256: str | None = None,
         checkpoint_path: str | None = None,
+        preprocess: str = "default",
+        protocol: str = "default",
+        official_params=None,
     ):
+        if preprocess not in ("default", "official"):
+            raise ValueError(f"preprocess must be default or official, got {preprocess!r}")
+        if protocol not in ("default", "official"):
+            raise ValueError(f"protocol must be default or official, got {protocol!r}")
         self.device = resolve_device(device)
         if torch_threads and self.device.type == "cpu":
             torch.set_num_threads(int(torch_threads))
@@ -115,6 +130,18 @@ class Predictor:
         self._copy_stream = torch.cuda.Stream(device=self.device) if self.use_streams else None
         self._mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1)
+        self.preprocess_mode = preprocess
+        self.protocol = protocol
+        self.official_params = None
+        if protocol == "official":
+            from streamparse.models.postprocess_official import OfficialParams
+
+            self.official_params = official_params or OfficialParams(mask_thr=mask_thresh, cate_score_thr=self.cate_score_thresh)
+            if self.flip_perm is not None or len(self.test_scales) > 1:
+                raise ValueError("protocol 'official' runs without test-time augmentation (model.test_flip, model.test_scales)")
+            if getattr(self.model, "stride", None) != self.official_params.upsample:
+                raise ValueError(f"protocol 'official' needs a stride-{self.official_params.upsample} model, "
+                                 f"{model_name} has stride {getattr(self.model, 'stride', None)}")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -159,6 +186,12 @@ class Predictor:
                     f"{len(class_names)} classes has none"
                 )
             flip_perm = space.flip_lut()
+        official_params = None
+        if mc.protocol == "official":
+            from streamparse.models.postprocess_official import OfficialParams
+
+            official_params = OfficialParams(ctr_score=mc.center_thresh, mask_thr=mc.mask_thresh,
+                                             cate_score_thr=mc.cate_score_thresh)
         model.center_thresh = mc.center_thresh
         model.center_pool = mc.center_pool
         model.max_instances = mc.max_instances
@@ -179,6 +212,9 @@ class Predictor:
             torch_threads=pc.torch_threads,
             checkpoint_sha256=sha,
             checkpoint_path=path,
+            preprocess=mc.preprocess,
+            protocol=mc.protocol,
+            official_params=official_params,
         )
 
     @classmethod
@@ -219,6 +255,12 @@ class Predictor:
     ) -> tuple[torch.Tensor, tuple[int, int]]:
         """uint8 (B,H,W,3) on the device -> normalised, padded float (B,3,Hp,Wp), (h, w) resized
         to ``input_size`` (short side, max long side; default ``self.input_size``)."""
+        if self.preprocess_mode == "official":
+            from streamparse.preprocess_official import official_preprocess
+
+            x, size = official_preprocess(frames_dev.cpu().numpy(), input_size or self.input_size)
+            x = torch.from_numpy(x).to(self.device)
+            return (x.contiguous(memory_format=torch.channels_last) if self.device.type == "cpu" else x), size
         import kornia
 
         b, h, w, _ = frames_dev.shape
@@ -253,8 +295,49 @@ class Predictor:
 
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()
+    def _run_official(self, frames_dev: torch.Tensor) -> list:
+        """``protocol="official"``: one ``OfficialParsing`` (overlapping per-person maps at the
+        frames' resolution) per frame."""
+        from streamparse.models.postprocess_official import parse_official
+
+        b, H, W, _ = frames_dev.shape
+        x, (nh, nw) = self.preprocess(frames_dev)
+        none = [torch.zeros(0, dtype=torch.long, device=self.device)] * b  # dense heads only
+        with self._autocast():
+            out = self.model(x, none, compute_parsing=False, keep_grid_pad=True)
+        return [parse_official(center_logits=out.center_logits[i, 0].float(), ins_feats=out.ins_feats[i],
+                               cate_maps=out.cate_maps[i, 1:], grid=self.model.grid, valid_hw=(nh, nw), out_hw=(H, W),
+                               params=self.official_params) for i in range(b)]
+
+    def _frame_parsing_official(self, op) -> FrameParsing:
+        from streamparse.models.postprocess_official import overlap_label_maps
+
+        part, instance, kept = overlap_label_maps(op.labels, op.scores)
+        part, instance = part.cpu().numpy(), instance.cpu().numpy().astype(np.uint16)
+        k = int(kept.numel())
+        pa = np.bincount(instance.ravel().astype(np.int64) * self.num_classes + part.ravel(),
+                         minlength=(k + 1) * self.num_classes).reshape(k + 1, self.num_classes)[1:]
+        return FrameParsing(part=part, instance=instance, scores=op.scores[kept].cpu().numpy(), part_areas=pa)
+
+    def predict_official(self, frames: np.ndarray) -> list:
+        """``protocol="official"`` only: frames uint8[B,H,W,3] -> B ``OfficialParsing`` (the
+        per-person maps the evaluator scores; ``predict`` gives the exclusive label maps)."""
+        if self.protocol != "official":
+            raise ValueError("predict_official needs protocol 'official'")
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8[B,H,W,3], got {frames.dtype}{list(frames.shape)}")
+        dev = self._to_device(frames)
+        if self.use_streams:
+            torch.cuda.current_stream(self.device).wait_event(self._pending_event)
+        return self._run_official(dev)
+
+    @torch.inference_mode()
     def _run(self, frames_dev: torch.Tensor) -> list[FrameParsing]:
         from streamparse.models.postprocess import parse_image
+
+        if self.protocol == "official":
+            return [self._frame_parsing_official(op) for op in self._run_official(frames_dev)]
 
         b, H, W, _ = frames_dev.shape
         x, (nh, nw) = self.preprocess(frames_dev)
@@ -348,6 +431,8 @@ class Predictor:
             "input_size": list(self.input_size),
             "test_flip": self.flip_perm is not None,
             "test_scales": list(self.test_scales),
+            "preprocess": self.preprocess_mode,
+            "protocol": self.protocol,
         }
 
 

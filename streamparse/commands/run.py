@@ -26,13 +26,14 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from streamparse.checkpoint import CheckpointError
+    from streamparse.checkpoint import CheckpointError, checkpoint_preset_overrides
     from streamparse.cli import CLIError
     from streamparse.config import ConfigError, load_config
     from streamparse.sink import SinkError
     from streamparse.sources import SourceError
 
-    overrides = list(args.set)
+    # a checkpoint's stored inference preset (converted authors' checkpoints) goes before --set
+    overrides = checkpoint_preset_overrides(args.checkpoint) + list(args.set)
     for flag, key in (("device", "pipeline.device"), ("batch_size", "pipeline.batch_size"), ("workers", "pipeline.workers"),
                       ("max_frames", "pipeline.max_frames"), ("ray_address", "pipeline.ray_address")):
         v = getattr(args, flag)
