@@ -17,7 +17,9 @@ What the released code (cjm-sfw/Uniparser, ``Repparsing_Head.get_parsing_single`
    labels; label = argmax_c P + 1 where some P[c] > ``mask_thr``, else 0;
 6. people overlap: every person keeps its own full map (no pixel assignment, no NMS).
 
-The per-person maps (``OfficialParsing.predictions()``) are what the evaluator scores; the
+The per-person maps (``OfficialParsing.predictions()``) are what the evaluator scores; their
+semantic map for the mIoU (``semantic_map``) is the argmax of every category map of the whole
+image, resized the same way, 0 where none is above ``mask_thr`` (no people involved). The
 pipeline's exclusive label maps come from ``overlap_label_maps``: where people overlap, the highest
 centre score wins.
 
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "OfficialParams", "OfficialParsing", "official_centres", "cell_top_left", "instance_masks", "category_filter",
-    "person_label_maps", "parse_official", "overlap_label_maps",
+    "person_label_maps", "semantic_map", "parse_official", "overlap_label_maps",
 ]
 
 
@@ -208,16 +210,46 @@ def person_label_maps(
     return out
 
 
+def semantic_map(cate_maps: torch.Tensor, *, valid_hw: tuple[int, int], out_hw: tuple[int, int], mask_thr: float = 0.5,
+                 upsample: int = 4, chunk: int = 8) -> torch.Tensor:
+    """The release's semantic prediction (H, W) uint8: every part-category map (M, h, w) upsampled,
+    cropped and resized as in ``person_label_maps``; best category + 1 where one is above
+    ``mask_thr``. Categories go ``chunk`` at a time (the running first maximum is the argmax)."""
+    m, fh, fw = cate_maps.shape
+    h, w = int(valid_hw[0]), int(valid_hw[1])
+    H, W = int(out_hw[0]), int(out_hw[1])
+    down = h * w > H * W
+    best = arg = None
+    for c0 in range(0, m, chunk):
+        up = F.interpolate(cate_maps[None, c0 : c0 + chunk].float(), size=(upsample * fh, upsample * fw), mode="bilinear",
+                           align_corners=False)[:, :, :h, :w]
+        if down:
+            up = F.interpolate(up, size=(H, W), mode="bilinear", align_corners=False)
+        v = up[0].amax(dim=0)
+        a = up[0].argmax(dim=0) + c0
+        if best is None:
+            best, arg = v, a
+        else:
+            better = v > best  # strict: ties keep the earlier category, as one argmax over all would
+            best, arg = torch.where(better, v, best), torch.where(better, a, arg)
+    lab = torch.where(best > mask_thr, arg + 1, 0).to(torch.uint8)
+    if not down and (h, w) != (H, W):
+        lab = F.interpolate(lab[None, None], size=(H, W), mode="nearest")[0, 0]
+    return lab
+
+
 @dataclass
 class OfficialParsing:
     """One image under the authors' protocol.
 
     labels: (K, H, W) uint8 per-person part maps at the original image size (people overlap);
-    scores: (K,) float32 centre scores, highest first; cells: (K,) centre cells (y * S + x)."""
+    scores: (K,) float32 centre scores, highest first; cells: (K,) centre cells (y * S + x);
+    semantic: (H, W) uint8 semantic map (``semantic_map``), when asked for."""
 
     labels: torch.Tensor
     scores: torch.Tensor
     cells: torch.Tensor
+    semantic: torch.Tensor | None = None
 
     def predictions(self) -> list[tuple[np.ndarray, float]]:
         """(part map uint8[H, W], score) per person, for ``streamparse.evaluation``."""
@@ -235,6 +267,7 @@ def parse_official(
     out_hw: tuple[int, int],
     params: OfficialParams = OfficialParams(),
     cells: torch.Tensor | None = None,
+    semantic: bool = False,
 ) -> OfficialParsing:
     """The authors' inference for one image.
 
@@ -246,6 +279,7 @@ def parse_official(
         out_hw: original image size (H, W); params: thresholds;
         cells: centre cells to use instead of the centre rule (benchmarks); scores are then read
             from the sigmoid of ``center_logits``.
+        semantic: also compute the semantic map (for the mIoU).
     """
     if center_logits.shape != (grid, grid):
         raise ValueError(f"center_logits must be ({grid},{grid}), got {tuple(center_logits.shape)}")
@@ -260,7 +294,8 @@ def parse_official(
     allowed = category_filter(masks, cate_maps, params.mask_thr, params.cate_score_thr)
     labels = person_label_maps(masks, cate_maps, allowed, valid_hw=valid_hw, out_hw=out_hw, mask_thr=params.mask_thr,
                                upsample=params.upsample)
-    return OfficialParsing(labels=labels, scores=scores.float(), cells=cells)
+    sem = semantic_map(cate_maps, valid_hw=valid_hw, out_hw=out_hw, mask_thr=params.mask_thr, upsample=params.upsample) if semantic else None
+    return OfficialParsing(labels=labels, scores=scores.float(), cells=cells, semantic=sem)
 
 
 def overlap_label_maps(labels: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -295,7 +295,7 @@ class Predictor:
 
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()
-    def _run_official(self, frames_dev: torch.Tensor) -> list:
+    def _run_official(self, frames_dev: torch.Tensor, semantic: bool = False) -> list:
         """``protocol="official"``: one ``OfficialParsing`` (overlapping per-person maps at the
         frames' resolution) per frame."""
         from streamparse.models.postprocess_official import parse_official
@@ -307,9 +307,11 @@ class Predictor:
             out = self.model(x, none, compute_parsing=False, keep_grid_pad=True)
         return [parse_official(center_logits=out.center_logits[i, 0].float(), ins_feats=out.ins_feats[i],
                                cate_maps=out.cate_maps[i, 1:], grid=self.model.grid, valid_hw=(nh, nw), out_hw=(H, W),
-                               params=self.official_params) for i in range(b)]
+                               params=self.official_params, semantic=semantic) for i in range(b)]
 
-    def _frame_parsing_official(self, op) -> FrameParsing:
+    def official_frame_parsing(self, op) -> FrameParsing:
+        """An ``OfficialParsing`` as exclusive label maps (where people overlap, the highest centre
+        score wins; people left without pixels are dropped)."""
         from streamparse.models.postprocess_official import overlap_label_maps
 
         part, instance, kept = overlap_label_maps(op.labels, op.scores)
@@ -319,9 +321,10 @@ class Predictor:
                          minlength=(k + 1) * self.num_classes).reshape(k + 1, self.num_classes)[1:]
         return FrameParsing(part=part, instance=instance, scores=op.scores[kept].cpu().numpy(), part_areas=pa)
 
-    def predict_official(self, frames: np.ndarray) -> list:
+    def predict_official(self, frames: np.ndarray, semantic: bool = False) -> list:
         """``protocol="official"`` only: frames uint8[B,H,W,3] -> B ``OfficialParsing`` (the
-        per-person maps the evaluator scores; ``predict`` gives the exclusive label maps)."""
+        per-person maps the evaluator scores, and with ``semantic`` the authors' semantic map;
+        ``predict`` gives the exclusive label maps)."""
         if self.protocol != "official":
             raise ValueError("predict_official needs protocol 'official'")
         frames = np.asarray(frames)
@@ -330,14 +333,14 @@ class Predictor:
         dev = self._to_device(frames)
         if self.use_streams:
             torch.cuda.current_stream(self.device).wait_event(self._pending_event)
-        return self._run_official(dev)
+        return self._run_official(dev, semantic)
 
     @torch.inference_mode()
     def _run(self, frames_dev: torch.Tensor) -> list[FrameParsing]:
         from streamparse.models.postprocess import parse_image
 
         if self.protocol == "official":
-            return [self._frame_parsing_official(op) for op in self._run_official(frames_dev)]
+            return [self.official_frame_parsing(op) for op in self._run_official(frames_dev)]
 
         b, H, W, _ = frames_dev.shape
         x, (nh, nw) = self.preprocess(frames_dev)

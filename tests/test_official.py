@@ -371,6 +371,24 @@ def test_label_maps_of_the_crop_equal_upsampling_everything():
         assert int(got[3].sum()) == 0  # an empty mask is an empty map (the person is still listed)
 
 
+def test_semantic_map_equals_one_argmax_over_every_category():
+    from streamparse.models.postprocess_official import semantic_map
+
+    g = torch.Generator().manual_seed(8)
+    for (fh, fw), valid, out_hw in [((16, 24), (64, 92), (90, 130)), ((16, 24), (64, 96), (40, 60)), ((16, 24), (64, 96), (64, 96))]:
+        cm = torch.rand(19, fh, fw, generator=g)
+        cm[3] = cm[5]  # an exact tie: the lower category wins, as in one argmax
+        h, w = valid
+        up = F.interpolate(cm[None], size=(4 * fh, 4 * fw), mode="bilinear")[:, :, :h, :w]
+        if h * w > out_hw[0] * out_hw[1]:
+            up = F.interpolate(up, size=out_hw, mode="bilinear")
+        ref = (up.argmax(1) + 1) * (up > 0.5).any(1)
+        if h * w < out_hw[0] * out_hw[1]:
+            ref = F.interpolate(ref[None].float(), size=out_hw, mode="nearest")[0]
+        got = semantic_map(cm, valid_hw=valid, out_hw=out_hw, chunk=4)
+        assert torch.equal(got, ref[0].to(torch.uint8)) and not bool((got == 6).any())
+
+
 # ----------------------------------------------------------------------------- post-processing pieces
 def test_centres_points_nms_then_5x5_peaks_no_cap():
     from streamparse.models.postprocess_official import official_centres
@@ -503,6 +521,19 @@ def test_per_person_maps_score_with_the_evaluator_and_label_maps_follow_the_over
     with pytest.raises(ValueError, match="test-time augmentation"):
         Predictor.from_config(load_config(None, checkpoint_preset_overrides(str(r50["out"])) + ["model.test_flip=true"]),
                               checkpoint=str(r50["out"]), device="cpu")
+
+
+def test_eval_scores_the_overlapping_per_person_maps(r50, tmp_path, capsys):
+    from streamparse.data.synth import generate_dataset
+
+    generate_dataset(tmp_path / "d", "mhpv2", 2, seed=3, size=(64, 96), split="val", min_people=1, max_people=3)
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    out = tmp_path / "m.json"
+    rc = main(["eval", str(tmp_path / "empty.yaml"), str(r50["out"]), "--data", str(tmp_path / "d"), "--format", "mhpv2",
+               "--device", "cpu", "--json", str(out), *SIZE, "--set", "model.center_thresh=0.0"])
+    assert rc == 0, capsys.readouterr().err
+    m = json.loads(out.read_text())
+    assert m["num_images"] == 2 and m["num_pred"] >= 10 and m["mIoU"] is not None  # every centre is a prediction
 
 
 def test_bench_model_accepts_the_official_variants():
