@@ -333,6 +333,7 @@ class Predictor:
         dev = self._to_device(frames)
         if self.use_streams:
             torch.cuda.current_stream(self.device).wait_event(self._pending_event)
+            dev.record_stream(torch.cuda.current_stream(self.device))  # allocated on the copy stream
         return self._run_official(dev, semantic)
 
     @torch.inference_mode()
