@@ -171,7 +171,8 @@ class ResNetFPNNeck(nn.Module):
                 x = levels[0]
             else:
                 size = levels[0].shape[-2:]
-                x = torch.cat([levels[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=True) for f in levels[1:]], dim=1)
+                up = [F.interpolate(f, size=size, mode="bilinear", align_corners=True) for f in levels[1:]]
+                x = torch.cat([levels[0], *up], dim=1)
             return self.convert_ins(x), self.convert_cate(x)
         if self.light:
             return self.compress(levels[0])

@@ -23,7 +23,7 @@ image, resized the same way, 0 where none is above ``mask_thr`` (no people invol
 pipeline's exclusive label maps come from ``overlap_label_maps``: where people overlap, the highest
 centre score wins.
 
-Cost: steps 5-6 run only over the kept categories of each person and the bounding box of its mask
+Cost: step 5 runs only over the kept categories of each person and the bounding box of its mask
 (+1 cell: bilinear weights beyond it read zeros), which gives the same maps as upsampling every
 category of the whole image.
 """
@@ -294,7 +294,9 @@ def parse_official(
     allowed = category_filter(masks, cate_maps, params.mask_thr, params.cate_score_thr)
     labels = person_label_maps(masks, cate_maps, allowed, valid_hw=valid_hw, out_hw=out_hw, mask_thr=params.mask_thr,
                                upsample=params.upsample)
-    sem = semantic_map(cate_maps, valid_hw=valid_hw, out_hw=out_hw, mask_thr=params.mask_thr, upsample=params.upsample) if semantic else None
+    sem = None
+    if semantic:
+        sem = semantic_map(cate_maps, valid_hw=valid_hw, out_hw=out_hw, mask_thr=params.mask_thr, upsample=params.upsample)
     return OfficialParsing(labels=labels, scores=scores.float(), cells=cells, semantic=sem)
 
 

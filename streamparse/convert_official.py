@@ -42,7 +42,8 @@ def variant_name(depth: int, light: bool) -> str:
 def parse_variant(name: str) -> tuple[int, bool]:
     m = re.fullmatch(r"uniparser_r(50|101)_fpn_dcn_official(_light)?", name)
     if not m:
-        raise ConvertError(f"unknown variant {name!r}; choose auto, {', '.join(variant_name(d, l) for d in DEPTH_BLOCKS for l in (False, True))}")
+        names = ", ".join(variant_name(d, light) for d in DEPTH_BLOCKS for light in (False, True))
+        raise ConvertError(f"unknown variant {name!r}; choose auto, {names}")
     return int(m[1]), bool(m[2])
 
 
