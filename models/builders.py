@@ -120,3 +120,61 @@ def uniparser_small(*, num_classes: int = 20, stride: int = 4, **kw) -> UniParse
     kw.setdefault("num_convs", 5)
     kw.setdefault("grid", 24)
     return _uniparser(depth=10, num_classes=num_classes, light=True, dcn=False, stride=stride, **kw)
+
+
+# ----------------------------------------------------------------------------- the authors' release
+# Tensor-for-tensor matches of the models in cjm-sfw/Uniparser (configs/repparsing/*.py, head
+# mmdet/models/dense_heads/parsing_repparsing.py): ResNet + DCNv2 on conv2 of every bottleneck of
+# stages 2-4, FPN P2..P6 (P6 = stride-2 max-pool of P5, nearest top-down), two plain convert convs
+# (split neck), 4 x (conv+GN+ReLU) towers without a final conv, centre resize with
+# align_corners=True, N - 1 category kernels, kernels read at the cell's top-left pixel. Load their
+# weights with `streamparse convert-official`; run them with the official pre- and post-processing.
+OFFICIAL_VARIANTS = (
+    "uniparser_r50_fpn_dcn_official",
+    "uniparser_r50_fpn_dcn_official_light",
+    "uniparser_r101_fpn_dcn_official",
+    "uniparser_r101_fpn_dcn_official_light",
+)
+
+
+def _uniparser_official(*, depth: int, num_classes: int, light: bool, grid: int = 40) -> UniParser:
+    if num_classes < 2:
+        raise ValueError(f"num_classes must include background and at least one part, got {num_classes}")
+    neck = ResNetFPNNeck(depth=depth, fpn_channels=256, neck_channels=256, stride=4, light=light, dcn_stages=(2, 3, 4),
+                         frozen_stages=1, extra_p6=True, convert="split")
+    return UniParser(
+        neck=neck,
+        center_locator=CenterLocator(in_channels=256, channels=128, num_convs=5, grid=grid, align_corners=True),
+        ins_builder=FeatureSpaceBuilder(in_channels=256, channels=128, num_convs=4, final_conv=False),
+        cate_builder=FeatureSpaceBuilder(in_channels=256, channels=128, num_convs=4, final_conv=False),
+        cate_kernels=CategoryKernels(num_classes=num_classes, channels=128, background=False),
+        fusion=Fusion(mode="index", channels=128, num_classes=num_classes),
+        num_classes=num_classes,
+        kernel_sampling="cell_top_left",
+    )
+
+
+@register_model()
+def uniparser_r50_fpn_dcn_official(*, num_classes: int = 59) -> UniParser:
+    """The authors' R50 model (configs/repparsing/MHP_r50_fpn_..._DCN_fusion_metrics.py)."""
+    return _uniparser_official(depth=50, num_classes=num_classes, light=False)
+
+
+@register_model()
+def uniparser_r50_fpn_dcn_official_light(*, num_classes: int = 59) -> UniParser:
+    """The authors' light head on R50 (paper Tab. 6; no released config): P2 only, 1x1 converts
+    with padding 1."""
+    return _uniparser_official(depth=50, num_classes=num_classes, light=True)
+
+
+@register_model()
+def uniparser_r101_fpn_dcn_official(*, num_classes: int = 59) -> UniParser:
+    """The authors' R101 model (configs/repparsing/MHP_r101_fpn_..._DCN_fusion_metrics.py)."""
+    return _uniparser_official(depth=101, num_classes=num_classes, light=False)
+
+
+@register_model()
+def uniparser_r101_fpn_dcn_official_light(*, num_classes: int = 59) -> UniParser:
+    """The authors' R101 light model (MHP_r101_..._metric_light.py, 59 classes;
+    CHIP_r101_..._cluster_light.py, 20 classes)."""
+    return _uniparser_official(depth=101, num_classes=num_classes, light=True)

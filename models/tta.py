@@ -40,6 +40,9 @@ def forward_tta(
     average Q_parsing."""
     if not images:
         raise ValueError("forward_tta needs at least one batch of images")
+    if model.kernel_sampling != "bilinear" or model.grid_pad:
+        raise ValueError("test-time augmentation needs kernel_sampling='bilinear' and no grid padding "
+                         "(the authors' variants run without it)")
     for x in images:
         model.check_images(x)
     if len({x.shape[0] for x in images}) != 1:

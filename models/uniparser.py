@@ -15,6 +15,9 @@ from torch import nn
 
 from .fusion import Fusion
 from .heads import CategoryKernels, CenterLocator, FeatureSpaceBuilder
+from .postprocess_official import cell_top_left
+
+KERNEL_SAMPLING = ("bilinear", "cell_top_left")
 
 
 @dataclass
@@ -33,6 +36,8 @@ class UniParserOutput:
         ins_maps: B tensors (K_i, h, w): instance cosine-similarity maps Q_ins, or None.
         parsing: B tensors (K_i, N, h, w) fused instance-aware parsing Q_parsing, or None when
             not computed (no centres, or ``compute_parsing=False`` with the index fusion).
+        kernel_feats: (B, C, h', w') F_ins on the grid the heads ran on, where kernels are read, when
+            it differs from ``ins_feats`` (a neck with grid padding: the authors' light variant); else None.
     """
 
     center_logits: torch.Tensor
@@ -44,6 +49,7 @@ class UniParserOutput:
     ins_kernels: list[torch.Tensor] | None = None
     ins_maps: list[torch.Tensor] | None = None
     parsing: list[torch.Tensor] | None = None
+    kernel_feats: torch.Tensor | None = None
 
     @property
     def heatmap(self) -> torch.Tensor:
@@ -60,9 +66,16 @@ class UniParser(nn.Module):
         cate_kernels: learned category kernels.
         fusion: the fusion module.
         num_classes: N, incl. background.
+        kernel_sampling: where a centre cell's instance kernel is read from F_ins: ``"bilinear"``
+            (the cell's centre, bilinearly) or ``"cell_top_left"`` (the authors' release: the F_ins
+            pixel (int(y / S * h), int(x / S * w)) of cell (y, x), h x w being F_ins' grid).
 
     Centre selection and decoding are not part of the module: ``models.postprocess``
-    (``pick_centres``, ``parse_image``, driven by ``PostprocessParams``) and ``models.tta``.
+    (``pick_centres``, ``parse_image``, driven by ``PostprocessParams``), ``models.postprocess_official``
+    and ``models.tta``. A neck with ``grid_pad`` = p > 0 (the authors' light variant) computes the heads
+    on a grid grown by p cells per side; outputs are cropped back to the H/stride grid (cells aligned
+    with the image) unless ``keep_grid_pad=True``, which the authors' post-processing needs; kernels are
+    always read on the grid the heads ran on.
     """
 
     def __init__(
@@ -75,8 +88,11 @@ class UniParser(nn.Module):
         cate_kernels: CategoryKernels,
         fusion: Fusion,
         num_classes: int,
+        kernel_sampling: str = "bilinear",
     ):
         super().__init__()
+        if kernel_sampling not in KERNEL_SAMPLING:
+            raise ValueError(f"kernel_sampling must be one of {KERNEL_SAMPLING}, got {kernel_sampling!r}")
         self.neck = neck
         self.center_locator = center_locator
         self.ins_builder = ins_builder
@@ -87,6 +103,8 @@ class UniParser(nn.Module):
         self.grid = center_locator.grid
         self.stride = neck.stride
         self.size_divisor = 32
+        self.kernel_sampling = kernel_sampling
+        self.grid_pad = int(getattr(neck, "grid_pad", 0))
 
     @property
     def device(self) -> torch.device:
@@ -94,7 +112,11 @@ class UniParser(nn.Module):
 
     def sample_kernels(self, ins_feats: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """Instance kernels (K, C): ``ins_feats`` (C,h,w) sampled bilinearly at the centres of
-        grid cells ``cells`` (K,) (cell = y * S + x), re-normalised to unit length."""
+        grid cells ``cells`` (K,) (cell = y * S + x), re-normalised to unit length; with
+        ``kernel_sampling="cell_top_left"`` the pixel at each cell's top-left instead."""
+        if self.kernel_sampling == "cell_top_left":
+            ys, xs = cell_top_left(cells, self.grid, tuple(ins_feats.shape[-2:]))
+            return F.normalize(ins_feats[:, ys, xs].t(), dim=1, eps=1e-6)
         u, v = self.cell_centres(cells, ins_feats.dtype)
         return self.sample_kernels_at(ins_feats, torch.stack([u * 2 - 1, v * 2 - 1], dim=-1))
 
@@ -121,12 +143,14 @@ class UniParser(nn.Module):
         centers: list[torch.Tensor] | None = None,
         *,
         compute_parsing: bool = True,
+        keep_grid_pad: bool = False,
     ) -> UniParserOutput:
         """images: (B,3,H,W) normalised, H and W multiples of 32 -> the dense heads; with ``centers``
         (B tensors of grid cells: the ground-truth centres in training, ``pick_centres`` at inference)
-        also each person's kernel, Q_ins and (``compute_parsing``) Q_parsing (``instances``)."""
+        also each person's kernel, Q_ins and (``compute_parsing``) Q_parsing (``instances``).
+        ``keep_grid_pad``: see the class docstring."""
         self.check_images(images)
-        return self.forward_heads(self.neck(images), centers, compute_parsing=compute_parsing)
+        return self.forward_heads(self.neck(images), centers, compute_parsing=compute_parsing, keep_grid_pad=keep_grid_pad)
 
     def check_images(self, images: torch.Tensor) -> None:
         if images.ndim != 4 or images.shape[1] != 3:
@@ -134,21 +158,30 @@ class UniParser(nn.Module):
         if images.shape[-1] % self.size_divisor or images.shape[-2] % self.size_divisor:
             raise ValueError(f"image size {tuple(images.shape[-2:])} must be a multiple of {self.size_divisor}")
 
-    def _dense_heads(self, feat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _dense_heads(self, feat: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """F_neck (B, C_neck, h, w) -> centre logits (B,1,S,S), F_ins, F_cate (B,C,h,w), K_cate
-        (N,C), Q_cate (B,N,h,w): everything that does not depend on the chosen centres."""
-        ins_feats, cate_feats = self.ins_builder(feat), self.cate_builder(feat)
+        (N,C), Q_cate (B,N,h,w): everything that does not depend on the chosen centres. A pair
+        (a split-convert neck) feeds the Center Locator and the IFSB from its first tensor and
+        the CFSB from its second."""
+        feat_ins, feat_cate = feat if isinstance(feat, tuple) else (feat, feat)
+        ins_feats, cate_feats = self.ins_builder(feat_ins), self.cate_builder(feat_cate)
         kernels = self.cate_kernels()
-        return self.center_locator(feat), ins_feats, cate_feats, kernels, torch.einsum("nc,bchw->bnhw", kernels, cate_feats)
+        return self.center_locator(feat_ins), ins_feats, cate_feats, kernels, torch.einsum("nc,bchw->bnhw", kernels, cate_feats)
 
     def forward_heads(
-        self, feat: torch.Tensor, centers: list[torch.Tensor] | None = None, *, compute_parsing: bool = True
+        self, feat: torch.Tensor | tuple[torch.Tensor, torch.Tensor], centers: list[torch.Tensor] | None = None, *,
+        compute_parsing: bool = True, keep_grid_pad: bool = False,
     ) -> UniParserOutput:
-        """Everything after the neck: F_neck (B, C_neck, h, w) -> ``UniParserOutput`` (dense heads, plus
-        the per-person outputs when ``centers`` are given)."""
+        """Everything after the neck: F_neck (B, C_neck, h, w) (or a split-convert pair) ->
+        ``UniParserOutput`` (dense heads, plus the per-person outputs when ``centers`` are given)."""
         center_logits, ins_feats, cate_feats, kernels, cate_maps = self._dense_heads(feat)
+        p = 0 if keep_grid_pad else self.grid_pad
+        kernel_feats = None
+        if p:  # kernels are read on the grid the heads ran on; the maps are cropped to the image's cells
+            kernel_feats = ins_feats
+            ins_feats, cate_feats, cate_maps = (t[..., p:-p, p:-p] for t in (ins_feats, cate_feats, cate_maps))
         out = UniParserOutput(center_logits=center_logits, ins_feats=ins_feats, cate_feats=cate_feats,
-                              cate_kernels=kernels, cate_maps=cate_maps)
+                              cate_kernels=kernels, cate_maps=cate_maps, kernel_feats=kernel_feats)
         return out if centers is None else self.instances(out, centers, compute_parsing=compute_parsing)
 
     def instances(self, out: UniParserOutput, centers: list[torch.Tensor], *, compute_parsing: bool = True) -> UniParserOutput:
@@ -156,8 +189,9 @@ class UniParser(nn.Module):
         heads ``out``: kernels (K_i, C), Q_ins (K_i, h, w), Q_parsing (K_i, N, h, w) or None."""
         ins_kernels, ins_maps, parsing = [], [], []
         want_parsing = compute_parsing or self.fusion.mode != "index"
+        kfeats = out.kernel_feats if out.kernel_feats is not None else out.ins_feats
         for i, cells in enumerate(centers):
-            kern = self.sample_kernels(out.ins_feats[i], cells.to(out.ins_feats.device))
+            kern = self.sample_kernels(kfeats[i], cells.to(out.ins_feats.device))
             qmap = torch.einsum("kc,chw->khw", kern, out.ins_feats[i])
             ins_kernels.append(kern)
             ins_maps.append(qmap)

@@ -63,6 +63,32 @@ def resolve_model_meta(cfg: Config, checkpoint: str | None) -> dict:
             "checkpoint": path, "checkpoint_sha256": sha, "embedding_dim": dim}
 
 
+def checkpoint_preset_overrides(checkpoint: str | None) -> list[str]:
+    """``model.KEY=VALUE`` overrides from a checkpoint's stored inference preset (the converted authors'
+    checkpoints store one: model name, classes, input size, thresholds, pre- and post-processing), to
+    apply before the user's own ``--set``. [] for None / 'none' / 'default', a checkpoint without a
+    preset, or a file that cannot be read (loading it later says why). Imports torch only for a file."""
+    import json
+
+    if checkpoint in (None, "", "none", "default") or not Path(checkpoint).is_file():
+        return []
+    import torch
+
+    from streamparse.checkpoint import FORMAT
+
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - reported when the checkpoint is loaded for real
+        return []
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        return []
+    stored = ckpt.get("config") or {}
+    if not stored.get("inference_preset") or not isinstance(stored.get("model"), dict):
+        return []
+    known = set(ModelConfig.__dataclass_fields__)
+    return [f"model.{k}={json.dumps(v)}" for k, v in stored["model"].items() if k in known]
+
+
 def load_weights(meta: dict) -> dict[str, np.ndarray] | None:
     """The checkpoint's state dict as float32 numpy arrays (what crosses Ray, once), or None (random init)."""
     from streamparse import checkpoint as ck
@@ -79,13 +105,13 @@ def predictor_kwargs(cfg: Config, meta: dict, *, device: str | None = None) -> d
     return {"model_name": meta["model_name"], "model_kwargs": dict(meta["model_kwargs"]), "class_names": list(meta["class_names"]),
             "palette": meta["palette"], "flip_perm": meta["flip_perm"], "input_size": list(mc.input_size),
             "device": device or pc.device, "postprocess": postprocess_kwargs(mc), "test_scales": list(mc.test_scales),
-            "amp": pc.amp, "cuda_streams": pc.cuda_streams, "checkpoint_sha256": meta["checkpoint_sha256"],
-            "checkpoint_path": meta["checkpoint"]}
+            "amp": pc.amp, "cuda_streams": pc.cuda_streams, "preprocess": mc.preprocess, "protocol": mc.protocol,
+            "checkpoint_sha256": meta["checkpoint_sha256"], "checkpoint_path": meta["checkpoint"]}
 
 
 def make_predictor(*, model_name: str, model_kwargs: dict, weights: dict | None, class_names: list[str], palette,
                    flip_perm, input_size, device, postprocess: dict, test_scales, amp: str, cuda_streams: bool,
-                   checkpoint_sha256: str | None, checkpoint_path: str | None):
+                   preprocess: str, protocol: str, checkpoint_sha256: str | None, checkpoint_path: str | None):
     """A ``Predictor`` from plain values (in an inference actor, or in-process). ``weights``: numpy state
     dict (strictly loaded), or None for a deterministic random init (every worker builds the same)."""
     import torch
@@ -106,11 +132,18 @@ def make_predictor(*, model_name: str, model_kwargs: dict, weights: dict | None,
         if missing or unexpected:
             raise CheckpointError(f"checkpoint {checkpoint_path} does not fit model {model_name!r}: missing "
                                   f"{list(missing)[:3]}, unexpected {list(unexpected)[:3]}")
+    official = None
+    if protocol == "official":
+        from streamparse.models.postprocess_official import OfficialParams
+
+        official = OfficialParams(ctr_score=postprocess["center_thresh"], mask_thr=postprocess["mask_thresh"],
+                                  cate_score_thr=postprocess["cate_score_thresh"])
     return Predictor(model, model_name=model_name, class_names=class_names,
                      palette=np.asarray(palette, dtype=np.uint8) if palette is not None else None,
                      input_size=tuple(input_size), device=device, postprocess=PostprocessParams(**postprocess),
                      flip_perm=np.asarray(flip_perm) if flip_perm is not None else None, test_scales=tuple(test_scales),
-                     amp=amp, cuda_streams=cuda_streams, checkpoint_sha256=checkpoint_sha256, checkpoint_path=checkpoint_path)
+                     amp=amp, cuda_streams=cuda_streams, preprocess=preprocess, protocol=protocol, official_params=official,
+                     checkpoint_sha256=checkpoint_sha256, checkpoint_path=checkpoint_path)
 
 
 def build_predictor(cfg: Config, checkpoint: str | None = None, device: str | None = None):
@@ -153,7 +186,8 @@ def predictor_for_model(model, cfg: Config, *, class_names: list[str], input_siz
     return Predictor(copy.deepcopy(model), model_name=mc.name, class_names=class_names,
                      palette=space.palette_array() if space and space.num_classes == len(class_names) else None,
                      input_size=input_size, device=device, postprocess=PostprocessParams(**postprocess_kwargs(mc)),
-                     flip_perm=None, test_scales=(1.0,), amp="none", cuda_streams=False)
+                     flip_perm=None, test_scales=(1.0,), amp="none", cuda_streams=False, preprocess=mc.preprocess,
+                     protocol=mc.protocol)
 
 
 def inference_threads(cfg: Config) -> int:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "export-labels": "streamparse.commands.export_labels",
     "track": "streamparse.commands.track",
     "eval-tracks": "streamparse.commands.eval_tracks",
+    "convert-official": "streamparse.commands.convert_official",
 }
 
 

@@ -57,6 +57,12 @@ class ModelConfig:
     # test-time scales, factors of input_size; 1.0 (the reference grid) must be among them; the
     # passes are averaged (with test_flip: each also mirrored), costing one network pass each
     test_scales: tuple[float, ...] = (1.0,)
+    # default: kornia resize (short side input_size[0]) + normalisation; official: the authors' test
+    # pipeline (cv2 keep-ratio resize into input_size = (800, 1333), mean/std on 0-255, pad to 32)
+    preprocess: str = "default"
+    # default: NMS-free exclusive label maps (models/postprocess.py); official: the authors' overlapping
+    # per-person maps (models/postprocess_official.py; label maps: highest centre score wins)
+    protocol: str = "default"
 
     def __post_init__(self) -> None:
         sec = "model"
@@ -67,6 +73,8 @@ class ModelConfig:
             raise ConfigError(f"model.input_size: expected [short side, max long side] with 16 <= short <= long, got {list(self.input_size)}")
         for k in ("center_thresh", "mask_thresh", "cate_score_thresh"):
             _range(sec, k, getattr(self, k), 0.0, 1.0)
+        _one_of(sec, "preprocess", self.preprocess, ("default", "official"))
+        _one_of(sec, "protocol", self.protocol, ("default", "official"))
         _range(sec, "max_instances", self.max_instances, 1)
         if self.center_pool < 1 or self.center_pool % 2 == 0:
             raise ConfigError(f"model.center_pool: must be an odd window >= 1, got {self.center_pool}")

@@ -7,6 +7,9 @@ the device) -> ``UniParser`` dense heads -> ``pick_centres`` -> ``UniParser.inst
 ``models.tta.forward_tta`` with test-time augmentation) -> ``parse_image`` per frame -> label maps
 back at the frame's size -> host (non-blocking copies on CUDA) -> ``ParsingBatch``.
 On CPU the same code runs without streams, channels_last, under inference_mode.
+``preprocess="official"`` / ``protocol="official"`` select the authors' preprocessing
+(``streamparse.preprocess_official``) and post-processing (``models.postprocess_official``), the
+preset of converted authors' checkpoints (``streamparse convert-official``).
 
 Built from config in ``streamparse.build`` (the only place config becomes objects).
 """
@@ -61,6 +64,10 @@ class Predictor:
         test_scales: factors of ``input_size`` to run at and average; 1.0, the reference grid, first.
         amp: 'none' | 'fp16' | 'bf16' autocast (CUDA only; ignored on CPU).
         cuda_streams: use a dedicated copy stream on CUDA.
+        preprocess: 'default' (kornia, ``streamparse.preprocess``) or 'official' (the authors': cv2 on the host).
+        protocol: 'default' (``models.postprocess``) or 'official' (the authors' overlapping per-person
+            maps; label maps: the highest centre score wins where people overlap), with the thresholds
+            ``official_params`` (``OfficialParams``).
     """
 
     def __init__(
@@ -77,9 +84,14 @@ class Predictor:
         test_scales: tuple[float, ...],
         amp: str,
         cuda_streams: bool,
+        preprocess: str,
+        protocol: str,
+        official_params=None,
         checkpoint_sha256: str | None = None,
         checkpoint_path: str | None = None,
     ):
+        if protocol not in ("default", "official"):
+            raise ValueError(f"protocol must be default or official, got {protocol!r}")
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         if self.device.type == "cpu":
@@ -89,7 +101,7 @@ class Predictor:
         self.num_classes = len(self.class_names)
         self.embedding_dim = int(self.model.cate_kernels.weight.shape[1])  # D of the instance kernels
         self.palette = np.asarray(palette if palette is not None else np.zeros((self.num_classes, 3)), dtype=np.uint8)
-        self.preprocess = Preprocessor(input_size=input_size, device=self.device)
+        self.preprocess = Preprocessor(input_size=input_size, device=self.device, mode=preprocess)
         self.input_size = self.preprocess.input_size
         self.params = postprocess
         self.flip_perm = None
@@ -110,6 +122,18 @@ class Predictor:
         self.use_streams = bool(cuda_streams) and self.device.type == "cuda"
         self._copy_stream = torch.cuda.Stream(device=self.device) if self.use_streams else None
         self._pending_event = None
+        self.protocol = protocol
+        self.official_params = None
+        if protocol == "official":
+            from streamparse.models.postprocess_official import OfficialParams
+
+            self.official_params = official_params or OfficialParams(mask_thr=postprocess.mask_thresh,
+                                                                     cate_score_thr=postprocess.cate_score_thresh)
+            if self.flip_perm is not None or len(self.test_scales) > 1:
+                raise ValueError("protocol 'official' runs without test-time augmentation (model.test_flip, model.test_scales)")
+            if getattr(self.model, "stride", None) != self.official_params.upsample:
+                raise ValueError(f"protocol 'official' needs a stride-{self.official_params.upsample} model, "
+                                 f"{model_name} has stride {getattr(self.model, 'stride', None)}")
 
     # ------------------------------------------------------------------ host -> device
     def _to_device(self, frames: np.ndarray) -> torch.Tensor:
@@ -149,7 +173,64 @@ class Predictor:
         return forward_tta(self.model, xs, self.params, ratios=ratios, flip_perm=self.flip_perm, compute_parsing=False)
 
     @torch.inference_mode()
+    def _run_official(self, frames_dev: torch.Tensor, semantic: bool = False) -> tuple[list, object]:
+        """``protocol="official"``: one ``OfficialParsing`` (overlapping per-person maps at the frames'
+        resolution) per frame, and the dense heads (for the people's kernels)."""
+        from streamparse.models.postprocess_official import parse_official
+
+        b, H, W, _ = frames_dev.shape
+        x, (nh, nw) = self.preprocess(frames_dev)
+        with self._autocast():
+            out = self.model(x, keep_grid_pad=True)  # dense heads only
+        return [parse_official(center_logits=out.center_logits[i, 0].float(), ins_feats=out.ins_feats[i],
+                               cate_maps=out.cate_maps[i, 1:], grid=self.model.grid, valid_hw=(nh, nw), out_hw=(H, W),
+                               params=self.official_params, semantic=semantic) for i in range(b)], out
+
+    def _maps_official(self, frames_dev: torch.Tensor) -> _Maps:
+        """The official protocol's parsings as exclusive label maps (where people overlap, the highest
+        centre score wins; people left without pixels are dropped), with each kept person's kernel."""
+        from streamparse.models.postprocess_official import overlap_label_maps
+
+        ops, out = self._run_official(frames_dev)
+        parts, insts, scores, kernels = [], [], [], []
+        for i, op in enumerate(ops):
+            part, instance, kept = overlap_label_maps(op.labels, op.scores)
+            parts.append(part.cpu().numpy().astype(np.uint8))
+            insts.append(instance.cpu().numpy().astype(np.uint16))
+            scores.append(op.scores[kept].float().cpu().numpy())
+            kfeats = out.kernel_feats if out.kernel_feats is not None else out.ins_feats
+            kernels.append(self.model.sample_kernels(kfeats[i], op.cells[kept]).to(torch.float16).cpu().numpy())
+        return _Maps(part=np.stack(parts), instance=np.stack(insts), scores=scores, kernels=kernels)
+
+    def official_frame_parsing(self, op) -> FrameParsing:
+        """An ``OfficialParsing`` as exclusive label maps (where people overlap, the highest centre
+        score wins; people left without pixels are dropped)."""
+        from streamparse.models.postprocess_official import overlap_label_maps
+
+        part, instance, kept = overlap_label_maps(op.labels, op.scores)
+        m = _Maps(part=part.cpu().numpy()[None].astype(np.uint8), instance=instance.cpu().numpy()[None].astype(np.uint16),
+                  scores=[op.scores[kept].float().cpu().numpy()], kernels=[None])
+        return self._parsings(m)[0]
+
+    def predict_official(self, frames: np.ndarray, semantic: bool = False) -> list:
+        """``protocol="official"`` only: frames uint8[B,H,W,3] -> B ``OfficialParsing`` (the per-person
+        maps the evaluator scores, and with ``semantic`` the authors' semantic map; ``predict`` gives
+        the exclusive label maps)."""
+        if self.protocol != "official":
+            raise ValueError("predict_official needs protocol 'official'")
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8[B,H,W,3], got {frames.dtype}{list(frames.shape)}")
+        dev = self._to_device(frames)
+        if self.use_streams:
+            torch.cuda.current_stream(self.device).wait_event(self._pending_event)
+            dev.record_stream(torch.cuda.current_stream(self.device))  # allocated on the copy stream
+        return self._run_official(dev, semantic)[0]
+
+    @torch.inference_mode()
     def _run(self, frames_dev: torch.Tensor) -> _Maps:
+        if self.protocol == "official":
+            return self._maps_official(frames_dev)
         b, H, W, _ = frames_dev.shape
         x, (nh, nw) = self.preprocess(frames_dev)
         with self._autocast():
@@ -256,4 +337,6 @@ class Predictor:
             "input_size": list(self.input_size),
             "test_flip": self.flip_perm is not None,
             "test_scales": list(self.test_scales),
+            "preprocess": self.preprocess.mode,
+            "protocol": self.protocol,
         }

@@ -73,11 +73,16 @@ def normalize_image(image: np.ndarray) -> torch.Tensor:
 
 class Preprocessor:
     """uint8 frames (B,H,W,3) on ``device`` -> normalised, padded float (B,3,Hp,Wp) and the resized
-    valid size (h, w). ``input_size``: (short side, max long side); ``channels_last`` on CPU."""
+    valid size (h, w). ``input_size``: (short side, max long side); ``channels_last`` on CPU.
+    ``mode="official"``: the authors' preprocessing instead (``preprocess_official``: cv2 bilinear on the
+    host, no antialiasing), for converted authors' checkpoints; documented as a deviation there."""
 
-    def __init__(self, *, input_size: tuple[int, int], device: torch.device):
+    def __init__(self, *, input_size: tuple[int, int], device: torch.device, mode: str = "default"):
         if len(input_size) != 2 or min(input_size) < 1:
             raise ValueError(f"input_size must be (short side, max long side), got {input_size}")
+        if mode not in ("default", "official"):
+            raise ValueError(f"preprocess must be default or official, got {mode!r}")
+        self.mode = mode
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.device = torch.device(device)
         self._mean = torch.tensor(MEAN, device=self.device)
@@ -88,6 +93,12 @@ class Preprocessor:
         return nh, nw
 
     def __call__(self, frames_dev: torch.Tensor, input_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        if self.mode == "official":
+            from streamparse.preprocess_official import official_preprocess
+
+            x, size = official_preprocess(frames_dev.cpu().numpy(), input_size or self.input_size)
+            x = torch.from_numpy(x).to(self.device)
+            return (x.contiguous(memory_format=torch.channels_last) if self.device.type == "cpu" else x), size
         b, h, w, _ = frames_dev.shape
         nh, nw = self.size_of(h, w, input_size)
         x = _resize_normalize(frames_dev.permute(0, 3, 1, 2).float().div_(255.0), (nh, nw), self._mean, self._std)

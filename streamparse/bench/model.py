@@ -4,7 +4,10 @@ Per variant and input size: ms/image split into backbone+FPN, heads (neck compre
 Center Locator, IFSB, CFSB, kernels and similarity maps) and post-processing at 3 and at 20
 people per image (the centres are forced so the cost does not depend on random weights),
 plus parameter counts. Mask R-CNN (``weights=None, weights_backbone=None``) runs at the same
-input size, thread count and memory format.
+input size, thread count and memory format. A size that is not a multiple of 32 (e.g. the authors'
+800x1333) is zero-padded up to one, as the preprocessing does. The authors' variants
+(``*_official``) time their own post-processing (``models.postprocess_official``), every forced
+person covering the whole image with every category (a worst case).
 """
 
 from __future__ import annotations
@@ -42,21 +45,28 @@ def bench_uniparser(name: str, size: tuple[int, int], reps: int, num_classes: in
     from streamparse.models import build_model
     from streamparse.config import ModelConfig
     from streamparse.models.postprocess import parse_image
+    from streamparse.models.postprocess_official import OfficialParams, parse_official
 
     torch.manual_seed(0)
     model = build_model(name, num_classes=num_classes).eval().to(memory_format=torch.channels_last)
-    x = torch.randn(1, 3, *size).contiguous(memory_format=torch.channels_last)
+    official = getattr(model, "kernel_sampling", "bilinear") == "cell_top_left"
+    padded = tuple(-(-int(v) // 32) * 32 for v in size)
+    x = torch.randn(1, 3, *padded).contiguous(memory_format=torch.channels_last)
     neck = model.neck
     levels = neck.backbone_fpn(x)
     stages = {"backbone_fpn_ms": lambda: neck.backbone_fpn(x)}
     for k in people:
         cells = [_forced_cells(model.grid, k)]
-        out = model(x, centers=cells, compute_parsing=False)
+        out = model(x, centers=cells, compute_parsing=False, keep_grid_pad=official)
 
         def heads(cells=cells):
-            return model.forward_heads(neck.compress_levels(levels), cells, compute_parsing=False)
+            return model.forward_heads(neck.compress_levels(levels), cells, compute_parsing=False, keep_grid_pad=official)
 
         def post(out=out):  # every forced person covers its region: worst case for post-processing
+            if official:
+                return parse_official(center_logits=out.center_logits[0, 0], ins_feats=out.ins_feats[0],
+                                      cate_maps=out.cate_maps[0, 1:], grid=model.grid, valid_hw=size, out_hw=size,
+                                      params=OfficialParams(mask_thr=0.0, cate_score_thr=0.0), cells=out.centers[0])
             return parse_image(heat=out.heatmap[0, 0], cells=out.centers[0], ins_kernels=out.ins_kernels[0],
                                ins_maps=out.ins_maps[0], cate_maps=out.cate_maps[0], parsing=None, stride=model.stride,
                                out_size=size, merge_cos=1.01, mask_thresh=0.0,

@@ -56,13 +56,14 @@ def run(args) -> int:
 
     import numpy as np
 
+    from streamparse.build import checkpoint_preset_overrides
     from streamparse.checkpoint import CheckpointError
     from streamparse.cli import CLIError
     from streamparse.config import ConfigError, load_config
     from streamparse.build import build_predictor
 
-    try:
-        cfg = load_config(args.config, args.set)
+    try:  # a checkpoint's stored inference preset (converted authors' checkpoints) goes before --set
+        cfg = load_config(args.config, checkpoint_preset_overrides(args.checkpoint) + list(args.set))
     except ConfigError as exc:
         raise CLIError(str(exc)) from None
     from streamparse.outputs import OutputError, prepare_output, write_json
@@ -80,7 +81,8 @@ def run(args) -> int:
         pred = build_predictor(cfg, checkpoint=args.checkpoint, device=args.device)
     except (CheckpointError, ValueError) as exc:
         raise CLIError(str(exc)) from None
-    pred.predict(image[None, :64, :64].copy())  # warm-up
+    if pred.preprocess.mode != "official":  # (the official resize would make this warm-up full-size)
+        pred.predict(image[None, :64, :64].copy())  # warm-up
     t0 = time.perf_counter()
     result = pred.predict(image[None])[0]
     ms = (time.perf_counter() - t0) * 1000

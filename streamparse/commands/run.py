@@ -24,10 +24,12 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from streamparse.build import checkpoint_preset_overrides
     from streamparse.cli import CLIError
     from streamparse.config import ConfigError, load_config
 
-    overrides = list(args.set)
+    # a checkpoint's stored inference preset (converted authors' checkpoints) goes before --set
+    overrides = checkpoint_preset_overrides(args.checkpoint) + list(args.set)
     for flag, key in (("device", "pipeline.device"), ("batch_size", "pipeline.batch_size"), ("workers", "pipeline.workers"),
                       ("max_frames", "pipeline.max_frames"), ("ray_address", "pipeline.ray_address")):
         v = getattr(args, flag)
