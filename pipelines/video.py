@@ -39,9 +39,12 @@ def probe_file(path: str) -> dict:
 
 
 def init_ray(address: str = "", object_store_mb: int = 1024, num_cpus: int | None = None) -> bool:
-    """Start (or connect to) Ray with the single-machine settings; returns True if we started it."""
-    for k, v in RAY_ENV.items():
-        os.environ.setdefault(k, v)
+    """Start (or connect to) Ray; returns True if we started it. A local Ray gets the single-machine
+    settings (auth off, no usage stats, ports on loopback) unless the environment sets them; connecting
+    to ``address`` leaves the environment as it is (a token-auth cluster needs ``RAY_AUTH_MODE=token``)."""
+    if not address:
+        for k, v in RAY_ENV.items():
+            os.environ.setdefault(k, v)
     import ray
 
     if ray.is_initialized():

@@ -158,7 +158,7 @@ class TrainConfig:
     num_workers: int = 0  # dataloader workers
     amp: bool = True  # fp16 autocast + GradScaler, used on CUDA only
     # none | bf16: bf16 autocast when training on CPU (losses in fp32). ~1.7x faster steps on a CPU with
-    # AVX512-BF16 (the shipped weights' stages 4-5); slower on CPUs without native bf16.
+    # AVX512-BF16 (the shipped weights' stages 4-10); slower on CPUs without native bf16.
     cpu_amp: str = "none"
     seed: int = 0
     checkpoint_interval: int = 1  # epochs
