@@ -5,6 +5,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from zarr.storage import LocalStore, WrapperStore
@@ -89,3 +93,31 @@ def snapshot(path: Path) -> dict:
             else:
                 out[rel] = ("dir", "")
     return out
+
+
+def run_and_sigkill(args: list[str], group: Path, at_frames: int, env: dict, timeout: float = 180) -> int | None:
+    """Start ``python -m streamparse run ARGS`` in its own session and SIGKILL it (the CLI and the Ray
+    processes it started) once ``group``'s commit marker reaches ``at_frames``; returns the frames
+    committed when it was killed, or None if the run ended (or timed out) first."""
+    import zarr
+
+    proc = subprocess.Popen([sys.executable, "-m", "streamparse", "run", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    killed = None
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                n = dict(zarr.open_group(str(group), mode="r").attrs)["status"]["frames_written"]
+            except Exception:  # noqa: BLE001 - not created yet, or mid-write
+                n = 0
+            if n >= at_frames:
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed = n
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return killed

@@ -216,7 +216,7 @@ def test_tta_resamples_each_scale_onto_the_reference_grid():
 
 def test_predictor_tta_settings_and_mirror_consistency():
     from streamparse.config import load_config
-    from streamparse.build import build_predictor, build_predictor_from_checkpoint
+    from streamparse.build import build_predictor
 
     # random weights: averaged passes are weak, so a low theta_mask keeps people
     tiny = ["model.name=uniparser_tiny", "model.input_size=[64,96]", "model.center_thresh=0.0", "model.mask_thresh=0.05",
@@ -517,6 +517,7 @@ def _parse_all(model, x, size, keep_raw=False):
     ]
 
 
+@pytest.mark.slow  # trains the tiny model for ~90 s on 2 cores
 def test_tiny_model_learns_toy_people(trained_tiny):
     model, images, persons, x = trained_tiny
     results = _parse_all(model, x, (160, 192))
@@ -536,6 +537,7 @@ def test_tiny_model_learns_toy_people(trained_tiny):
     assert float(np.mean(ious)) >= 0.8
 
 
+@pytest.mark.slow  # trains the tiny model for ~90 s on 2 cores
 def test_mask_nms_afterwards_changes_nothing(trained_tiny):
     model, images, persons, x = trained_tiny
     for r in _parse_all(model, x, (160, 192), keep_raw=True):

@@ -14,8 +14,9 @@ import pytest
 import zarr
 
 from streamparse.config import load_config
-from streamparse.build import build_predictor, build_predictor_from_checkpoint
+from streamparse.build import build_predictor
 from streamparse.sources import FileSource
+from faults import run_and_sigkill
 from videos import make_video
 
 pytestmark = pytest.mark.ray
@@ -189,25 +190,7 @@ def test_cli_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     for o in MODEL + ["model.input_size=[256,256]"]:
         common += ["--set", o]
     out = tmp_path / "run.zarr"
-    proc = subprocess.Popen([sys.executable, "-m", "streamparse", "run", *common, "--out", str(out)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    killed_at = None
-    try:
-        deadline = time.time() + 150
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                n = dict(zarr.open_group(str(out / "clip"), mode="r").attrs)["status"]["frames_written"]
-            except Exception:  # noqa: BLE001
-                n = 0
-            if n >= 8:
-                os.killpg(proc.pid, signal.SIGKILL)  # the CLI and the Ray processes it started
-                killed_at = n
-                break
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    killed_at = run_and_sigkill([*common, "--out", str(out)], out / "clip", 8, ENV, timeout=150)
     assert killed_at is not None and killed_at < 64, "the run was not killed mid-way"
     r = cli("run", *common, "--out", str(out), timeout=300)
     assert r.returncode == 2 and "--resume" in r.stderr  # refuses to clobber the partial store

@@ -5,14 +5,13 @@ exactly the ids of an uninterrupted run."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import zarr
+from faults import run_and_sigkill
 
 pytestmark = pytest.mark.ray
 
@@ -52,25 +51,7 @@ def test_run_tracks_meet_a_floor_and_resume_gives_the_same_ids(video, tmp_path):
     assert res["overall"]["IDF1"] >= 0.5, res["overall"]  # a floor with the synthetic weights at 256 px
     # SIGKILL mid-run, then --resume: the same ids as the uninterrupted run (tracker state in the marker)
     out = tmp_path / "killed.zarr"
-    proc = subprocess.Popen([sys.executable, "-m", "streamparse", "run", *common, "--out", str(out)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    killed = None
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                n = dict(zarr.open_group(str(out / "walk"), mode="r").attrs)["status"]["frames_written"]
-            except Exception:  # noqa: BLE001
-                n = 0
-            if n >= 16:
-                os.killpg(proc.pid, signal.SIGKILL)
-                killed = n
-                break
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    killed = run_and_sigkill([*common, "--out", str(out)], out / "walk", 16, ENV)
     assert killed is not None and killed < 60, "the run was not killed mid-way"
     r = run_cli(*common, "--out", str(out), "--resume")
     assert r.returncode == 0, r.stderr

@@ -172,7 +172,7 @@ def test_scale_per_batch_gives_one_short_side_per_global_batch(data_root):
 # ----------------------------------------------------------------------------- smoke run
 def test_smoke_train_outputs(straight_run, data_root):
     from streamparse.checkpoint import build_from_checkpoint
-    from streamparse.build import build_predictor, build_predictor_from_checkpoint
+    from streamparse.build import build_predictor_from_checkpoint
 
     for name in ("last.pt", "best.pt", "epoch_1.pt", "epoch_2.pt", "last_state.pt"):
         obj = torch.load(straight_run / name, map_location="cpu", weights_only=True)  # plain data only
@@ -315,7 +315,7 @@ def test_cpu_bf16_autocast(data_root, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- DDP equivalence
 @pytest.mark.ray
-@pytest.mark.parametrize("launcher", ["actors", "torch_trainer"])
+@pytest.mark.parametrize("launcher", ["actors", pytest.param("torch_trainer", marks=pytest.mark.slow)])
 def test_two_workers_batch1_equal_one_worker_batch2(launcher, tmp_path_factory):
     """One SGD step: 2 Ray workers x batch 1 (DDP, gloo) == 1 process x batch 2.
 

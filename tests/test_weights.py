@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from streamparse.checkpoint import DEFAULT_WEIGHTS, load_checkpoint
@@ -60,6 +61,7 @@ def test_shipped_weights_parse_fresh_synthetic_people(tmp_path):
     assert m["AP_p"][2] >= 0.75 and m["AP_p_vol"] >= 0.39 and m["mIoU"] >= 0.575, m
 
 
+@pytest.mark.slow  # ~40 s: two passes of the shipped weights over 24 images at 512 px
 def test_flip_tta_helps_the_shipped_weights_and_needs_the_left_right_swap(tmp_path):
     """model.test_flip on 24 fresh images at the recipe's input size: better than one pass, and
     averaging the mirror pass without swapping left and right classes would be worse."""
@@ -68,7 +70,7 @@ def test_flip_tta_helps_the_shipped_weights_and_needs_the_left_right_swap(tmp_pa
     from streamparse.data import DATASETS
     from streamparse.data.synth import generate_dataset
     from streamparse.evaluation import evaluate_parsing
-    from streamparse.build import build_predictor, build_predictor_from_checkpoint
+    from streamparse.build import build_predictor
 
     generate_dataset(tmp_path / "d", "cihp", 24, seed=12345, size=(256, 256), split="val", min_people=1, max_people=4)
     ds = DATASETS["cihp"](tmp_path / "d", "val")

@@ -137,8 +137,10 @@ def run_live(args) -> dict:
     if getattr(args, "work_ms", 0) > 0:
         work = args.work_ms / 1000.0
 
-        def model(_frame):
+        def sleep_model(_frame):
             time.sleep(work)
+
+        model = sleep_model
 
     return bench_live(args.duration, int(w), int(h), args.fps, uri=args.uri, model=model,
                       drop_policy=args.drop_policy,

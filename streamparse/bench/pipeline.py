@@ -25,6 +25,18 @@ from pathlib import Path
 import numpy as np
 
 
+def _descendants(parent: dict[int, int]) -> set[int]:
+    """This process and every descendant, from a pid -> parent pid map."""
+    tree, frontier = {os.getpid()}, [os.getpid()]
+    while frontier:
+        p = frontier.pop()
+        for c, pp in parent.items():
+            if pp == p and c not in tree:
+                tree.add(c)
+                frontier.append(c)
+    return tree
+
+
 def _rss_tree() -> int:
     """Resident bytes of this process and all its descendants (the local Ray processes); Linux /proc."""
     parent: dict[int, int] = {}
@@ -35,13 +47,7 @@ def _rss_tree() -> int:
                     parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 pass
-    tree, frontier = {os.getpid()}, [os.getpid()]
-    while frontier:
-        p = frontier.pop()
-        for c, pp in parent.items():
-            if pp == p and c not in tree:
-                tree.add(c)
-                frontier.append(c)
+    tree = _descendants(parent)
     page = os.sysconf("SC_PAGE_SIZE")
     total = 0
     for p in tree:
@@ -73,14 +79,7 @@ def _cpu_by_pid() -> dict[int, tuple[str, float]]:
         role = ("driver" if pid == os.getpid() else "inference actors" if "InferenceActor" in cmd
                 else "decoder actors" if "DecoderActor" in cmd else "other Ray processes")
         info[pid] = (role, (int(fields[11]) + int(fields[12])) / tick)
-    tree, frontier = {os.getpid()}, [os.getpid()]
-    while frontier:
-        p = frontier.pop()
-        for c, pp in parent.items():
-            if pp == p and c not in tree:
-                tree.add(c)
-                frontier.append(c)
-    return {p: info[p] for p in tree if p in info}
+    return {p: info[p] for p in _descendants(parent) if p in info}
 
 
 class _RSSSampler:
