@@ -10,7 +10,7 @@ import logging
 import posixpath
 from pathlib import Path
 
-from streamparse.results import Result, _is_url, open_result
+from streamparse.results.store import Result, _is_url, open_result
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Reading streamparse stores in notebooks: ``open_result(path_or_url) -> Result`` and ``open_archive``.
+"""Reading one streamparse store: ``open_result(path_or_url) -> Result`` (``open_archive`` is in ``results.archive``).
 
 A ``Result`` reads only what the writer committed: frames ``< status.frames_written`` and instance rows
 ``< status.instances_written`` (a crash or a running writer leaves more; it is ignored). Tables come from
@@ -29,7 +29,7 @@ from streamparse.labelstats import instance_stats
 
 log = logging.getLogger(__name__)
 
-__all__ = ["open_result", "open_archive", "Result", "Archive", "Frame", "SchemaError"]
+__all__ = ["open_result", "Result", "Frame", "SchemaError"]
 
 
 class SchemaError(ValueError):
@@ -387,6 +387,3 @@ class Result:
         ds = ds.set_coords([c for c in ("frame_index", "segment") if c in ds])
         ds.attrs.update({"class_names": self.class_names, "schema_version": self.schema_version})
         return ds
-
-
-from streamparse.archive_reader import Archive, open_archive  # noqa: E402  (re-exported)
