@@ -158,6 +158,7 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
     interrupted = False
     try:
         outdir.lock(token)
+        outdir.mark()  # first: from here on a killed run leaves a folder that --resume accepts
         index = parse_index(outdir.read_text(INDEX) or "")
         prev = _read_archive_json(outdir)
         stats = {v.video_id: stat_identity(v.uri) for v in videos}
@@ -171,7 +172,6 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
             report["notes"].append(f"the model or its config changed since the last run (checkpoint {prev.get('checkpoint_sha256')} -> "
                                    f"{meta['checkpoint_sha256']}): finished videos are reprocessed into fresh stores")
         _write_archive_json(outdir, cfg, meta, key, videos, prev)
-        outdir.mark()
         todo = [d for d in decisions if d.action == "process"]
         if max_videos:
             todo = todo[:max_videos]
@@ -182,6 +182,8 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
                      for d in decisions if d.action == "process" and (d.previous or {}).get("state") != "pending"]
         with intr.critical():
             outdir.append_index(new_lines)
+            outdir.flush_index(force=True)
+        outdir.mark()
         if todo:
             t_ray = time.monotonic()
             started_ray = init_ray(ray_address or os.environ.get("RAY_ADDRESS", ""), cfg.pipeline.object_store_memory_mb)

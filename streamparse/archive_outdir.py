@@ -50,7 +50,11 @@ class LocalOutdir:
 
     # -------------------------------------------------------------- safety
     def check(self, resume: bool) -> str:
-        """'new' (absent or empty) or 'archive' (ours: resume continues it); ``OutputError`` otherwise."""
+        """'new' (absent or empty) or 'archive' (ours: resume continues it); ``OutputError`` otherwise
+        (a live job holding it is named first: that is the one thing to wait for)."""
+        holder = self.busy()
+        if holder:
+            raise OutputError(f"{self.path} is being written by another archive job ({holder}); wait for it or stop it")
         st = inspect_path(self.path)
         if st.what == "store":
             raise OutputError(f"refusing to write into {self.path}: it is a zarr store, not an archive folder")
@@ -119,9 +123,13 @@ class LocalOutdir:
         pass
 
     def mark(self) -> None:
-        from streamparse.outputs import finish_dir
+        """The folder marker: its own files (archive.json and index.jsonl always, before they exist, so
+        a run killed at any point leaves a folder ``--resume`` accepts) and the store pattern."""
+        from streamparse.outputs import LOCK_NAME, finish_dir
 
-        finish_dir(self.path, "archive", extra={"stores": STORES})
+        files = {e.name for e in self.path.iterdir() if e.is_file() and e.name not in (DIR_MARKER, LOCK_NAME)
+                 and not e.name.endswith(".tmp")}
+        finish_dir(self.path, "archive", extra={"stores": STORES, "files": sorted(files | {ARCHIVE_JSON, INDEX})})
 
     def close(self) -> None:
         if self._fd is not None:
@@ -169,6 +177,9 @@ class RemoteOutdir:
         self._flushed = 0.0
 
     def check(self, resume: bool) -> str:
+        holder = self.busy()
+        if holder:
+            raise OutputError(f"{self.url} is being written by another archive job ({holder}); wait for it or stop it")
         what, why = dir_state(self.fs, self.base)
         if what == "foreign":
             raise OutputError(f"refusing to write into {self.url}: {why}")
@@ -227,8 +238,8 @@ class RemoteOutdir:
     def mark(self) -> None:
         self.fs.invalidate_cache(self.base)
         names = {n.rsplit("/", 1)[-1] for n in self.fs.ls(self.base, detail=False)}
-        files = sorted(n for n in names if n not in (DIR_MARKER,) and not n.endswith(".zarr") and not n.startswith(".")
-                       and not n.endswith(".tmp"))
+        files = sorted({n for n in names if n not in (DIR_MARKER,) and not n.endswith(".zarr") and not n.startswith(".")
+                        and not n.endswith(".tmp")} | {ARCHIVE_JSON, INDEX})
         self.write_json(DIR_MARKER, {"kind": "archive", "created": time.time(), "files": files, "stores": STORES})
 
     def close(self) -> None:
