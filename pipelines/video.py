@@ -39,9 +39,12 @@ def probe_file(path: str) -> dict:
 
 
 def init_ray(address: str = "", object_store_mb: int = 1024, num_cpus: int | None = None) -> bool:
-    """Start (or connect to) Ray with the single-machine settings; returns True if we started it."""
-    for k, v in RAY_ENV.items():
-        os.environ.setdefault(k, v)
+    """Start (or connect to) Ray; returns True if we started it. A local Ray gets the single-machine
+    settings (auth off, no usage stats, ports on loopback) unless the environment sets them; connecting
+    to ``address`` leaves the environment as it is (a token-auth cluster needs ``RAY_AUTH_MODE=token``)."""
+    if not address:
+        for k, v in RAY_ENV.items():
+            os.environ.setdefault(k, v)
     import ray
 
     if ray.is_initialized():
@@ -96,7 +99,9 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
         intr.install()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
         use_gpu = (pc.device == "cuda") or (pc.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
         weights = build.load_weights(meta)
-        weights_ref = ray.put(weights) if weights is not None else None  # the weights cross once
+        # the weights cross once, as a ref inside a list: the actors resolve it themselves (a top-level ref
+        # argument makes Ray warn that a restarted actor could lose it; the driver holds it all run)
+        weights_ref = [ray.put(weights)] if weights is not None else None
         pkw = build.predictor_kwargs(cfg, meta)
         opts = {"num_gpus": 1} if use_gpu else {"num_cpus": 0.5}
         workers = [InferenceActor.options(**opts).remote(pkw, weights_ref, build.inference_threads(cfg))
@@ -132,6 +137,8 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
         intr.restore()
         if sched is not None and sched.first_result_s is not None:
             summary["first_result_s"] = sched.first_result_s
+        if sched is not None and not interrupted:
+            summary["stages_s"] = _stage_seconds(sched, workers, slots, ray)
         for s in slots:
             summ = s.metrics.summary() if s.metrics else {}
             summary["sources"][s.sid] = {"uri": redact_uri(s.uri), "frames_written": s.writer.committed if s.writer else 0,
@@ -163,6 +170,21 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
     summary["interrupted"] = interrupted
     summary["elapsed_s"] = round(time.monotonic() - t_start, 3)
     return summary
+
+
+def _stage_seconds(sched, workers: list, slots: list, ray) -> dict:
+    """Seconds per stage of the run: decode (decoder actors), preprocess / network / postprocess /
+    instance table (inference actors, summed), write and wait (driver)."""
+    out = {k: round(v, 3) for k, v in sched.stage_s.items()}
+    try:
+        for d in ray.get([w.stage_seconds.remote() for w in workers], timeout=10):
+            for k, v in d.items():
+                out[k] = round(out.get(k, 0.0) + v, 3)
+        decs = [s.decoder for s in slots if s.decoder is not None]
+        out["decode"] = round(sum(d["decode"] for d in ray.get([x.stage_seconds.remote() for x in decs], timeout=10)), 3)
+    except Exception:  # noqa: BLE001 - diagnostics only
+        pass
+    return out
 
 
 def _open_writer(s: Slot, sink, cfg: Config, meta: dict) -> None:

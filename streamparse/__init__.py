@@ -1,3 +1,3 @@
 """streamparse: multi-human parsing (UniParser) on video at archive scale."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

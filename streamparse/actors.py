@@ -31,6 +31,9 @@ class DecoderActor:
     def next(self) -> dict:
         return self.core.next()
 
+    def stage_seconds(self) -> dict:
+        return {"decode": self.core.decode_s}
+
     def stats(self) -> dict:
         return self.core.src.stats()
 
@@ -43,12 +46,15 @@ class InferenceActor:
     """Owns one model; restartable: a killed actor is restarted and its batch re-run by Ray."""
 
     def __init__(self, predictor: dict, weights, threads: int):
+        """``weights``: None (random init), or a one-element list holding the object ref of the numpy state dict."""
         import torch
 
         from streamparse.build import make_predictor
 
         if threads:
             torch.set_num_threads(threads)
+        if isinstance(weights, list):
+            weights = ray.get(weights[0])
         self.pred = make_predictor(**predictor, weights=weights)
 
     def infer(self, batch: dict) -> dict:
@@ -56,6 +62,9 @@ class InferenceActor:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def stage_seconds(self) -> dict:
+        return dict(self.pred.stage_s)
 
     def info(self) -> dict:
         return self.pred.info()

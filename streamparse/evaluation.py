@@ -201,7 +201,7 @@ class ParsingEvaluator:
         Args:
             gt_persons: per-person GT part maps, HxW integer (0 = background, >= n or < 0 = ignore).
             preds: (part map HxW integer in [0, n), score) per predicted person.
-            semantic_pred: HxW semantic prediction (mhp protocol: replaces the painted persons).
+            semantic_pred: HxW semantic prediction; given, it is scored for mIoU instead of the painted persons (either protocol).
             semantic_gt: HxW semantic GT (replaces the painted annotations).
         Raises ValueError (naming the image index) on bad shapes, dtypes, labels or scores.
         """

@@ -88,3 +88,21 @@ def instance_stats(part: np.ndarray, instance: np.ndarray, num_classes: int, ima
     inst_id = (np.arange(n, dtype=np.int64) - offset[frame] + 1).astype(np.uint16)
     return InstanceStats(frame=frame, inst_id=inst_id, area=area, bbox=bbox, part_area=pa.astype(np.int32),
                          part_rgb=rgb, offset=offset)
+
+
+def instance_features(frames: np.ndarray, part: np.ndarray, instance: np.ndarray, inst_offset: np.ndarray,
+                      num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The appearance half of ``instance_stats`` for a batch with a known instance table: per person,
+    pixels int32 (N,C) and mean RGB uint8 (N,C,3) of each part (0 where absent). ``inst_offset`` (B+1,)
+    gives frame b's people as rows inst_offset[b]:inst_offset[b+1] (ids 1..K_b)."""
+    off = np.asarray(inst_offset)
+    b = np.asarray(part).shape[0]
+    if off.shape != (b + 1,) or not np.issubdtype(off.dtype, np.integer) or (b and off[0] != 0) or np.any(np.diff(off) < 0):
+        raise ValueError(f"inst_offset must be non-decreasing int64 (B+1,) = ({b + 1},) from 0, got {off.dtype}{list(off.shape)}")
+    try:
+        st = instance_stats(part, instance, num_classes, frames, counts=np.diff(off))
+    except ValueError as exc:
+        if "exceeds" in str(exc):
+            raise ValueError("instance holds a person id above the frame's instance count in inst_offset") from None
+        raise
+    return st.part_area, st.part_rgb

@@ -61,8 +61,9 @@ class WriterLock:
         except (OSError, ValueError):
             return None
 
-    def busy(self) -> str | None:
-        """A description of the live process holding this lock, or None; creates nothing."""
+    def busy(self, include_self: bool = False) -> str | None:
+        """A description of the live process holding this lock, or None; creates nothing. A lock file
+        naming this process counts only with ``include_self`` (a reader in the writer's process)."""
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except OSError:
@@ -74,8 +75,13 @@ class WriterLock:
         finally:
             os.close(fd)
         old = self.holder()
-        if old and old.get("host") == socket.gethostname() and old.get("pid") and int(old["pid"]) != os.getpid() \
-                and _pid_alive(int(old["pid"])):
+        if not old or not old.get("pid"):
+            return None
+        if old.get("host") and old.get("host") != socket.gethostname():  # flock may not reach another host
+            age = time.time() - self.path.stat().st_mtime
+            return self._describe(old) if age < self.stale_s else None
+        pid = int(old["pid"])
+        if (pid != os.getpid() or include_self) and _pid_alive(pid):
             return self._describe(old)
         return None
 
@@ -105,7 +111,7 @@ class WriterLock:
             old = self.holder()
             host = socket.gethostname()
             if old and old.get("pid") is not None:
-                other_host = old.get("host") != host
+                other_host = bool(old.get("host")) and old.get("host") != host
                 age = time.time() - self.path.stat().st_mtime
                 alive = (not other_host and int(old["pid"]) != os.getpid() and _pid_alive(int(old["pid"])))
                 if other_host and age < self.stale_s and not self._superseded(old):

@@ -17,6 +17,8 @@ Built from config in ``streamparse.build`` (the only place config becomes object
 from __future__ import annotations
 
 import contextlib
+import time
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -122,6 +124,8 @@ class Predictor:
         self.use_streams = bool(cuda_streams) and self.device.type == "cuda"
         self._copy_stream = torch.cuda.Stream(device=self.device) if self.use_streams else None
         self._pending_event = None
+        # host seconds spent per stage (on CUDA without synchronising: the device may still be running)
+        self.stage_s: dict[str, float] = defaultdict(float)
         self.protocol = protocol
         self.official_params = None
         if protocol == "official":
@@ -232,9 +236,14 @@ class Predictor:
         if self.protocol == "official":
             return self._maps_official(frames_dev)
         b, H, W, _ = frames_dev.shape
+        t0 = time.perf_counter()
         x, (nh, nw) = self.preprocess(frames_dev)
+        t1 = time.perf_counter()
         with self._autocast():
             out = self._forward(frames_dev, x, (nh, nw))
+        t2 = time.perf_counter()
+        self.stage_s["preprocess"] += t1 - t0
+        self.stage_s["network"] += t2 - t1
         heat = out.heatmap.float()
         p = self.params
         maps, scores, kernels = [], [], []
@@ -254,8 +263,10 @@ class Predictor:
             scores = [s.to("cpu", non_blocking=True) for s in scores]
             kernels = [k.to("cpu", non_blocking=True) for k in kernels]
             torch.cuda.current_stream(self.device).synchronize()
-        return _Maps(part=stacked[:, 0].numpy().astype(np.uint8), instance=stacked[:, 1].numpy().astype(np.uint16),
+        maps = _Maps(part=stacked[:, 0].numpy().astype(np.uint8), instance=stacked[:, 1].numpy().astype(np.uint16),
                      scores=[s.numpy() for s in scores], kernels=[k.numpy() for k in kernels])
+        self.stage_s["postprocess"] += time.perf_counter() - t2
+        return maps
 
     def _infer(self, frames: np.ndarray) -> _Maps:
         dev = self._to_device(frames)
@@ -275,8 +286,10 @@ class Predictor:
     def parse_batch(self, fb: FrameBatch) -> ParsingBatch:
         """A FrameBatch -> its ParsingBatch (label maps at the frames' size + the instance table)."""
         m = self._infer(fb.frames)
+        t0 = time.perf_counter()
         counts = np.array([len(s) for s in m.scores], dtype=np.int64)
         st = instance_stats(m.part, m.instance, self.num_classes, fb.frames, counts)  # areas, boxes, part areas/colours
+        self.stage_s["instance_table"] += time.perf_counter() - t0
         return ParsingBatch(
             part=m.part, instance=m.instance, frame_index=fb.frame_index, pts=fb.pts, time=fb.time,
             wallclock=fb.wallclock, segment=fb.segment, inst_offset=st.offset, inst_id=st.inst_id,

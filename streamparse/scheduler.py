@@ -128,6 +128,7 @@ class Scheduler:
         self.wait_s = wait_s
         self.pending: dict = {}  # inference handle -> (slot, seq, n)
         self.first_result_s: float | None = None  # seconds from t0 to the first written result
+        self.stage_s = {"write": 0.0, "wait": 0.0}  # driver seconds: in the writers, waiting for results
         self._t0 = time.monotonic() if t0 is None else t0
 
     # -------------------------------------------------------------- start
@@ -159,7 +160,10 @@ class Scheduler:
             # only the oldest decode request of each source is waited on: batches must be numbered
             # in decode order, and a later one may be reported ready before an earlier one
             oldest = {s.requests[0]: s for s in active if s.requests}
-            for h in self.ex.wait(list(oldest) + list(self.pending), self.wait_s):
+            t0 = time.perf_counter()
+            ready = self.ex.wait(list(oldest) + list(self.pending), self.wait_s)
+            self.stage_s["wait"] += time.perf_counter() - t0
+            for h in ready:
                 if h in self.pending:
                     self._on_inferred(h, *self.pending.pop(h))
                 elif h in oldest:
@@ -205,12 +209,15 @@ class Scheduler:
         pb = ParsingBatch.from_dict(res)
         if len(pb) != n:
             raise PipelineError(f"{s.sid}: internal error: {len(pb)} parsings for a batch of {n} frames")
+        t0 = time.perf_counter()
         try:
             with self.intr.critical():
                 s.writer.add_batch(seq, pb)
         except SinkWriteError as exc:  # disk full / I/O error: stop this source, keep the others
             self.stop(s, str(exc))
             return
+        finally:
+            self.stage_s["write"] += time.perf_counter() - t0
         s.metrics.observe_lags(time.time() - pb.wallclock)
         if self.first_result_s is None:
             self.first_result_s = round(time.monotonic() - self._t0, 3)
@@ -358,6 +365,7 @@ class DecoderCore:
         self.batch_size = int(batch_size)
         self.batch_timeout_s = float(batch_timeout_s)
         self.live = getattr(src, "kind", "file") == "live"
+        self.decode_s = 0.0  # seconds spent in the source's read (decoding, or waiting for a live frame)
         self.max_frames = int(max_frames) if self.live else 0  # (files stop at max_frames themselves)
         self.emitted = 0
 
@@ -370,7 +378,9 @@ class DecoderCore:
         if self.max_frames and self.emitted >= self.max_frames:
             return {"batch": None, "end": True}
         want = min(self.batch_size, self.max_frames - self.emitted) if self.max_frames else self.batch_size
+        t0 = time.perf_counter()
         b = self.src.read(want, self.batch_timeout_s)  # a live source that gave up raises here
+        self.decode_s += time.perf_counter() - t0
         self.emitted += len(b) if b is not None else 0
         out = {"batch": None if b is None else b.to_dict(), "end": b is None and self.src.ended()}
         if self.live:

@@ -6,16 +6,12 @@ Only committed data is read: frames < ``status.frames_written``, rows < ``status
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-SCHEMA_VERSION = 2
-LOCK_NAME = ".streamparse.lock"
+from streamparse.schema import SCHEMA_VERSION
 TABLE = ("inst_id", "inst_score", "inst_bbox", "inst_area", "inst_embedding", "inst_part_area", "inst_part_rgb")
 
 
@@ -23,37 +19,11 @@ class StoreError(ValueError):
     """A store that cannot be used here; the message is one line naming the problem."""
 
 
-def writer_pid(path: str | Path) -> int | None:
-    """The pid of a live process on this host holding the store's writer lock, else None.
+def writer_busy(path: str | Path) -> str | None:
+    """Who holds the store's writer lock (a live process, ``streamparse.lock.WriterLock``), else None."""
+    from streamparse.lock import WriterLock
 
-    Reads ``<store>/.streamparse.lock`` (JSON ``{"pid", "host"}``, or a bare pid): the lead's
-    ``outputs.WriterLock`` file. A lock of another host counts as held; a dead pid's lock is stale."""
-    lock = Path(path) / LOCK_NAME
-    try:
-        text = lock.read_text().strip()
-    except OSError:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = text
-    if isinstance(data, dict):
-        pid, host = data.get("pid"), data.get("host") or data.get("hostname")
-    else:
-        pid, host = data, None
-    try:
-        pid = int(pid)
-    except (TypeError, ValueError):
-        return None
-    if host and host != socket.gethostname():
-        return pid
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+    return WriterLock(path).busy(include_self=True)
 
 
 def open_store(path: str | Path, mode: str = "r"):
@@ -73,11 +43,10 @@ def open_store(path: str | Path, mode: str = "r"):
 
 
 def source_ids(root) -> list[str]:
-    import warnings
+    """The source groups of a local store (read from the folder: the writer's lock file is no zarr node)."""
+    from streamparse.store_check import group_ids
 
-    with warnings.catch_warnings():  # the writer's lock file inside the store is no zarr node
-        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
-        return sorted(name for name, _ in root.groups())
+    return group_ids(Path(str(root.store_path.store.root)))
 
 
 def committed(group) -> tuple[int, int]:

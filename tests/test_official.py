@@ -613,9 +613,9 @@ def test_output_is_never_written_over_foreign_files(r50, tmp_path, capsys):
     out = tmp_path / "precious.pt"
     out.write_text("someone else's file\n")
     rc, err = run_cli(capsys, r50["src"], out)
-    assert rc == 2 and "exists (add --overwrite to replace a streamparse checkpoint)" in err
+    assert rc == 2 and "exists and it is a file that streamparse did not write" in err  # the one output rule (issue 16)
     rc, err = run_cli(capsys, r50["src"], out, "--overwrite")
-    assert rc == 2 and "refusing to overwrite" in err and "not a streamparse checkpoint" in err
+    assert rc == 2 and "refusing to overwrite" in err and "streamparse did not write" in err
     assert out.read_text() == "someone else's file\n"
     rc, err = run_cli(capsys, r50["src"], tmp_path, "--overwrite")
     assert rc == 2 and "is a directory" in err

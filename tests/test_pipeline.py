@@ -218,5 +218,6 @@ def test_cli_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     assert r.returncode == 0, r.stderr
     a, b = zarr.open_group(str(out / "clip"), mode="r"), zarr.open_group(str(ref / "clip"), mode="r")
     assert a["frame_index"][:].tolist() == list(range(64))
-    for name in ("part", "instance", "pts", "time", "inst_offset", "inst_id", "inst_score", "inst_bbox", "inst_area"):
+    for name in ("part", "instance", "pts", "time", "inst_offset", "inst_id", "inst_score", "inst_bbox", "inst_area",
+                 "inst_track", "inst_embedding", "inst_part_area", "inst_part_rgb"):  # schema v2: tracks resume exactly
         np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)

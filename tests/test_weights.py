@@ -14,7 +14,8 @@ from streamparse.checkpoint import DEFAULT_WEIGHTS, load_checkpoint
 from streamparse.config import ModelConfig, load_config
 
 # the config of the recipe's last stage: the shipped file's training config and input size
-RECIPE = Path(__file__).parents[1] / "configs" / "train_synth_cihp_small_ft9.yaml"
+RECIPE = Path(__file__).parents[1] / "configs" / "shipped_weights" / "stage10.yaml"
+QUALITY = Path(__file__).parents[1] / "configs" / "quality.yaml"
 
 
 def test_shipped_weights_fit_the_default_config():
@@ -112,7 +113,7 @@ def test_eval_set_overrides_the_config(tmp_path):
     from streamparse.data.synth import generate_dataset
 
     generate_dataset(tmp_path / "d", "cihp", 6, seed=4321, size=(256, 256), split="val", min_people=2, max_people=4)
-    cfg = str(Path(__file__).parents[1] / "configs" / "train_synth_cihp_small.yaml")
+    cfg = str(Path(__file__).parents[1] / "configs" / "shipped_weights" / "stage01.yaml")
 
     def ev(*extra):
         out = tmp_path / f"m{len(extra)}.json"
@@ -135,7 +136,7 @@ def test_eval_set_overrides_the_config(tmp_path):
 def test_every_shipped_config_loads_and_the_recipe_matches_the_weights():
     import pytest
 
-    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    configs = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
     assert len(configs) >= 4
     for path in configs:
         load_config(path)  # unknown keys or bad values raise ConfigError naming them
@@ -147,3 +148,16 @@ def test_every_shipped_config_loads_and_the_recipe_matches_the_weights():
         assert stored["train"][key] == pytest.approx(list(getattr(recipe.train, key)) if key == "lr_steps" else getattr(recipe.train, key)), key
     assert stored["train"]["lr_per_image"] == pytest.approx(recipe.train.lr_per_image)
     assert stored["data"]["short_side"] == list(recipe.data.short_side) and stored["data"]["scale_per_batch"]
+
+
+def test_the_quality_preset_is_the_one_the_checkpoint_stores():
+    """The shipped weights' inference preset is named in one place (configs/quality.yaml) and equals what
+    their checkpoint stores (and what build_predictor_from_checkpoint runs)."""
+    from streamparse.build import build_predictor_from_checkpoint
+
+    preset = load_config(QUALITY).model
+    stored = load_checkpoint(DEFAULT_WEIGHTS)["config"]["model"]
+    assert stored["input_size"] == list(preset.input_size) == [512, 896]
+    assert stored["cate_score_thresh"] == preset.cate_score_thresh == 0.275
+    pred = build_predictor_from_checkpoint(str(DEFAULT_WEIGHTS), device="cpu")
+    assert pred.input_size == tuple(preset.input_size) and pred.params.cate_score_thresh == preset.cate_score_thresh

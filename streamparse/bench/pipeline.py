@@ -53,10 +53,41 @@ def _rss_tree() -> int:
     return total
 
 
+def _cpu_by_pid() -> dict[int, tuple[str, float]]:
+    """pid -> (role, CPU seconds so far) of this process and its descendants; roles: driver, inference
+    actors, decoder actors, other Ray processes (raylet, GCS, idle workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, info = {}, {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        pid = int(d)
+        parent[pid] = int(fields[1])
+        role = ("driver" if pid == os.getpid() else "inference actors" if "InferenceActor" in cmd
+                else "decoder actors" if "DecoderActor" in cmd else "other Ray processes")
+        info[pid] = (role, (int(fields[11]) + int(fields[12])) / tick)
+    tree, frontier = {os.getpid()}, [os.getpid()]
+    while frontier:
+        p = frontier.pop()
+        for c, pp in parent.items():
+            if pp == p and c not in tree:
+                tree.add(c)
+                frontier.append(c)
+    return {p: info[p] for p in tree if p in info}
+
+
 class _RSSSampler:
     def __init__(self, interval_s: float = 1.0):
         self.interval_s = interval_s
         self.samples: list[tuple[float, int]] = []
+        self.cpu: dict[int, list] = {}  # pid -> [role, first CPU seconds seen, last seen]
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._loop, daemon=True)
 
@@ -64,7 +95,17 @@ class _RSSSampler:
         t0 = time.monotonic()
         while not self._stop.is_set():
             self.samples.append((time.monotonic() - t0, _rss_tree()))
+            for pid, (role, cpu) in _cpu_by_pid().items():  # first and last CPU time seen of every process
+                first = self.cpu.setdefault(pid, [role, cpu, cpu])
+                first[0], first[2] = role, cpu
             self._stop.wait(self.interval_s)
+
+    def cpu_share_pct(self, wall_s: float) -> dict[str, float]:
+        """Each role's CPU use during the sampled interval, in % of one core."""
+        out: dict[str, float] = {}
+        for role, a, b in self.cpu.values():
+            out[role] = out.get(role, 0.0) + (b - a)
+        return {k: round(100.0 * v / wall_s, 1) for k, v in sorted(out.items())}
 
     def __enter__(self) -> "_RSSSampler":
         self._t.start()
@@ -137,7 +178,7 @@ def run_pipeline_bench(args) -> dict:
         t = time.perf_counter()
         with ZarrSink(work / "naive.zarr", mode="create", root_attrs={}, chunk_frames=pc.chunk_frames,
                       compressor=pc.compressor) as sink, FileSource(video, max_frames=limit) as src:
-            w = sink.source("naive", src.info(), (info["height"], info["width"]), meta["class_names"], None)
+            w = build.open_source_writer(sink, cfg, meta, "naive", src.info())  # the same writer (and tracker) as run
             seq = 0
             for b in src.batches(1):
                 w.add_batch(seq, pred.parse_batch(b))
@@ -172,6 +213,9 @@ def run_pipeline_bench(args) -> dict:
         res["e2e_vs_model_only"] = round(res["e2e_fps"] / res["model_only_fps"], 3)
         res["e2e_steady_vs_model_only"] = round(res["e2e_steady_fps"] / res["model_only_fps"], 3) if res["e2e_steady_fps"] else None
         res["e2e_vs_naive"] = round(res["e2e_fps"] / res["naive_fps"], 3)
+        # where the time goes: seconds per stage (summed over actors) and each role's CPU share of the run
+        res["stages_s"] = summ.get("stages_s", {})
+        res["cpu_share_pct"] = mem.cpu_share_pct(wall)
         res["memory"] = mem.summary()
         res["memory"]["samples_mb"] = [round(s / 2**20, 1) for _, s in mem.samples]
         return res
@@ -192,5 +236,7 @@ def format_pipeline(res: dict) -> str:
         f"actors+model start {res['e2e_startup_s']} s, Ray start {res['ray_start_s']} s apart)",
         f"memory (driver + Ray processes): after warm-up {m.get('rss_mb_after_warmup')} MB, end {m.get('rss_mb_end')} MB, "
         f"max {m.get('rss_mb_max')} MB, growth {m.get('growth_pct')} % ({m['samples']} samples)",
+        "stages (s, summed over actors): " + ", ".join(f"{k} {v}" for k, v in res.get("stages_s", {}).items()),
+        "CPU share of the end-to-end run (% of one core): " + ", ".join(f"{k} {v}" for k, v in res.get("cpu_share_pct", {}).items()),
     ]
     return "\n".join(lines)

@@ -139,7 +139,7 @@ def gt_frames(gt_dir: str | Path, video: str, num_classes: int = 20) -> tuple[li
     """The GT as detections (upper bound): GT person maps as ``instance``, part-colour signatures from
     the rendered frames and GT parts, no embedding, score 1. Returns (frames, tables, GT maps)."""
     from streamparse.data.cihp import read_image, read_label_png
-    from streamparse.features import instance_features
+    from streamparse.labelstats import instance_features
     from streamparse.track_eval import load_gt
 
     info, maps = load_gt(gt_dir, video)

@@ -42,11 +42,14 @@ def run(args) -> int:
     # config errors are reported above, before anything heavy is imported or any path is touched
     from streamparse.outputs import OutputError, prepare_output
 
-    if args.summary_json:  # a side file: replaced only if streamparse wrote it (checked before the run)
-        try:
+    mode = "resume" if args.resume else "overwrite" if args.overwrite else "create"
+    try:  # outputs first (cheap): a refused path fails before anything heavy starts; the sink checks again
+        if "://" not in str(args.out):
+            prepare_output(args.out, mode=mode, kind="store")
+        if args.summary_json:  # a side file: replaced only if streamparse wrote it
             prepare_output(args.summary_json, mode="overwrite", kind="file", remove=False)
-        except OutputError as exc:
-            raise CLIError(str(exc)) from None
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
     from streamparse.checkpoint import CheckpointError
     from streamparse.sink import SinkError
     from streamparse.sources import SourceError
@@ -58,7 +61,6 @@ def run(args) -> int:
             raise CLIError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
     from streamparse.pipelines.video import PipelineError, run as run_pipeline
 
-    mode = "resume" if args.resume else "overwrite" if args.overwrite else "create"
     try:
         summary = run_pipeline(cfg, args.sources, args.out, checkpoint=args.checkpoint, mode=mode, progress=not args.no_progress)
     except (SourceError, SinkError, CheckpointError, PipelineError, ValueError) as exc:

@@ -21,14 +21,14 @@ def run(args) -> int:
     from streamparse.config import ConfigError, TrackConfig, from_dict, to_dict
     from streamparse.build import track_kwargs as tracker_kwargs
     from streamparse.tracking import NAME, Tracker
-    from streamparse.trackstore import StoreError, committed, open_store, read_tables, run_tracker, source_ids, writer_pid
+    from streamparse.trackstore import StoreError, committed, open_store, read_tables, run_tracker, source_ids, writer_busy
 
     path = args.store
     if not path.exists():
         raise CLIError(f"store not found: {path}")
-    pid = writer_pid(path)
-    if pid is not None:
-        raise CLIError(f"{path} is being written (writer lock held by pid {pid}); rerun when that run ends")
+    holder = writer_busy(path)
+    if holder is not None:
+        raise CLIError(f"{path} is being written ({holder}); rerun when that run ends")
     try:
         root = open_store(path, mode="r")
     except StoreError as exc:
@@ -63,13 +63,23 @@ def run(args) -> int:
         results[sid] = run_tracker(g, Tracker(**kwargs), read_tables(g))
     import zarr
 
-    root = zarr.open_group(str(path), mode="r+", zarr_format=3)
-    for sid, track in results.items():
-        g = root[sid]
-        _, n = committed(g)
-        if n:
-            g["inst_track"][:n] = track
-        g.attrs["tracker"] = {"name": NAME, "params": json.loads(json.dumps(kwargs))}
-        print(f"{sid}: {n} instances, {int(track.max(initial=0))} tracks")
-    root.attrs["tracker"] = {"name": NAME, "params": json.loads(json.dumps(kwargs))}
+    from streamparse.lock import WriterLock
+    from streamparse.outputs import OutputError
+
+    try:  # the one writer of the store while inst_track is rewritten
+        lock = WriterLock(path).acquire()
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        root = zarr.open_group(str(path), mode="r+", zarr_format=3)
+        for sid, track in results.items():
+            g = root[sid]
+            _, n = committed(g)
+            if n:
+                g["inst_track"][:n] = track
+            g.attrs["tracker"] = {"name": NAME, "params": json.loads(json.dumps(kwargs))}
+            print(f"{sid}: {n} instances, {int(track.max(initial=0))} tracks")
+        root.attrs["tracker"] = {"name": NAME, "params": json.loads(json.dumps(kwargs))}
+    finally:
+        lock.release()
     return 0
