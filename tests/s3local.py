@@ -21,11 +21,11 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def moto_server():
-    try:
-        import moto  # noqa: F401
-        import s3fs  # noqa: F401
-    except ImportError as exc:
-        raise RuntimeError(f"S3 tests need s3fs and moto[server]: {exc}") from None
+    import importlib.util
+
+    missing = [m for m in ("moto", "s3fs") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeError(f"S3 tests need s3fs and moto[server]: {', '.join(missing)} not installed")
     port = _free_port()
     exe = Path(sys.executable).with_name("moto_server")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
