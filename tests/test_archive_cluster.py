@@ -26,7 +26,9 @@ import zarr
 from archive_helpers import ENV, TINY, assert_groups_equal, open_group, set_args
 from videos import make_video
 
-pytestmark = pytest.mark.ray
+# ~4 min together on 2 shared cores (a cluster start, 4 archive jobs): slow; tests/test_archive_cli.py
+# covers the same pipeline on the local Ray in the default run
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 CFG = TINY + ["model.input_size=[96,96]"]
 GOOD = {"a": (60, 48, 64), "b": (90, 64, 80), "c": (40, 32, 48), "d": (120, 48, 64), "e": (75, 72, 96), "f": (50, 40, 56)}
@@ -156,7 +158,6 @@ def wait_unlocked(out: Path) -> None:
     assert wait_for(free, 60, 0.2)
 
 
-@pytest.mark.slow  # ~80 s on 2 shared cores
 def test_stop_and_sigkill_then_resubmit_continue_from_commit_markers(cluster, vids, reference, tmp_path):
     out = tmp_path / "arc"
     client = cluster.client()
@@ -208,7 +209,6 @@ def test_stop_and_sigkill_then_resubmit_continue_from_commit_markers(cluster, vi
     assert sum(1 for x in rows.values() if x["action"] == "skipped") >= 1
 
 
-@pytest.mark.slow  # ~55 s on 2 shared cores
 def test_lost_node_videos_finish_on_the_head(cluster, vids, reference, tmp_path):
     out = tmp_path / "arc"
     proc = subprocess.Popen([sys.executable, "-m", "streamparse", "submit", "--address", cluster.address, "--python",

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 
-def _rss_tree() -> int:
-    """Resident bytes of this process and all its descendants (the local Ray processes); Linux /proc."""
+def _rss_tree(root: int | None = None) -> int:
+    """Resident bytes of process ``root`` (default: this one) and all its descendants (the local Ray
+    processes); Linux /proc."""
     parent: dict[int, int] = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -35,7 +36,8 @@ def _rss_tree() -> int:
                     parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 pass
-    tree, frontier = {os.getpid()}, [os.getpid()]
+    root = os.getpid() if root is None else root
+    tree, frontier = {root}, [root]
     while frontier:
         p = frontier.pop()
         for c, pp in parent.items():
