@@ -36,10 +36,11 @@ __all__ = ["PipelineError", "run_archive", "start_pool"]
 
 
 # ----------------------------------------------------------------------------- the inference pool
-def start_pool(cfg: Config, meta: dict, *, workers: int = 0) -> tuple[list, dict]:
+def start_pool(cfg: Config, meta: dict, *, workers: int = 0, start_timeout_s: float = 600.0) -> tuple[list, dict]:
     """The run's shared inference actors: [(actor, node_id)] and a description. GPU: one actor per GPU
     of the cluster (or ``workers``). CPU: per alive node, ``cpus // threads`` actors of ``threads``
-    torch threads (``pipeline.torch_threads``, else min(node CPUs, 8)); ``workers`` caps the total."""
+    torch threads (``pipeline.torch_threads``, else min(node CPUs, 8)); ``workers`` caps the total.
+    Waits until every actor is up (model built) and returns the node each one runs on."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -47,7 +48,7 @@ def start_pool(cfg: Config, meta: dict, *, workers: int = 0) -> tuple[list, dict
 
     pc = cfg.pipeline
     weights = build.load_weights(meta)
-    wref = ray.put(weights) if weights is not None else None  # the weights cross once
+    wlist = [ray.put(weights)] if weights is not None else None  # the weights cross once (in a list: not resolved twice)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     use_gpu = pc.device == "cuda" or str(pc.device).startswith("cuda:") or (pc.device == "auto" and gpus > 0)
     pkw = build.predictor_kwargs(cfg, meta, device="cuda" if use_gpu else "cpu")
@@ -58,8 +59,7 @@ def start_pool(cfg: Config, meta: dict, *, workers: int = 0) -> tuple[list, dict
             raise PipelineError("pipeline.device is cuda but the cluster has no GPU")
         threads = pc.torch_threads or 2
         for _ in range(n):
-            a = InferenceActor.options(num_gpus=1, num_cpus=0.5).remote(pkw, wref, threads)
-            pool.append((a, None))
+            pool.append(InferenceActor.options(num_gpus=1, num_cpus=0.5).remote(pkw, wlist, threads))
         desc = {"device": "cuda", "actors": n, "threads": threads}
     else:
         nodes = [nd for nd in ray.nodes() if nd.get("Alive") and nd.get("Resources", {}).get("CPU", 0) > 0]
@@ -71,11 +71,18 @@ def start_pool(cfg: Config, meta: dict, *, workers: int = 0) -> tuple[list, dict
         if workers:
             plan = [plan[i % len(plan)] for i in range(workers)]
         for node, threads in plan:
-            a = InferenceActor.options(num_cpus=0.5, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)) \
-                .remote(pkw, wref, threads)
-            pool.append((a, node))
+            pool.append(InferenceActor.options(num_cpus=0.5, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
+                        .remote(pkw, wlist, threads))
         desc = {"device": "cpu", "actors": len(plan), "threads": sorted({t for _, t in plan}), "nodes": len(nodes)}
-    return pool, desc
+    try:  # where each actor really runs (placement is soft): video tasks go to those nodes
+        where = ray.get([a.node_id.remote() for a in pool], timeout=start_timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        for a in pool:
+            ray.kill(a, no_restart=True)
+        raise PipelineError(f"the inference actors did not start within {start_timeout_s:.0f} s "
+                            f"(asked for {desc['actors']} {desc['device']} actor(s); does the cluster have them?)") from None
+    desc["nodes"] = len(set(where))
+    return list(zip(pool, where)), desc
 
 
 class NodeBalancer:

@@ -63,6 +63,10 @@ class InferenceActor:
     def pid(self) -> int:
         return os.getpid()
 
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (archives keep a video's frames on its node)."""
+        return ray.get_runtime_context().get_node_id()
+
     def stage_seconds(self) -> dict:
         return dict(self.pred.stage_s)
 
