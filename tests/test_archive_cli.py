@@ -1,7 +1,7 @@
 """`streamparse archive` / `status` on the local Ray, each a real process on real videos and stores.
 
 One OUTDIR goes through a user's sequence: the first archive (a folder, a glob and a .jsonl manifest;
-status polled while it runs) -> `--resume` (finished videos skipped, the same failure twice ->
+status polled while it runs; a second archive on it refused meanwhile) -> `--resume` (finished videos skipped, the same failure twice ->
 quarantined) -> `--resume` with another checkpoint (every video reprocessed into a fresh store, never
 mixed; said in the report). Then: an archive to ``s3://`` on a local moto server read back by xarray
 through fsspec, and a foreign OUTDIR refused untouched.
@@ -81,7 +81,7 @@ def first(assets):
     proc = subprocess.Popen([sys.executable, "-m", "streamparse", *archive_cmd(assets, "--concurrency", "1", "--report",
                                                                               str(assets["dir"] / "r1.json"))],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    live = []
+    live, second = [], None
     try:
         while proc.poll() is None:
             try:
@@ -90,6 +90,8 @@ def first(assets):
                 s = None
             if s and s["live"]:
                 live.append((s, format_status(s)))
+                if second is None:  # a second archive on the same OUTDIR while this one writes
+                    second = cli(*archive_cmd(assets, "--resume"))
             time.sleep(0.1)
         stdout, stderr = proc.communicate()
     finally:
@@ -100,7 +102,7 @@ def first(assets):
     run = cli("run", str(d / "folder" / "a.mp4"), str(d / "folder" / "sub" / "b.mp4"), str(d / "globbed" / "c.mp4"),
               str(d / "x.mp4"), "--out", str(d / "run.zarr"), "--checkpoint", str(assets["ck1"]), "--no-progress", *set_args(CFG))
     done = cli("status", str(out))
-    return {"proc": proc, "stdout": stdout, "stderr": stderr, "live": live, "run": run, "status": done,
+    return {"proc": proc, "stdout": stdout, "stderr": stderr, "live": live, "second": second, "run": run, "status": done,
             "report": json.loads((d / "r1.json").read_text())}
 
 
@@ -131,6 +133,13 @@ def test_status_while_running_and_after(first):
     assert done.returncode == 0, done.stderr
     assert "not running" in done.stdout and "complete 4" in done.stdout and "failed 1" in done.stdout and "pending 0" in done.stdout
     assert "fps in the last session" in done.stdout and "failed: bad:" in done.stdout
+
+
+def test_second_live_job_on_the_same_outdir_refused(first):
+    r = first["second"]
+    assert r is not None, "the first archive was never seen running"
+    assert r.returncode == 2 and "being written by another archive job" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 @pytest.fixture(scope="module")
