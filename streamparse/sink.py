@@ -252,16 +252,19 @@ class ZarrSink:
         self.resumed = mode == "resume" and state.what == "store"
         self.notes: list[str] = []
         try:
+            first = json.loads(json.dumps({**(root_attrs or {}), "streamparse_schema_version": SCHEMA_VERSION}))
             if self.resumed:
                 self._check_resumable(root_attrs or {})
                 self.root = zarr.open_group(store if store is not None else str(self.path), mode="r+")
+                if root_attrs:
+                    self.root.update_attributes(first)  # one write of zarr.json
             else:
                 if state.what == "store":  # overwrite: ours (checked), cleared under our lock
                     clear_store(self.path)
+                # born with every root attribute, in ONE write of zarr.json: a writer killed here leaves
+                # a store that is whole or absent (attrs.update would rewrite it once per key)
                 self.root = zarr.create_group(store=store if store is not None else str(self.path), zarr_format=3,
-                                              overwrite=False)
-            if root_attrs or not self.resumed:
-                self.root.attrs.update(json.loads(json.dumps({**(root_attrs or {}), "streamparse_schema_version": SCHEMA_VERSION})))
+                                              overwrite=False, attributes=first)
         except BaseException:
             self.lock.release()
             raise

@@ -63,15 +63,18 @@ class RemoteZarrSink(ZarrSink):
         self.writers: dict[str, SourceWriter] = {}
         try:
             self.store = zarr_store(self.url, storage_options)
+            first = json.loads(json.dumps({**(root_attrs or {}), "streamparse_schema_version": SCHEMA_VERSION}))
             if self.resumed:
                 self.root = zarr.open_group(self.store, mode="r+", zarr_format=3)
                 self._check_resumable(root_attrs or {})
+                if root_attrs:
+                    self.root.update_attributes(first)  # one write of zarr.json
             else:
                 if what == "store":  # overwrite: ours (checked), cleared under our lock
                     self._clear()
-                self.root = zarr.create_group(store=self.store, zarr_format=3, overwrite=False)
-            if root_attrs or not self.resumed:
-                self.root.attrs.update(json.loads(json.dumps({**(root_attrs or {}), "streamparse_schema_version": SCHEMA_VERSION})))
+                # born with every root attribute, in ONE write of zarr.json: a writer killed here leaves
+                # a store that is whole or absent (attrs.update would rewrite it once per key)
+                self.root = zarr.create_group(store=self.store, zarr_format=3, overwrite=False, attributes=first)
         except BaseException:
             self.lock.release()
             raise

@@ -127,3 +127,30 @@ def test_bad_videos_are_failed_results(setup, tmp_path):
     r = go(setup, foreign)
     assert r["state"] == "failed" and "did not write" in r["errors"][0] and json.loads((foreign / "zarr.json").read_text())
     shutil.rmtree(foreign)
+
+
+def test_a_store_is_born_whole(setup, tmp_path):
+    """The root zarr.json is written once, with every attribute: a worker killed while creating a
+    store (a lost node) leaves a store its retry recognises, never one without the schema version
+    (zarr's attrs.update rewrote it once per key)."""
+    from zarr.storage import LocalStore
+
+    from streamparse.sink import ZarrSink
+
+    keys = []
+
+    class Recording(LocalStore):
+        async def set(self, key, value):
+            keys.append(key)
+            await super().set(key, value)
+
+    cfg, meta = setup["cfg"], setup["meta"]
+    attrs = build.root_attrs(cfg, meta, [str(setup["video"])])
+    path = tmp_path / "born.zarr"
+    sink = ZarrSink(path, mode="create", root_attrs=attrs, store=Recording(str(path)))
+    try:
+        assert keys.count("zarr.json") == 1, keys
+        root = json.loads((path / "zarr.json").read_text())["attributes"]
+        assert root["streamparse_schema_version"] and root["checkpoint_sha256"] == meta["checkpoint_sha256"]
+    finally:
+        sink.close()
