@@ -235,12 +235,23 @@ def root_attrs(cfg: Config, meta: dict, uris: list[str]) -> dict:
     return attrs
 
 
-def build_sink(cfg: Config, out: str | Path, *, mode: str, attrs: dict, store=None):
-    """The store of a run (``store``: an optional zarr store object to write through, e.g. fsspec)."""
+def build_sink(cfg: Config, out: str | Path, *, mode: str, attrs: dict, store=None, lock_token: str | None = None,
+               storage_options: dict | None = None):
+    """The store of a run (``store``: an optional zarr store object to write through). ``out`` on object
+    storage (``s3://...``) gives a ``RemoteZarrSink`` (fsspec, ``storage_options``); ``lock_token``: an
+    archive run's writer-lock token (see ``streamparse.lock``)."""
+    pc = cfg.pipeline
+    from streamparse.objstore import is_url
+
+    if is_url(out):
+        from streamparse.sink_remote import RemoteZarrSink
+
+        return RemoteZarrSink(str(out), mode=mode, root_attrs=attrs, chunk_frames=pc.chunk_frames, compressor=pc.compressor,
+                              storage_options=storage_options, lock_token=lock_token)
     from streamparse.sink import ZarrSink
 
-    pc = cfg.pipeline
-    return ZarrSink(out, mode=mode, root_attrs=attrs, chunk_frames=pc.chunk_frames, compressor=pc.compressor, store=store)
+    return ZarrSink(out, mode=mode, root_attrs=attrs, chunk_frames=pc.chunk_frames, compressor=pc.compressor, store=store,
+                    lock_token=lock_token)
 
 
 def track_kwargs(track: TrackConfig) -> dict:

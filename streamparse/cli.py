@@ -13,6 +13,9 @@ import sys
 # name -> module path. Keep the order: it is the order shown by --help.
 COMMANDS: dict[str, str] = {
     "run": "streamparse.commands.run",
+    "archive": "streamparse.commands.archive",
+    "submit": "streamparse.commands.submit",
+    "status": "streamparse.commands.status",
     "predict": "streamparse.commands.predict",
     "train": "streamparse.commands.train",
     "eval": "streamparse.commands.eval",

@@ -4,6 +4,13 @@
 while the writer lives; a lock left by a dead process on this host (or one whose heartbeat is older
 than ``stale_s`` on another host, where ``flock`` may not reach) is taken over, and the takeover is
 logged. The file exists only while a writer runs.
+
+Archives (``streamparse archive``) write many stores under one OUTDIR lock; their per-store locks carry
+the run's ``token`` and are taken with ``supersede=True``: a per-store lock that carries a token and
+whose holder is on another host (or dead here) was left by an earlier attempt of an archive task -- the
+OUTDIR lock we hold guarantees no other archive job runs, and the driver runs one attempt of a video at
+a time -- so it is taken over at once instead of after ``stale_s``. A lock without a token (a
+``streamparse run``) is never superseded, and a live holder on this host never is.
 """
 
 from __future__ import annotations
@@ -40,10 +47,11 @@ class WriterLock:
     host, where ``flock`` may not reach). ``heartbeat()`` refreshes it (the sink calls it at each
     commit); ``release()`` removes it. Usable as a context manager."""
 
-    def __init__(self, store: str | Path, *, stale_s: float = 300.0):
+    def __init__(self, store: str | Path, *, stale_s: float = 300.0, token: str | None = None, supersede: bool = False):
         self.store = Path(store)
         self.path = self.store / LOCK_NAME
         self.stale_s = float(stale_s)
+        self.token, self.supersede = token, supersede
         self.fd: int | None = None
         self.took_over: dict | None = None
 
@@ -77,6 +85,10 @@ class WriterLock:
             return self._describe(old)
         return None
 
+    def _superseded(self, old: dict) -> bool:
+        """A lock of an earlier archive attempt on another host, which this archive task may take over."""
+        return bool(self.supersede and old.get("token"))
+
     def acquire(self) -> "WriterLock":
         self.store.mkdir(parents=True, exist_ok=True)
         for _ in range(5):
@@ -102,7 +114,7 @@ class WriterLock:
                 other_host = bool(old.get("host")) and old.get("host") != host
                 age = time.time() - self.path.stat().st_mtime
                 alive = (not other_host and int(old["pid"]) != os.getpid() and _pid_alive(int(old["pid"])))
-                if other_host and age < self.stale_s:
+                if other_host and age < self.stale_s and not self._superseded(old):
                     os.close(fd)
                     raise OutputError(f"{self.store} is being written from another host ({self._describe(old)}, "
                                       f"heartbeat {age:.0f} s ago); wait for it or stop it")
@@ -114,6 +126,8 @@ class WriterLock:
                 log.warning("%s: taking over the stale writer lock of %s (%s)", self.store, self._describe(old),
                             f"no heartbeat for {age:.0f} s" if other_host else "process no longer running")
             data = {"pid": os.getpid(), "host": host, "started": time.time()}
+            if self.token:
+                data["token"] = self.token
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(data).encode(), 0)
             self.fd = fd

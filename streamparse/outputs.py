@@ -17,7 +17,9 @@ What "ours" means, per kind of output:
   file in it other than zarr metadata, chunks, ``*.partial`` files of interrupted zarr writes and our
   lock/reserve files;
 - a directory output (datasets, exports): a marker file ``.streamparse-output.json`` listing every
-  file the command wrote, and no file beyond that list;
+  file the command wrote, and no file beyond that list; a folder of stores (an archive OUTDIR) lists
+  its own top-level files and names its stores by a pattern (``"stores": "*.zarr"``): every entry
+  matching it must be a streamparse store (by its root metadata), every other entry must be listed;
 - a single file: the generator mark in the file's own metadata (``generator_mark``): JSON top-level
   ``"generator"``, HTML ``<meta name="generator">``, PNG text chunk ``Software``, MP4/MKV/MOV container
   metadata ``comment``, or a streamparse checkpoint's ``format``.
@@ -27,6 +29,7 @@ One writer per store: ``streamparse.lock.WriterLock``.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -109,8 +112,40 @@ def _dir_manifest(path: Path) -> dict | None:
     return data
 
 
+def _store_glob(manifest: dict) -> str | None:
+    g = manifest.get("stores")
+    return g if isinstance(g, str) and g else None
+
+
+def _shallow_store_ok(p: Path) -> bool:
+    """A sub-store of a folder output (an archive's ``<video_id>.zarr``): a streamparse store by its root
+    metadata, or one whose creation had only begun. (Its own files are checked in full when a writer
+    opens it: ``prepare_output(kind="store")``.)"""
+    if p.is_symlink() or not p.is_dir():
+        return False
+    if (p / "zarr.json").is_file():
+        return _store_version(p) is not None
+    try:
+        return {e.name for e in p.iterdir()} <= _STORE_OWN_FILES
+    except OSError:
+        return False
+
+
 def _foreign_dir_files(path: Path, manifest: dict) -> list[str]:
     listed = set(manifest.get("files") or [])
+    stores = _store_glob(manifest)
+    if stores:  # a folder of stores (an archive OUTDIR): its top level only, each store shallowly
+        bad = []
+        for e in sorted(path.iterdir(), key=lambda x: x.name):
+            n = e.name
+            if n in (DIR_MARKER, LOCK_NAME) or (n in listed and e.is_file() and not e.is_symlink()):
+                continue
+            if n.endswith(".tmp") and n[:-4] in listed | {DIR_MARKER}:
+                continue  # a replacement cut short by a kill (write_json / finish_dir write via .tmp)
+            if fnmatch.fnmatch(n, stores) and _shallow_store_ok(e):
+                continue
+            bad.append(n)
+        return bad
     bad = []
     for dirpath, dirnames, filenames in os.walk(path):
         rel = Path(dirpath).relative_to(path)
@@ -284,9 +319,15 @@ def clear_store(path: str | Path) -> None:
 
 def finish_dir(path: str | Path, kind: str, extra: dict | None = None) -> Path:
     """Mark a directory output as ours: write ``.streamparse-output.json`` listing every file in it (the
-    command has just written them: before it started the folder was absent, empty or ours and cleared)."""
+    command has just written them: before it started the folder was absent, empty or ours and cleared).
+    ``extra={"stores": "*.zarr"}``: a folder of stores; only its top-level files are listed."""
     p = Path(path)
-    files = sorted(str(Path(dp, f).relative_to(p)) for dp, _, fs in os.walk(p) for f in fs if f != DIR_MARKER)
+    stores = _store_glob(extra or {})
+    if stores:  # a folder of stores: list its own files; the stores are recognised by the pattern
+        files = sorted(e.name for e in p.iterdir() if e.is_file() and e.name not in (DIR_MARKER, LOCK_NAME)
+                       and not e.name.endswith(".tmp"))
+    else:
+        files = sorted(str(Path(dp, f).relative_to(p)) for dp, _, fs in os.walk(p) for f in fs if f != DIR_MARKER)
     data = {"generator": generator_mark(), "kind": kind, "created": time.time(), "files": files, **(extra or {})}
     tmp = p / (DIR_MARKER + ".tmp")
     tmp.write_text(json.dumps(data))

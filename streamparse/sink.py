@@ -58,6 +58,17 @@ def _compressors(name: str):
     raise ValueError(f"unknown compressor {name!r} (zstd, blosc, none)")
 
 
+def check_compatible(path, old: dict, root_attrs: dict) -> None:
+    """A store written with ``old`` root attributes may be continued with ``root_attrs``: same model,
+    checkpoint and tracker (else ``SinkError``)."""
+    for key in ("model_name", "checkpoint_sha256"):
+        if key in old and key in root_attrs and old[key] != root_attrs[key]:
+            raise SinkError(f"cannot resume {path}: it was written with {key}={old[key]!r}, now {root_attrs[key]!r}")
+    if (old.get("tracker") or None) != (root_attrs.get("tracker", old.get("tracker")) or None):
+        raise SinkError(f"cannot resume {path}: it was tracked with other track.* settings "
+                        f"({old.get('tracker')!r}); resume with the same ones, or re-track it later with `streamparse track`")
+
+
 class SourceWriter:
     """Writes one source's arrays. Batches come in as ``add_batch(seq, ParsingBatch)`` -- ``seq`` = the
     row of the batch's first frame (0, 1, 2, ... per frame in emission order; frame_index may have
@@ -208,11 +219,14 @@ class ZarrSink:
             w.add_batch(seq, parsing_batch) ...
 
     ``store``: a zarr store object to write through instead of the local path (tests wrap the local
-    store to inject faults); the path still carries the lock and the ownership checks.
+    store to inject faults); the path still carries the lock and the ownership checks. Stores on object
+    storage (``s3://...``) are ``streamparse.sink_remote.RemoteZarrSink`` (``build.build_sink`` picks it).
+    ``lock_token``: an archive run's token for the writer lock (``streamparse.lock``: a lock left by an
+    earlier attempt of an archive task is taken over at once).
     """
 
     def __init__(self, path: str | Path, *, mode: str = "create", root_attrs: dict | None = None,
-                 chunk_frames: int = 16, compressor: str = "zstd", store=None):
+                 chunk_frames: int = 16, compressor: str = "zstd", store=None, lock_token: str | None = None):
         import zarr
 
         self.path = Path(path)
@@ -221,7 +235,7 @@ class ZarrSink:
         _compressors(compressor)  # a bad name fails before anything is created
         if mode not in ("create", "overwrite", "resume"):
             raise ValueError(f"mode must be create, overwrite or resume, got {mode!r}")
-        self.lock = WriterLock(self.path)
+        self.lock = WriterLock(self.path, token=lock_token, supersede=lock_token is not None)
         holder = self.lock.busy() if self.path.is_dir() and not self.path.is_symlink() else None
         if holder:  # checked first (touches nothing): a store being written is refused in every mode
             raise SinkError(f"{self.path} is being written by another process ({holder}); wait for it to finish or stop it")
@@ -238,16 +252,19 @@ class ZarrSink:
         self.resumed = mode == "resume" and state.what == "store"
         self.notes: list[str] = []
         try:
+            first = json.loads(json.dumps({**(root_attrs or {}), "streamparse_schema_version": SCHEMA_VERSION}))
             if self.resumed:
                 self._check_resumable(root_attrs or {})
                 self.root = zarr.open_group(store if store is not None else str(self.path), mode="r+")
+                if root_attrs:
+                    self.root.update_attributes(first)  # one write of zarr.json
             else:
                 if state.what == "store":  # overwrite: ours (checked), cleared under our lock
                     clear_store(self.path)
+                # born with every root attribute, in ONE write of zarr.json: a writer killed here leaves
+                # a store that is whole or absent (attrs.update would rewrite it once per key)
                 self.root = zarr.create_group(store=store if store is not None else str(self.path), zarr_format=3,
-                                              overwrite=False)
-            if root_attrs or not self.resumed:
-                self.root.attrs.update(json.loads(json.dumps({**(root_attrs or {}), "streamparse_schema_version": SCHEMA_VERSION})))
+                                              overwrite=False, attributes=first)
         except BaseException:
             self.lock.release()
             raise
@@ -273,13 +290,7 @@ class ZarrSink:
             p.unlink(missing_ok=True)
         import zarr
 
-        old = dict(zarr.open_group(str(self.path), mode="r").attrs)
-        for key in ("model_name", "checkpoint_sha256"):
-            if key in old and key in root_attrs and old[key] != root_attrs[key]:
-                raise SinkError(f"cannot resume {self.path}: it was written with {key}={old[key]!r}, now {root_attrs[key]!r}")
-        if (old.get("tracker") or None) != (root_attrs.get("tracker", old.get("tracker")) or None):
-            raise SinkError(f"cannot resume {self.path}: it was tracked with other track.* settings "
-                            f"({old.get('tracker')!r}); resume with the same ones, or re-track it later with `streamparse track`")
+        check_compatible(self.path, dict(zarr.open_group(str(self.path), mode="r").attrs), root_attrs)
 
     # -------------------------------------------------------------- disk-full reserve
     def _reserve(self) -> None:

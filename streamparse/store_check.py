@@ -72,22 +72,37 @@ def group_ids(path: Path) -> list[str]:
     return out
 
 
+def _chunk_size(store, store_root: Path | None, full_key: str, key: str) -> int | None:
+    """Bytes of a chunk, None when it does not exist."""
+    if store_root is not None:
+        f = store_root / key
+        return f.stat().st_size if f.is_file() else None
+    from zarr.core.sync import sync
+
+    try:
+        return int(sync(store.getsize(full_key)))
+    except FileNotFoundError:
+        return None
+
+
 def _check_array(arr, name: str, n: int, deep: bool, rep: SourceReport) -> None:
     """Chunks of ``arr`` covering rows [0, n) exist and (``deep``) decode."""
     if n == 0:
         return
     c0 = arr.chunks[0]
     enc = arr.metadata.chunk_key_encoding
-    store_root = Path(str(arr.store_path.store.root)) / arr.store_path.path
+    store = arr.store_path.store
+    local = hasattr(store, "root")  # a LocalStore: look at the files; else ask the store (object storage)
+    store_root = Path(str(store.root)) / arr.store_path.path if local else None
     tail = (0,) * (arr.ndim - 1)
     for i in range(math.ceil(n / c0)):
         key = enc.encode_chunk_key((i, *tail))
         lo, hi = i * c0, min(n, (i + 1) * c0)
-        f = store_root / key
-        if not f.is_file():
+        size = _chunk_size(store, store_root, f"{arr.store_path.path}/{key}".lstrip("/"), key)
+        if size is None:
             rep.problems.append(f"chunk {name}/{key} (rows {lo}-{hi - 1}) is missing")
             return
-        if f.stat().st_size == 0:
+        if size == 0:
             rep.problems.append(f"chunk {name}/{key} (rows {lo}-{hi - 1}) is empty (truncated)")
             return
         if deep:
@@ -169,7 +184,11 @@ def verify_store(path: str | Path, *, deep: bool = True) -> StoreReport:
     if ver not in READABLE_VERSIONS:
         rep.problems.append(f"schema v{ver} is not one this streamparse reads (v{', v'.join(map(str, READABLE_VERSIONS))})")
         return rep
-    for sid in group_ids(p):
+    return _verify_groups(root, group_ids(p), rep, ver, deep)
+
+
+def _verify_groups(root, sids: list[str], rep: StoreReport, ver, deep: bool) -> StoreReport:
+    for sid in sids:
         try:
             g = root[sid]
         except Exception as exc:  # noqa: BLE001
@@ -177,3 +196,23 @@ def verify_store(path: str | Path, *, deep: bool = True) -> StoreReport:
             continue
         rep.sources[sid] = verify_source(g, sid, deep=deep, version=ver)
     return rep
+
+
+def verify_open_store(root, label: str, *, deep: bool = True) -> StoreReport:
+    """``verify_store`` of a store opened through any zarr store object (object storage: chunks are
+    looked up with the store's own ``getsize``)."""
+    rep = StoreReport(label)
+    ver = root.attrs.get("streamparse_schema_version")
+    rep.schema_version = ver
+    if ver is None:
+        rep.problems.append("not a streamparse store (no streamparse_schema_version)")
+        return rep
+    if ver not in READABLE_VERSIONS:
+        rep.problems.append(f"schema v{ver} is not one this streamparse reads (v{', v'.join(map(str, READABLE_VERSIONS))})")
+        return rep
+    try:
+        sids = sorted(name for name, _ in root.groups())
+    except Exception as exc:  # noqa: BLE001
+        rep.problems.append(f"groups cannot be listed ({type(exc).__name__})")
+        return rep
+    return _verify_groups(root, sids, rep, ver, deep)

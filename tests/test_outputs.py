@@ -117,10 +117,12 @@ def commands(assets, out: Path):
         ("synth --overwrite", ["synth", str(out), "--num-images", "1", "--size", "64x64", "--no-progress", "--overwrite"], "dir"),
         ("export", ["export", str(assets["ckpt"]), str(out)], "file"),
         ("predict --json", ["predict", str(assets["image"]), "--json", str(out), *tiny], "file"),
+        ("archive --resume", ["archive", str(assets["video"]), "--out", str(out), "--resume", "--no-progress", *tiny], "dir"),
     ]
 
 
-CASES = [(cmd, kind) for cmd in ("run --overwrite", "run --resume", "synth", "synth --overwrite") for kind in FOREIGN] + \
+CASES = [(cmd, kind) for cmd in ("run --overwrite", "run --resume", "synth", "synth --overwrite", "archive --resume")
+         for kind in FOREIGN] + \
         [(cmd, kind) for cmd in ("export", "predict --json")
          for kind in ("dir-with-files", "regular-file", "symlink-to-dir", "foreign-json", "foreign-checkpoint")]
 
@@ -210,6 +212,83 @@ def test_prepare_output_table(tmp_path):
     prepare_output(ours_json, mode="overwrite", kind="file")
     assert not ours_json.exists()
     assert inspect_path(foreign).what == "dir" and (foreign / "thesis.txt").exists()
+
+
+def our_archive(path: Path) -> Path:
+    """An archive OUTDIR as `streamparse archive` leaves it: marker, archive.json, index.jsonl, stores."""
+    path.mkdir()
+    write_json(path / "archive.json", {"model_name": "m"})
+    (path / "index.jsonl").write_text(json.dumps({"video_id": "cam", "state": "complete", "store": "cam.zarr"}) + "\n")
+    our_store(path / "cam.zarr")
+    (path / "starting.zarr").mkdir()  # a store whose creation had only begun (its lock file only)
+    (path / "starting.zarr" / LOCK_NAME).write_text("{}")
+    finish_dir(path, "archive", extra={"stores": "*.zarr"})
+    return path
+
+
+ARCHIVE_KINDS = [  # (kind, archive may use it with --resume, without --resume, part of the message)
+    ("absent", True, True, ""),
+    ("empty-dir", True, True, ""),
+    ("our-archive", True, False, "pass --resume"),
+    ("our-archive-after-a-kill", True, False, "pass --resume"),  # index grew, a report was cut short via .tmp
+    ("our-archive-plus-user-file", False, False, "notes.txt"),
+    ("our-archive-plus-foreign-zarr", False, False, "x.zarr"),
+    ("our-archive-plus-symlinked-store", False, False, "link.zarr"),
+    ("our-export-folder", False, False, "not an archive"),
+    ("our-run-store", False, False, "not an archive"),
+    ("dir-with-files", False, False, "did not create"),
+    ("regular-file", False, False, "not write"),
+]
+
+
+def make_archive_kind(kind: str, path: Path, tmp: Path) -> None:
+    if kind == "absent":
+        return
+    if kind == "empty-dir":
+        path.mkdir()
+    elif kind == "our-archive":
+        our_archive(path)
+    elif kind == "our-archive-after-a-kill":
+        our_archive(path)
+        with open(path / "index.jsonl", "a") as f:
+            f.write('{"video_id": "cam", "state": "runn')
+        (path / "archive.json.tmp").write_text("{")
+    elif kind == "our-archive-plus-user-file":
+        our_archive(path)
+        (path / "notes.txt").write_text("mine")
+    elif kind == "our-archive-plus-foreign-zarr":
+        our_archive(path)
+        make_kind("foreign-zarr", path / "x.zarr", tmp)
+    elif kind == "our-archive-plus-symlinked-store":
+        our_archive(path)
+        our_store(tmp / "elsewhere.zarr")
+        (path / "link.zarr").symlink_to(tmp / "elsewhere.zarr")
+    elif kind == "our-export-folder":
+        path.mkdir()
+        (path / "a.png").write_bytes(b"png")
+        finish_dir(path, "export")
+    elif kind == "our-run-store":
+        our_store(path)
+    else:
+        make_kind(kind, path, tmp)
+
+
+@pytest.mark.parametrize("kind,ok_resume,ok_new,msg", ARCHIVE_KINDS)
+def test_archive_outdir_table(tmp_path, kind, ok_resume, ok_new, msg):
+    """What `streamparse archive` may write into (the library check the command runs first)."""
+    from streamparse.archive_outdir import LocalOutdir
+
+    out = tmp_path / "out"
+    make_archive_kind(kind, out, tmp_path)
+    before = snapshot(out) if out.exists() or out.is_symlink() else None
+    for resume, ok in ((True, ok_resume), (False, ok_new)):
+        if ok:
+            LocalOutdir(out).check(resume)
+        else:
+            with pytest.raises(OutputError) as e:
+                LocalOutdir(out).check(resume)
+            assert str(out) in str(e.value) and msg in str(e.value) and "\n" not in str(e.value), str(e.value)
+        assert (snapshot(out) if out.exists() or out.is_symlink() else None) == before
 
 
 def test_dir_marker_lists_files(tmp_path):

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 
-def _descendants(parent: dict[int, int]) -> set[int]:
-    """This process and every descendant, from a pid -> parent pid map."""
-    tree, frontier = {os.getpid()}, [os.getpid()]
+def _descendants(parent: dict[int, int], root: int | None = None) -> set[int]:
+    """Process ``root`` (default: this one) and every descendant, from a pid -> parent pid map."""
+    root = os.getpid() if root is None else root
+    tree, frontier = {root}, [root]
     while frontier:
         p = frontier.pop()
         for c, pp in parent.items():
@@ -37,8 +38,9 @@ def _descendants(parent: dict[int, int]) -> set[int]:
     return tree
 
 
-def _rss_tree() -> int:
-    """Resident bytes of this process and all its descendants (the local Ray processes); Linux /proc."""
+def _rss_tree(root: int | None = None) -> int:
+    """Resident bytes of process ``root`` (default: this one) and all its descendants (the local Ray
+    processes); Linux /proc."""
     parent: dict[int, int] = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -47,7 +49,7 @@ def _rss_tree() -> int:
                     parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 pass
-    tree = _descendants(parent)
+    tree = _descendants(parent, root)
     page = os.sysconf("SC_PAGE_SIZE")
     total = 0
     for p in tree:

@@ -1,10 +1,11 @@
-"""`streamparse bench model|pipeline|live|gpu|analytics`: benchmarks that print numbers (not tests)."""
+"""`streamparse bench model|pipeline|live|gpu|track|analytics|archive`: benchmarks that print numbers (not tests)."""
 
 from __future__ import annotations
 
 import json
 
-HELP = "benchmarks: model (UniParser vs Mask R-CNN), pipeline (end-to-end vs model-only vs naive), live, gpu, track, analytics"
+HELP = ("benchmarks: model (UniParser vs Mask R-CNN), pipeline (end-to-end vs model-only vs naive), live, gpu, track, analytics, "
+        "archive (one archive run vs a run per video)")
 
 
 def add_arguments(p) -> None:
@@ -27,6 +28,16 @@ def add_arguments(p) -> None:
     an.add_argument("--render-frames", type=int, default=150)
     an.add_argument("--reps", type=int, default=3)
     an.add_argument("--json", metavar="FILE")
+    ar = sub.add_parser("archive", help="streamparse archive vs one streamparse run per video vs the model alone, on synthetic videos")
+    ar.add_argument("--videos", type=int, default=24, help="synthetic videos (default 24)")
+    ar.add_argument("--frames", type=int, default=60, help="frames per video (default 60)")
+    ar.add_argument("--size", default="256x256", help="HxW of the videos (default 256x256)")
+    ar.add_argument("--config", help="YAML config (default: the embedded defaults)")
+    ar.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ar.add_argument("--checkpoint", default=None, help="weights: a path, 'none' (random init) or the shipped default")
+    ar.add_argument("--work", help="keep the videos and outputs in this new folder (default: a temporary one, removed)")
+    ar.add_argument("--json", metavar="FILE")
+    ar.add_argument("--no-progress", action="store_true")
     for name, hlp in (("pipeline", "streamparse run vs model-only vs a naive loop"),
                       ("gpu", "the GPU path (CUDA streams on vs off); needs a CUDA device")):
         sp = sub.add_parser(name, help=hlp)
@@ -137,6 +148,16 @@ def run(args) -> int:
         print(format_analytics(res))
     elif args.suite == "track":
         res = _run_track(args)
+    elif args.suite == "archive":
+        from streamparse.bench.archive import format_archive, run_archive_bench
+
+        (h, w), = _sizes([args.size])
+        try:
+            res = run_archive_bench(videos=args.videos, frames=args.frames, size=(h, w), checkpoint=args.checkpoint,
+                                    config=args.config, overrides=list(args.set), work=args.work, progress=not args.no_progress)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise CLIError(str(exc).splitlines()[0]) from None
+        print(format_archive(res))
     elif args.suite == "live":
         from streamparse.bench.live import run_live
 

@@ -1,0 +1,389 @@
+"""An archive run, driver side: ``run_archive(cfg, inputs, outdir, ...)`` (installed as
+``streamparse.pipelines.archive``).
+
+The driver only schedules videos: it expands the inputs, checks and locks OUTDIR, reads
+``index.jsonl`` and decides per video (``archive_index.plan_videos``), starts Ray and ONE pool of
+inference actors for the whole run (one per GPU; on CPU sized from each node's CPUs; the weights put in
+the object store once), then keeps up to ``concurrency`` video tasks (``actors.archive_video``) in
+flight, each placed (soft affinity) on the node with the fewest videos per inference actor so its
+frames stay on that node. A task decodes its video, sends batches to the pool, and writes its own
+store ``OUTDIR/<video_id>.zarr``; frames never reach the driver. The driver appends one index line
+per state change, shows one progress bar and writes the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from streamparse import build
+from streamparse.archive_index import Decision, model_key, parse_index, plan_videos, record
+from streamparse.archive_outdir import ARCHIVE_JSON, INDEX, open_outdir
+from streamparse.archive_pool import NodeBalancer, start_pool
+from streamparse.archive_worker import make_context
+from streamparse.config import Config, to_dict
+from streamparse.inputs import expand_inputs, input_identity, same_input, stat_identity
+from streamparse.interrupts import Interrupts
+from streamparse.scheduler import PipelineError, one_line
+from streamparse.sources.uri import redact_uri
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PipelineError", "run_archive", "start_pool"]
+
+
+# ----------------------------------------------------------------------------- the run
+def _verify_skips(outdir, decisions_in: list[tuple], key: str) -> dict[str, bool]:
+    """video_id -> whether a video the index calls complete may be skipped: the first-MiB hash still
+    matches, and the store's own attributes say complete, same input and model. In 8 threads."""
+
+    def check(item) -> tuple[str, bool]:
+        v, last = item
+        ident = input_identity(v.uri)
+        if not same_input(last.get("input"), ident):
+            return v.video_id, False
+        try:
+            root, status = outdir.store_meta(v.video_id)
+        except OSError:
+            return v.video_id, False
+        arc = (root or {}).get("archive") or {}
+        ok = bool(status and status.get("complete")) and arc.get("model_key") == key and same_input(arc.get("input"), ident)
+        return v.video_id, ok
+
+    if not decisions_in:
+        return {}
+    with ThreadPoolExecutor(8) as pool:
+        return dict(pool.map(check, decisions_in))
+
+
+def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | None = None, resume: bool = False,
+                ray_address: str = "", max_videos: int = 0, concurrency: int = 0, workers: int = 0,
+                quarantine_after: int = 3, retry_quarantined: bool = False, storage_options: dict | None = None,
+                report_path: str | None = None, progress: bool = True, on_event=None) -> dict:
+    """Parse every video of ``inputs`` into ``out`` (see the module docstring). Returns the report dict
+    (``videos``: one row per input video; ``counts``; ``interrupted``), also written to ``report_path``
+    (JSON, before the folder marker). ``on_event(name, data)``: a hook for tests (``"dispatched"``,
+    ``"result"``)."""
+    import ray
+
+    from streamparse.pipelines.video import init_ray
+
+    t_start = time.monotonic()
+    if quarantine_after < 1:
+        raise PipelineError("--quarantine-after must be >= 1")
+    videos = expand_inputs(inputs)
+    if not videos:
+        raise PipelineError("no video given")
+    outdir = open_outdir(out, storage_options)
+    outdir.check(resume)  # refused outputs fail before anything is written, loaded or started
+    meta = build.resolve_model_meta(cfg, checkpoint)
+    key = model_key(build.root_attrs(cfg, meta, []))
+    intr = Interrupts().install()
+    token = uuid.uuid4().hex
+    report = {"outdir": redact_uri(outdir.label), "model_name": meta["model_name"], "checkpoint_sha256": meta["checkpoint_sha256"],
+              "model_key": key, "started": time.time(), "resume": resume, "notes": [], "videos": []}
+    rows: dict[str, dict] = {}
+    started_ray = False
+    pool: list = []
+    pending: dict = {}  # task ref -> (decision, node, t_dispatch)
+    interrupted = False
+    try:
+        outdir.lock(token)
+        outdir.mark()  # first: from here on a killed run leaves a folder that --resume accepts
+        index = parse_index(outdir.read_text(INDEX) or "")
+        prev = _read_archive_json(outdir)
+        stats = {v.video_id: stat_identity(v.uri) for v in videos}
+        cands = [(v, index.last[v.video_id]) for v in videos if v.video_id in index.last
+                 and index.last[v.video_id].get("state") == "complete" and index.last[v.video_id].get("model_key") == key
+                 and same_input(index.last[v.video_id].get("input"), stats[v.video_id], head=False)]
+        verified = _verify_skips(outdir, cands, key)
+        decisions = plan_videos(videos, index, key=key, stats=stats, quarantine_after=quarantine_after,
+                                retry_quarantined=retry_quarantined, verify_complete=lambda v, last: verified.get(v.video_id, False))
+        if prev and prev.get("model_key") and prev["model_key"] != key:
+            report["notes"].append(f"the model or its config changed since the last run (checkpoint {prev.get('checkpoint_sha256')} -> "
+                                   f"{meta['checkpoint_sha256']}): finished videos are reprocessed into fresh stores")
+        _write_archive_json(outdir, cfg, meta, key, videos, prev)
+        todo = [d for d in decisions if d.action == "process"]
+        if max_videos:
+            todo = todo[:max_videos]
+        for d in decisions:
+            rows[d.video.video_id] = _row(d)
+        new_lines = [record(d.video, "pending", attempt=d.attempt - 1, input=stats[d.video.video_id], model_key=key,
+                            note=d.reason, frames=(d.previous or {}).get("frames", 0) if d.reason == "continue" else 0)
+                     for d in decisions if d.action == "process" and (d.previous or {}).get("state") != "pending"]
+        with intr.critical():
+            outdir.append_index(new_lines)
+            outdir.flush_index(force=True)
+        outdir.mark()
+        if todo:
+            t_ray = time.monotonic()
+            started_ray = init_ray(ray_address or os.environ.get("RAY_ADDRESS", ""), cfg.pipeline.object_store_memory_mb)
+            intr.install()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
+            report["ray_start_s"] = round(time.monotonic() - t_ray, 3)
+            pool, report["pool"] = start_pool(cfg, meta, workers=workers)
+            interrupted = _drive(cfg, meta, key, token, outdir, todo, rows, index, pool, pending, intr, report,
+                                 concurrency=concurrency, quarantine_after=quarantine_after, storage_options=storage_options,
+                                 progress=progress, on_event=on_event)
+    except (KeyboardInterrupt, SystemExit):
+        interrupted = True
+        _cancel(pending, rows, outdir, key, intr)
+    finally:
+        intr.restore()
+        _finalize(report, videos, rows, interrupted, t_start)
+        try:
+            outdir.flush_index(force=True)
+        except Exception as exc:  # noqa: BLE001
+            log.error("%s: cannot write the index: %s", outdir.label, exc)
+        if report_path and outdir.lock_obj is not None:  # before the folder marker: a report inside OUTDIR is then one of its files
+            from streamparse.outputs import write_json
+
+            write_json(report_path, report)
+        if outdir.lock_obj is not None:
+            try:
+                outdir.mark()
+            except Exception as exc:  # noqa: BLE001
+                log.error("%s: cannot write the folder marker: %s", outdir.label, exc)
+        outdir.close()
+        outdir.unlock()
+        for a, _ in pool:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+        if started_ray:
+            ray.shutdown()
+    return report
+
+
+def _finalize(report: dict, videos, rows: dict, interrupted: bool, t_start: float) -> None:
+    report["videos"] = [rows[v.video_id] for v in videos if v.video_id in rows]
+    report["interrupted"] = interrupted
+    report["elapsed_s"] = round(time.monotonic() - t_start, 3)
+    report["counts"] = _counts(report["videos"])
+    new = sum(r.get("frames_new") or 0 for r in report["videos"])
+    report["frames_new"] = new
+    report["fps"] = round(new / report["elapsed_s"], 2) if report["elapsed_s"] > 0 else None
+
+
+def _row(d: Decision) -> dict:
+    prev = d.previous or {}
+    row = {"video_id": d.video.video_id, "uri": d.video.redacted, "store": f"{d.video.video_id}.zarr",
+           "action": {"process": "queued", "skip": "skipped", "quarantined": "quarantined"}[d.action], "reason": d.reason,
+           "state": {"skip": "complete", "quarantined": "quarantined"}.get(d.action, "pending"),
+           "frames": prev.get("frames", 0) if d.action != "process" else 0, "frames_new": 0, "fps": None, "wall_s": None,
+           "errors": list(prev.get("errors") or []) if d.action == "quarantined" else [], "attempt": d.attempt - 1, "note": ""}
+    return row
+
+
+def _drive(cfg, meta, key, token, outdir, todo, rows, index, pool, pending, intr, report, *, concurrency, quarantine_after,
+           storage_options, progress, on_event) -> bool:
+    """The scheduling loop; returns True when interrupted."""
+    import ray
+    from tqdm import tqdm
+
+    from streamparse.actors import ArchiveMonitor, archive_video
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    ctx = make_context(cfg, meta, lock_token=token, storage_options=storage_options)
+    if ctx["key"] != key:
+        raise PipelineError("internal error: two model keys for one run")
+    monitor = ArchiveMonitor.remote()
+    balancer = NodeBalancer(pool)
+    conc = concurrency or max(2, 2 * len(pool))
+    report["concurrency"] = conc
+    queue = deque(todo)
+    bar = tqdm(total=len(todo), unit="video", desc="streamparse archive", disable=not progress, dynamic_ncols=True)
+    t0 = time.monotonic()
+    done_frames = 0
+    last_poll = last_beat = 0.0
+    counts = {"complete": 0, "failed": 0, "quarantined": 0}
+    try:
+        while queue or pending:
+            while queue and len(pending) < conc:
+                d = queue.popleft()
+                v = d.video
+                node = balancer.take()
+                opts = {"name": f"archive:{v.video_id}"}
+                opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True) if node else "SPREAD"
+                job = {"video_id": v.video_id, "uri": v.uri, "store": outdir.store_url(v.video_id), "attempt": d.attempt}
+                ref = archive_video.options(**opts).remote(job, ctx, pool, monitor)
+                pending[ref] = (d, node, time.monotonic())
+                rows[v.video_id].update(action="processed", state="running", attempt=d.attempt)
+                with intr.critical():
+                    outdir.append_index([record(v, "running", attempt=d.attempt, input=stat_identity(v.uri), model_key=key,
+                                                note=d.reason)])
+                if on_event:
+                    on_event("dispatched", {"video_id": v.video_id, "ref": ref})
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            for ref in ready:
+                d, node, t_disp = pending.pop(ref)
+                balancer.give(node)
+                res = _result(ref, d)
+                res["queued_s"] = round(t_disp - t0, 3)
+                state = _final_state(res, d, index, key, quarantine_after)
+                _finish(outdir, rows, d, res, state, key, intr)
+                if state in counts:
+                    counts[state] += 1
+                done_frames += res.get("frames_new") or 0
+                monitor.forget.remote(d.video.video_id)
+                bar.update(1)
+                if on_event:
+                    on_event("result", res)
+            now = time.monotonic()
+            if now - last_poll >= 1.0:
+                last_poll = now
+                try:
+                    snap = ray.get(monitor.snapshot.remote(), timeout=5)
+                except Exception:  # noqa: BLE001 - progress only
+                    snap = {}
+                running = {pending[r][0].video.video_id for r in pending}
+                frames = done_frames + sum(n for vid, n in snap.items() if vid in running)
+                el = max(1e-6, now - t0)
+                bar.set_postfix(done=counts["complete"], failed=counts["failed"] + counts["quarantined"], frames=frames,
+                                fps=f"{frames / el:.1f}", refresh=False)
+                bar.refresh()
+            if now - last_beat >= 10.0:
+                last_beat = now
+                outdir.heartbeat()
+                outdir.flush_index()
+    except (KeyboardInterrupt, SystemExit):
+        bar.close()
+        _cancel(pending, rows, outdir, key, intr)
+        return True
+    bar.close()
+    return False
+
+
+def _result(ref, d: Decision) -> dict:
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as exc:  # the task or its node was lost beyond its retries, or it was cancelled
+        return {"video_id": d.video.video_id, "state": "failed", "frames": 0, "frames_new": 0, "errors": [one_line(exc)],
+                "note": "lost: " + type(exc).__name__, "input": {}, "attempt": d.attempt}
+
+
+def _final_state(res: dict, d: Decision, index, key: str, quarantine_after: int) -> str:
+    if res["state"] != "failed":
+        return res["state"]
+    err = (res.get("errors") or ["?"])[0]
+    return "quarantined" if index.same_failures(d.video.video_id, err, key) + 1 >= quarantine_after else "failed"
+
+
+def _finish(outdir, rows, d: Decision, res: dict, state: str, key: str, intr) -> None:
+    v = d.video
+    fields = {k: res.get(k) for k in ("frames", "fps", "wall_s", "errors", "attempt", "frames_new", "start_frame", "note",
+                                      "node", "first_write_s")}
+    fields["input"] = res.get("input") or stat_identity(v.uri)
+    with intr.critical():
+        outdir.append_index([record(v, state, model_key=key, **fields)])
+    row = rows[v.video_id]
+    row.update({k: res.get(k) for k in ("frames", "frames_new", "start_frame", "fps", "wall_s", "errors", "note", "node",
+                                        "open_s", "first_result_s", "first_write_s", "queued_s", "attempt")})
+    row["state"] = state
+    if state == "quarantined":
+        row["note"] = "; ".join(x for x in [row.get("note"), f"quarantined: failed the same way {d.attempt} time(s) or more"] if x)
+
+
+def _cancel(pending: dict, rows: dict, outdir, key: str, intr, wait_s: float = 20.0) -> None:
+    """Interrupted: ask every video task to stop (each drains, flushes and closes its store), record
+    what they committed, and give up on those that do not answer within ``wait_s``."""
+    import ray
+
+    if not pending:
+        return
+    log.warning("interrupted: stopping %d video task(s) (their stores keep every committed frame)", len(pending))
+    for ref in pending:
+        try:
+            ray.cancel(ref, force=False)
+        except Exception:  # noqa: BLE001
+            pass
+    deadline = time.monotonic() + wait_s
+    while pending and time.monotonic() < deadline:
+        try:
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=max(0.1, deadline - time.monotonic()))
+        except Exception:  # noqa: BLE001
+            break
+        for ref in ready:
+            d, _, _ = pending.pop(ref)
+            try:
+                res = ray.get(ref)
+            except Exception:  # noqa: BLE001
+                res = {"state": "pending", "frames": None, "errors": [], "note": "interrupted"}
+            st = res.get("state") if res.get("state") == "complete" or (res.get("state") == "failed" and res.get("errors")) \
+                else "pending"
+            try:
+                outdir.append_index([record(d.video, st, model_key=key, frames=res.get("frames") or 0, errors=res.get("errors") or [],
+                                            note=res.get("note") or "interrupted", attempt=d.attempt,
+                                            input=res.get("input") or stat_identity(d.video.uri))])
+            except Exception:  # noqa: BLE001
+                pass
+            rows[d.video.video_id].update(state=st, frames=res.get("frames") or 0, frames_new=res.get("frames_new") or 0,
+                                          note=res.get("note") or "interrupted")
+        if not ready:
+            break
+    for ref in list(pending):
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # noqa: BLE001
+            pass
+        d, _, _ = pending.pop(ref)
+        rows[d.video.video_id].update(state="pending", note="interrupted (no answer; its store resumes from its commit marker)")
+
+
+def _counts(rows: list[dict]) -> dict:
+    out = {s: 0 for s in ("complete", "failed", "quarantined", "pending", "running")}
+    for r in rows:
+        out[r["state"]] = out.get(r["state"], 0) + 1
+    out["skipped"] = sum(1 for r in rows if r["action"] == "skipped")
+    out["processed"] = sum(1 for r in rows if r["action"] == "processed")
+    return out
+
+
+def _read_archive_json(outdir) -> dict | None:
+    import json
+
+    raw = outdir.read_text(ARCHIVE_JSON)
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _write_archive_json(outdir, cfg: Config, meta: dict, key: str, videos, prev: dict | None) -> None:
+    from streamparse import __version__
+
+    history = list((prev or {}).get("history") or [])
+    if prev and prev.get("model_key") and prev.get("model_key") != key:
+        history.append({k: prev.get(k) for k in ("model_name", "checkpoint_sha256", "model_key", "updated")})
+    data = {"streamparse_version": __version__, "model_name": meta["model_name"], "checkpoint_sha256": meta["checkpoint_sha256"],
+            "model_key": key, "config": to_dict(cfg), "inputs": [v.redacted for v in videos],
+            "created": (prev or {}).get("created", time.time()), "updated": time.time(), "history": history}
+    outdir.write_json(ARCHIVE_JSON, data)
+
+
+def format_summary(report: dict) -> str:
+    """The short text summary printed after a run."""
+    c = report["counts"]
+    lines = [f"archive {report['outdir']}: {len(report['videos'])} video(s): {c['complete']} complete "
+             f"({c['skipped']} skipped as already done), {c['failed']} failed, {c['quarantined']} quarantined"
+             + (f", {c['pending'] + c['running']} pending" if c["pending"] + c["running"] else "")]
+    fps = f" ({report['fps']:.1f} fps overall)" if report.get("fps") else ""
+    lines.append(f"  {report['frames_new']} frame(s) parsed in {report['elapsed_s']:.1f} s{fps}")
+    for r in report["videos"]:
+        if r["state"] in ("failed", "quarantined"):
+            lines.append(f"  {r['state']}: {r['video_id']}: {'; '.join(r.get('errors') or ['?'])}")
+        elif r.get("note") and r["action"] == "processed":
+            lines.append(f"  {r['video_id']}: {r['note']}")
+    for n in report.get("notes") or []:
+        lines.append(f"  note: {n}")
+    if report.get("interrupted"):
+        lines.append("  interrupted: rerun the same command with --resume to continue")
+    return "\n".join(lines)

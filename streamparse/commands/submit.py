@@ -1,0 +1,163 @@
+"""`streamparse submit`: run `streamparse archive` as a Ray job on a cluster (Ray Job Submission SDK).
+
+``streamparse submit --address http://HEAD:8265 [--follow] -- archive INPUT... --out OUTDIR [...]``
+
+The package travels with the job as a ``py_modules`` entry: a copy of the installed ``streamparse``
+package (with ``streamparse.models`` and ``streamparse.pipelines``, the layout ``pip install`` makes),
+never the repository (its ``.git``, ``.venv``, data and stores would exceed Ray's ~100 MiB upload cap).
+Its dependencies (torch, zarr, av, ...) must be installed on the cluster's nodes (``examples/cluster.yaml``).
+Paths in the archive command are made absolute: the inputs, OUTDIR, ``--config``, ``--checkpoint`` and
+``--report`` must be visible at the same paths on the cluster (shared storage) or be URLs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+HELP = "submit `streamparse archive ...` as a Ray job to a cluster (prints the job id; --follow tails its logs)"
+MAX_UPLOAD = 90 * 2**20  # Ray refuses uploads near 100 MiB
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--address", required=True, help="the cluster's job server, e.g. http://HEAD:8265")
+    p.add_argument("--follow", action="store_true", help="tail the job's logs until it ends; exit with its exit code")
+    p.add_argument("--python", default="python", help="the Python the job's entrypoint runs on the cluster (default: python)")
+    p.add_argument("--job-id", help="a submission id (default: Ray makes one)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="an environment variable for the job (repeatable; visible in the dashboard: no secrets)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- archive INPUT... --out OUTDIR [archive options]")
+
+
+def _abs(path: str | None) -> str | None:
+    from streamparse.objstore import is_url
+
+    if path is None or is_url(path) or path in ("none", "default"):
+        return path
+    return os.path.abspath(path)
+
+
+def archive_argv(tokens: list[str]) -> list[str]:
+    """The archive command line the job runs: validated with the archive parser, paths made absolute."""
+    from streamparse.cli import CLIError
+    from streamparse.commands import archive as arc
+
+    if tokens and tokens[0] == "--":
+        tokens = tokens[1:]
+    if not tokens or tokens[0] != "archive":
+        raise CLIError("submit runs an archive: streamparse submit --address URL -- archive INPUT... --out OUTDIR")
+    ap = argparse.ArgumentParser(prog="streamparse archive", add_help=False)
+    arc.add_arguments(ap)
+
+    def _error(msg):
+        raise CLIError(f"archive: {msg}")
+
+    ap.error = _error
+    a = ap.parse_args(tokens[1:])
+    argv = ["archive", *[_abs(x) for x in a.inputs], "--out", _abs(a.out)]
+    if a.config:
+        argv += ["--config", _abs(a.config)]
+    for s in a.set:
+        argv += ["--set", s]
+    if a.checkpoint:
+        argv += ["--checkpoint", _abs(a.checkpoint)]
+    for flag, v in (("--device", a.device), ("--batch-size", a.batch_size), ("--ray-address", a.ray_address)):
+        if v is not None:
+            argv += [flag, str(v)]
+    for flag, v in (("--workers", a.workers), ("--concurrency", a.concurrency), ("--max-videos", a.max_videos)):
+        if v:
+            argv += [flag, str(v)]
+    argv += ["--quarantine-after", str(a.quarantine_after)]
+    for flag, v in (("--resume", a.resume), ("--retry-quarantined", a.retry_quarantined), ("--no-progress", a.no_progress)):
+        if v:
+            argv.append(flag)
+    if a.report:
+        argv += ["--report", _abs(a.report)]
+    return argv
+
+
+def stage_package(dest: Path) -> Path:
+    """A copy of the installed package in the installed layout (``streamparse/``, ``streamparse/models``,
+    ``streamparse/pipelines``), without caches; the ``py_modules`` entry of the job."""
+    import streamparse
+    import streamparse.models
+    import streamparse.pipelines
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".*")
+    pkg = dest / "streamparse"
+    shutil.copytree(Path(streamparse.__file__).parent, pkg, ignore=ignore, symlinks=False)
+    for sub in (streamparse.models, streamparse.pipelines):
+        target = pkg / sub.__name__.rsplit(".", 1)[1]
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(Path(sub.__file__).parent, target, ignore=ignore)
+    size = sum(f.stat().st_size for f in pkg.rglob("*") if f.is_file())
+    if size > MAX_UPLOAD:
+        from streamparse.cli import CLIError
+
+        raise CLIError(f"the package to upload is {size / 2**20:.0f} MiB; Ray caps uploads near 100 MiB")
+    return pkg
+
+
+def _quote(argv: list[str]) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(x) for x in argv)
+
+
+def run(args) -> int:
+    from streamparse.cli import CLIError
+
+    argv = archive_argv(args.command)
+    env = {}
+    for item in args.env:
+        k, eq, v = item.partition("=")
+        if not eq or not k:
+            raise CLIError(f"--env expects KEY=VALUE, got {item!r}")
+        env[k] = v
+    out = argv[argv.index("--out") + 1]
+    try:  # a friendlier early refusal where this machine sees OUTDIR too (the job's driver checks again)
+        from streamparse.archive_outdir import open_outdir
+
+        holder = open_outdir(out).busy()
+    except Exception:  # noqa: BLE001 - not visible from here: the job checks
+        holder = None
+    if holder:
+        raise CLIError(f"{out} is being written by another archive job ({holder}); wait for it or stop it")
+    from ray.job_submission import JobSubmissionClient, JobStatus
+
+    entry = _quote([args.python, "-m", "streamparse", *argv])
+    with tempfile.TemporaryDirectory(prefix="sp-submit-") as tmp:
+        pkg = stage_package(Path(tmp))
+        runtime_env = {"py_modules": [str(pkg)], "env_vars": env} if env else {"py_modules": [str(pkg)]}
+        try:
+            client = JobSubmissionClient(args.address)
+            job_id = client.submit_job(entrypoint=entry, runtime_env=runtime_env, submission_id=args.job_id,
+                                       metadata={"streamparse": "archive", "outdir": out})
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise CLIError(f"cannot submit to {args.address}: {str(exc).splitlines()[0]}") from None
+    print(job_id, flush=True)
+    print(f"streamparse submit: job {job_id} on {args.address}: {entry}", file=sys.stderr)
+    if not args.follow:
+        return 0
+    import asyncio
+
+    async def tail():
+        async for lines in client.tail_job_logs(job_id):
+            print(lines, end="", flush=True)
+
+    try:
+        asyncio.run(tail())
+    except KeyboardInterrupt:
+        print(f"streamparse submit: stopped following; the job runs on (ray job stop {job_id})", file=sys.stderr)
+        return 130
+    info = client.get_job_info(job_id)
+    code = getattr(info, "driver_exit_code", None)
+    print(f"streamparse submit: job {job_id} {info.status}" + (f" (exit code {code})" if code is not None else ""), file=sys.stderr)
+    if info.status == JobStatus.SUCCEEDED:
+        return 0
+    return int(code) if code not in (None, 0) else 1
