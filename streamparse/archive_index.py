@@ -1,7 +1,7 @@
 """What an archive OUTDIR's ``index.jsonl`` says, and what ``--resume`` does about it (pure logic, no I/O).
 
 ``index.jsonl`` is append-only: one JSON object per line per state change of a video; the LAST line of
-a ``video_id`` wins (``streamparse.archive_reader.open_archive`` reads it the same way). A line:
+a ``video_id`` wins (``streamparse.results.open_archive`` reads it the same way). A line:
 ``{"video_id", "uri" (redacted), "store" ("<video_id>.zarr"), "state" pending|running|complete|failed|
 quarantined, "frames", "fps", "wall_s", "errors", "attempt", "time", "input": {"size", "mtime",
 "sha256_1mb"}, "model_key", ...}`` (``model_key``: ``model_key(root_attrs)``, what must match for a
