@@ -99,8 +99,9 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
         intr.install()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
         use_gpu = (pc.device == "cuda") or (pc.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
         weights = build.load_weights(meta)
-        # the weights cross once, as a ref inside a list: the actors resolve it themselves (a top-level ref
-        # argument makes Ray warn that a restarted actor could lose it; the driver holds it all run)
+        # the weights cross once, as a ref inside a list that the actors resolve themselves. Ray logs once
+        # that a restarted actor would need it (ray-project/ray#53727): the driver holds the ref for the
+        # whole run, so a restart finds it (tests/test_pipeline.py kills an inference actor mid-run)
         weights_ref = [ray.put(weights)] if weights is not None else None
         pkw = build.predictor_kwargs(cfg, meta)
         opts = {"num_gpus": 1} if use_gpu else {"num_cpus": 0.5}
