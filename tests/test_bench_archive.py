@@ -11,7 +11,7 @@ import pytest
 
 from archive_helpers import ENV, TINY, set_args
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # ~60 s: three processes (model-only, run per video, archive)
 
 
 def test_bench_archive_tiny(tmp_path):
