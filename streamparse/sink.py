@@ -28,7 +28,7 @@ from streamparse.lock import WriterLock
 from streamparse.outputs import RESERVE_NAME, OutputError, clear_store, prepare_output
 from streamparse.ome import ome_image_label
 from streamparse.schema import PER_FRAME, PER_INSTANCE, SCHEMA_VERSION, inst_dims
-from streamparse.store_check import group_ids, verify_store
+from streamparse.store_check import group_ids, uncommitted_notes, verify_store
 from streamparse.structures import ParsingBatch
 
 log = logging.getLogger(__name__)
@@ -280,12 +280,9 @@ class ZarrSink:
         if problem:
             raise SinkError(f"cannot resume {self.path}: the store is damaged: {problem} (verify_store lists all; "
                             "--overwrite replaces it)")
-        for s in rep.sources.values():
-            if s.uncommitted_frames or s.uncommitted_instances:
-                msg = (f"{self.path}/{s.source_id}: {s.uncommitted_frames} frame(s) past the commit marker "
-                       f"(frame {s.frames_written}) were not committed; rewriting from the marker")
-                log.warning("%s", msg)
-                self.notes.append(msg)
+        for msg in uncommitted_notes(str(self.path), rep):
+            log.warning("%s", msg)
+            self.notes.append(msg)
         for p in self.path.rglob("*.partial"):  # left by a write that was killed: never committed
             p.unlink(missing_ok=True)
         import zarr

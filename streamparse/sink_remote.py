@@ -90,7 +90,7 @@ class RemoteZarrSink(ZarrSink):
         self.fs.invalidate_cache(self.fpath)
 
     def _check_resumable(self, root_attrs: dict) -> None:
-        from streamparse.store_check import verify_open_store
+        from streamparse.store_check import uncommitted_notes, verify_open_store
 
         rep = verify_open_store(self.root, self.url)
         if rep.schema_version != SCHEMA_VERSION:
@@ -99,12 +99,9 @@ class RemoteZarrSink(ZarrSink):
         problem = rep.first_problem()
         if problem:
             raise SinkError(f"cannot resume {self.url}: the store is damaged: {problem} (--overwrite replaces it)")
-        for s in rep.sources.values():
-            if s.uncommitted_frames or s.uncommitted_instances:
-                msg = (f"{self.url}/{s.source_id}: {s.uncommitted_frames} frame(s) past the commit marker "
-                       f"(frame {s.frames_written}) were not committed; rewriting from the marker")
-                log.warning("%s", msg)
-                self.notes.append(msg)
+        for msg in uncommitted_notes(str(self.url), rep):
+            log.warning("%s", msg)
+            self.notes.append(msg)
         check_compatible(self.url, dict(self.root.attrs), root_attrs)
 
     def _reserve(self) -> None:  # no disk to fill

@@ -176,15 +176,32 @@ def verify_store(path: str | Path, *, deep: bool = True) -> StoreReport:
     except Exception as exc:  # noqa: BLE001
         rep.problems.append(f"root metadata cannot be read ({type(exc).__name__})")
         return rep
+    ver = _readable_version(root, rep)
+    if ver is None:
+        return rep
+    return _verify_groups(root, group_ids(p), rep, ver, deep)
+
+
+def _readable_version(root, rep: StoreReport):
+    """The store's schema version, recorded in ``rep``; None (and the problem in ``rep``) when it is
+    absent or not one this streamparse reads."""
     ver = root.attrs.get("streamparse_schema_version")
     rep.schema_version = ver
     if ver is None:
         rep.problems.append("not a streamparse store (no streamparse_schema_version)")
-        return rep
+        return None
     if ver not in READABLE_VERSIONS:
         rep.problems.append(f"schema v{ver} is not one this streamparse reads (v{', v'.join(map(str, READABLE_VERSIONS))})")
-        return rep
-    return _verify_groups(root, group_ids(p), rep, ver, deep)
+        return None
+    return ver
+
+
+def uncommitted_notes(label: str, rep: StoreReport) -> list[str]:
+    """One line per source of a verified store with frames or instance rows past its commit marker
+    (what a resume rewrites)."""
+    return [f"{label}/{s.source_id}: {s.uncommitted_frames} frame(s) past the commit marker "
+            f"(frame {s.frames_written}) were not committed; rewriting from the marker"
+            for s in rep.sources.values() if s.uncommitted_frames or s.uncommitted_instances]
 
 
 def _verify_groups(root, sids: list[str], rep: StoreReport, ver, deep: bool) -> StoreReport:
@@ -202,13 +219,8 @@ def verify_open_store(root, label: str, *, deep: bool = True) -> StoreReport:
     """``verify_store`` of a store opened through any zarr store object (object storage: chunks are
     looked up with the store's own ``getsize``)."""
     rep = StoreReport(label)
-    ver = root.attrs.get("streamparse_schema_version")
-    rep.schema_version = ver
+    ver = _readable_version(root, rep)
     if ver is None:
-        rep.problems.append("not a streamparse store (no streamparse_schema_version)")
-        return rep
-    if ver not in READABLE_VERSIONS:
-        rep.problems.append(f"schema v{ver} is not one this streamparse reads (v{', v'.join(map(str, READABLE_VERSIONS))})")
         return rep
     try:
         sids = sorted(name for name, _ in root.groups())

@@ -10,6 +10,7 @@ import logging
 import posixpath
 from pathlib import Path
 
+from streamparse.archive_index import parse_index
 from streamparse.results.store import Result, _is_url, open_result
 
 log = logging.getLogger(__name__)
@@ -64,17 +65,7 @@ def open_archive(outdir, *, storage_options: dict | None = None) -> Archive:
 
     base = str(outdir)
     text = _read_text(_join(base, "index.jsonl"), storage_options)
-    last: dict[str, dict] = {}
-    for ln in text.splitlines():
-        if not ln.strip():
-            continue
-        try:
-            rec = json.loads(ln)
-        except ValueError:
-            log.warning("%s/index.jsonl: skipping an unreadable line", base)
-            continue
-        if isinstance(rec, dict) and "video_id" in rec:
-            last[rec["video_id"]] = rec  # the first appearance keeps its place, the last line its values
+    last = parse_index(text).last  # the first appearance keeps its place, the last line its values
     try:
         attrs = json.loads(_read_text(_join(base, "archive.json"), storage_options))
     except (OSError, ValueError):
