@@ -23,7 +23,7 @@ import torch.nn.functional as F
 @dataclass(frozen=True)
 class PostprocessParams:
     """Thresholds of the post-processing (the config's ``model`` section maps onto these, in
-    ``streamparse.build``). Defaults are the paper's / the authors' release where they say."""
+    ``streamparse.plan``). Defaults are the paper's / the authors' release where they say."""
 
     center_thresh: float = 0.1  # theta_ctr: centre heatmap peaks above this are people
     center_pool: int = 3  # local-maximum window on H_c (odd; 1 = off)

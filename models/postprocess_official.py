@@ -252,7 +252,7 @@ class OfficialParsing:
     semantic: torch.Tensor | None = None
 
     def predictions(self) -> list[tuple[np.ndarray, float]]:
-        """(part map uint8[H, W], score) per person, for ``streamparse.evaluation``."""
+        """(part map uint8[H, W], score) per person, for ``streamparse.evaluation.metrics``."""
         labels = self.labels.cpu().numpy()
         return [(labels[i], float(s)) for i, s in enumerate(self.scores.tolist())]
 

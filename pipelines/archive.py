@@ -4,7 +4,7 @@
 The driver only schedules videos: it expands the inputs, checks and locks OUTDIR, reads
 ``index.jsonl`` and decides per video (``archive_index.plan_videos``), starts Ray and ONE pool of
 inference actors for the whole run (one per GPU; on CPU sized from each node's CPUs; the weights put in
-the object store once), then keeps up to ``concurrency`` video tasks (``actors.archive_video``) in
+the object store once), then keeps up to ``concurrency`` video tasks (``archive.tasks.archive_video``) in
 flight, each placed (soft affinity) on the node with the fewest videos per inference actor so its
 frames stay on that node. A task decodes its video, sends batches to the pool, and writes its own
 store ``OUTDIR/<video_id>.zarr``; frames never reach the driver. The driver appends one index line
@@ -20,15 +20,16 @@ import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-from streamparse import build
-from streamparse.archive_index import Decision, model_key, parse_index, plan_videos, record
-from streamparse.archive_outdir import ARCHIVE_JSON, INDEX, open_outdir
-from streamparse.archive_pool import NodeBalancer, start_pool
-from streamparse.archive_worker import make_context
+from streamparse import plan
+from streamparse.archive.resume import Decision, model_key, plan_videos, record
+from streamparse.store.index import parse_index
+from streamparse.archive.outdir import ARCHIVE_JSON, INDEX, open_outdir
+from streamparse.archive.pool import NodeBalancer, start_pool
+from streamparse.archive.worker import make_context
 from streamparse.config import Config, to_dict
-from streamparse.inputs import expand_inputs, input_identity, same_input, stat_identity
-from streamparse.interrupts import Interrupts
-from streamparse.scheduler import PipelineError, one_line
+from streamparse.archive.inputs import expand_inputs, input_identity, same_input, stat_identity
+from streamparse.engine.interrupts import Interrupts
+from streamparse.engine.scheduler import PipelineError, one_line
 from streamparse.sources.uri import redact_uri
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,8 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
         raise PipelineError("no video given")
     outdir = open_outdir(out, storage_options)
     outdir.check(resume)  # refused outputs fail before anything is written, loaded or started
-    meta = build.resolve_model_meta(cfg, checkpoint)
-    key = model_key(build.root_attrs(cfg, meta, []))
+    meta = plan.resolve_model_meta(cfg, checkpoint)
+    key = model_key(plan.root_attrs(cfg, meta, []))
     intr = Interrupts().install()
     token = uuid.uuid4().hex
     report = {"outdir": redact_uri(outdir.label), "model_name": meta["model_name"], "checkpoint_sha256": meta["checkpoint_sha256"],
@@ -139,7 +140,7 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
         except Exception as exc:  # noqa: BLE001
             log.error("%s: cannot write the index: %s", outdir.label, exc)
         if report_path and outdir.lock_obj is not None:  # before the folder marker: a report inside OUTDIR is then one of its files
-            from streamparse.outputs import write_json
+            from streamparse.store.outputs import write_json
 
             write_json(report_path, report)
         if outdir.lock_obj is not None:
@@ -185,7 +186,7 @@ def _drive(cfg, meta, key, token, outdir, todo, rows, index, pool, pending, intr
     import ray
     from tqdm import tqdm
 
-    from streamparse.actors import ArchiveMonitor, archive_video
+    from streamparse.archive.tasks import ArchiveMonitor, archive_video
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     ctx = make_context(cfg, meta, lock_token=token, storage_options=storage_options)

@@ -70,7 +70,7 @@ def train(cfg, work_dir: str | Path, resume: str | None = None, num_workers: int
         raise TrainingError(f"model.num_classes={cfg.model.num_classes} but data.format={cfg.data.format} has {space.num_classes} classes")
     state_path = resolve_resume(work_dir, resume)
     if state_path is None:  # a new run: the work dir must be new, empty, or a streamparse work dir
-        from streamparse.outputs import OutputError, prepare_output
+        from streamparse.store.outputs import OutputError, prepare_output
 
         try:
             prepare_output(work_dir, mode="update", kind="dir")

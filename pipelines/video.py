@@ -2,8 +2,8 @@
 zarr sink in this process (installed as ``streamparse.pipelines.video``).
 
 ``run(cfg, sources, out, ...)``: validate every input, open the store (refused or locked outputs fail
-before Ray starts), start Ray and the actors (``streamparse.actors``), drive them with the plain-Python
-``streamparse.scheduler.Scheduler``, show progress, shut down cleanly on Ctrl-C / SIGTERM (drain,
+before Ray starts), start Ray and the actors (``streamparse.engine.actors``), drive them with the plain-Python
+``streamparse.engine.scheduler.Scheduler``, show progress, shut down cleanly on Ctrl-C / SIGTERM (drain,
 flush, close) and return a summary.
 """
 
@@ -14,10 +14,10 @@ import os
 import time
 from pathlib import Path
 
-from streamparse import build
+from streamparse import plan
 from streamparse.config import Config
-from streamparse.interrupts import Interrupts
-from streamparse.scheduler import PipelineError, Scheduler, Slot, file_policy, live_policy
+from streamparse.engine.interrupts import Interrupts
+from streamparse.engine.scheduler import PipelineError, Scheduler, Slot, file_policy, live_policy
 from streamparse.sources import SourceError, is_live, redact_uri, source_id
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
     import ray
     from tqdm import tqdm
 
-    from streamparse.actors import InferenceActor, RayExecutor
+    from streamparse.engine.actors import InferenceActor, RayExecutor
 
     pc = cfg.pipeline
     if not sources:
@@ -76,7 +76,7 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
     for s in slots:  # validate every file before starting anything
         if s.policy.kind == "file":
             s.info = probe_file(s.uri)
-    meta = build.resolve_model_meta(cfg, checkpoint)
+    meta = plan.resolve_model_meta(cfg, checkpoint)
     intr = Interrupts().install()  # Ctrl-C / SIGTERM from here on: a clean stop, never mid-write
     sink = ex = bar = sched = None
     workers: list = []
@@ -86,7 +86,7 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
     interrupted = False
     try:
         # the store first (cheap): a refused or locked output fails before Ray starts
-        sink = build.build_sink(cfg, out, mode=mode, attrs=build.root_attrs(cfg, meta, sources))
+        sink = plan.build_sink(cfg, out, mode=mode, attrs=plan.root_attrs(cfg, meta, sources))
         for note in sink.notes:
             summary.setdefault("notes", []).append(note)
         for s in slots:
@@ -98,19 +98,19 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
         started = init_ray(pc.ray_address, pc.object_store_memory_mb)
         intr.install()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
         use_gpu = (pc.device == "cuda") or (pc.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-        weights = build.load_weights(meta)
+        weights = plan.load_weights(meta)
         # the weights cross once, as a ref inside a list that the actors resolve themselves. Ray logs once
         # that a restarted actor would need it (ray-project/ray#53727): the driver holds the ref for the
         # whole run, so a restart finds it (tests/test_pipeline.py kills an inference actor mid-run)
         weights_ref = [ray.put(weights)] if weights is not None else None
-        pkw = build.predictor_kwargs(cfg, meta)
+        pkw = plan.predictor_kwargs(cfg, meta)
         opts = {"num_gpus": 1} if use_gpu else {"num_cpus": 0.5}
-        workers = [InferenceActor.options(**opts).remote(pkw, weights_ref, build.inference_threads(cfg))
+        workers = [InferenceActor.options(**opts).remote(pkw, weights_ref, plan.inference_threads(cfg))
                    for _ in range(max(1, pc.workers))]
         if on_actors:
             on_actors(workers)
         ex = RayExecutor(workers, batch_size=pc.batch_size, batch_timeout_s=pc.batch_timeout_s,
-                         source_kwargs=lambda s: build.source_kwargs(s.uri, cfg, source_id=s.sid, start_frame=s.start_frame))
+                         source_kwargs=lambda s: plan.source_kwargs(s.uri, cfg, source_id=s.sid, start_frame=s.start_frame))
         sched = Scheduler(slots, ex, open_writer=lambda s: _open_writer(s, sink, cfg, meta), intr=intr, t0=t_start)
         sched.start()
         total = sum((s.info.get("frames_hint") or 0) for s in slots if s.policy.kind == "file") or None
@@ -189,5 +189,5 @@ def _stage_seconds(sched, workers: list, slots: list, ray) -> dict:
 
 
 def _open_writer(s: Slot, sink, cfg: Config, meta: dict) -> None:
-    s.writer = build.open_source_writer(sink, cfg, meta, s.sid, s.info)
+    s.writer = plan.open_source_writer(sink, cfg, meta, s.sid, s.info)
     s.next_seq = s.writer.next_seq

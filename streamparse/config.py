@@ -204,7 +204,7 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- track (issue 19)
 @dataclass(frozen=True)
 class TrackConfig:
-    """Person tracker (``streamparse.tracking.Tracker``; its keyword arguments are these fields but
+    """Person tracker (``streamparse.tracking.tracker.Tracker``; its keyword arguments are these fields but
     ``enabled``). Costs are in [0, 1]; a cue with weight 0 is off. Defaults tuned on synthetic
     tracking videos of seed 7 with the shipped weights at the 512-px preset (``bench track``)."""
 

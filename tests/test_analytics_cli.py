@@ -14,8 +14,8 @@ import zarr
 
 from faults import snapshot
 from streamparse.categories import CIHP
-from streamparse.ome import ome_image_label
-from streamparse.synthstore import synthetic_people, write_store, write_v1_store, write_video
+from streamparse.store.ome import ome_image_label
+from streamparse.store.synthetic import synthetic_people, write_store, write_v1_store, write_video
 from test_outputs import FOREIGN, make_kind
 from videos import make_video
 

@@ -144,7 +144,7 @@ def mid_video(out: Path, done_before: set) -> str | None:
 
 def wait_unlocked(out: Path) -> None:
     """Until no store lock in OUTDIR names a live process (the killed job's tasks are gone)."""
-    from streamparse.lock import _pid_alive
+    from streamparse.store.lock import _pid_alive
 
     def free():
         for lk in out.glob("*.zarr/.streamparse.lock"):

@@ -10,9 +10,10 @@ import os
 
 import pytest
 
-from streamparse.archive_index import IndexState, model_key, parse_index, plan_videos, record
-from streamparse.archive_outdir import INDEX, LocalOutdir
-from streamparse.inputs import InputError, expand_inputs, input_identity, same_input, stat_identity
+from streamparse.archive.resume import model_key, plan_videos, record
+from streamparse.store.index import IndexState, parse_index
+from streamparse.archive.outdir import INDEX, LocalOutdir
+from streamparse.archive.inputs import InputError, expand_inputs, input_identity, same_input, stat_identity
 
 
 def touch(p, data=b"x"):
@@ -139,7 +140,7 @@ def test_index_appends_whole_lines_and_last_line_wins(tmp_path):
 
 
 def _idx(*recs) -> IndexState:
-    from streamparse.archive_index import encode
+    from streamparse.store.index import encode
 
     return parse_index(encode(list(recs)).decode())
 

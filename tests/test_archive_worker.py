@@ -13,10 +13,10 @@ import torch
 import zarr
 
 from archive_helpers import TINY, assert_groups_equal, open_group
-from streamparse import build
-from streamparse.archive_worker import make_context, process_video
+from streamparse import plan
+from streamparse.archive.worker import make_context, process_video
 from streamparse.config import load_config
-from streamparse.scheduler import InProcessExecutor, Scheduler, Slot, file_policy
+from streamparse.engine.scheduler import InProcessExecutor, Scheduler, Slot, file_policy
 from videos import make_video
 
 
@@ -25,15 +25,15 @@ def setup(tmp_path_factory):
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("w")
     cfg = load_config(overrides=TINY)
-    meta = build.resolve_model_meta(cfg, "none")
-    pred = build.build_predictor(cfg, checkpoint="none", device="cpu")
+    meta = plan.resolve_model_meta(cfg, "none")
+    pred = plan.build_predictor(cfg, checkpoint="none", device="cpu")
     video = make_video(d / "clip.mp4", n=18, h=48, w=64)
     ref = d / "ref.zarr"  # what `streamparse run` writes, in process: the same build functions, the same scheduler
-    with build.build_sink(cfg, ref, mode="create", attrs=build.root_attrs(cfg, meta, [str(video)])) as sink:
+    with plan.build_sink(cfg, ref, mode="create", attrs=plan.root_attrs(cfg, meta, [str(video)])) as sink:
         slot = Slot(uri=str(video), sid="clip", policy=file_policy(cfg.pipeline.max_in_flight))
 
         def open_writer(s):
-            s.writer = build.open_source_writer(sink, cfg, meta, s.sid, s.info)
+            s.writer = plan.open_source_writer(sink, cfg, meta, s.sid, s.info)
             s.next_seq = s.writer.next_seq
 
         sched = Scheduler([slot], executor(cfg, pred), open_writer=open_writer)
@@ -43,13 +43,13 @@ def setup(tmp_path_factory):
 
 
 def executor(cfg, pred):
-    return InProcessExecutor(lambda s: build.build_source(s.uri, cfg, source_id=s.sid, start_frame=s.start_frame), pred,
+    return InProcessExecutor(lambda s: plan.build_source(s.uri, cfg, source_id=s.sid, start_frame=s.start_frame), pred,
                              batch_size=cfg.pipeline.batch_size)
 
 
 def go(setup, store, video=None, vid="clip", cfg=None):
     cfg = cfg or setup["cfg"]
-    meta = build.resolve_model_meta(cfg, "none")
+    meta = plan.resolve_model_meta(cfg, "none")
     ctx = make_context(cfg, meta, lock_token="tok")
     job = {"video_id": vid, "uri": str(video or setup["video"]), "store": str(store), "attempt": 1}
     return process_video(job, ctx, lambda c: executor(c, setup["pred"]))
@@ -135,7 +135,7 @@ def test_a_store_is_born_whole(setup, tmp_path):
     (zarr's attrs.update rewrote it once per key)."""
     from zarr.storage import LocalStore
 
-    from streamparse.sink import ZarrSink
+    from streamparse.store.sink import ZarrSink
 
     keys = []
 
@@ -145,7 +145,7 @@ def test_a_store_is_born_whole(setup, tmp_path):
             await super().set(key, value)
 
     cfg, meta = setup["cfg"], setup["meta"]
-    attrs = build.root_attrs(cfg, meta, [str(setup["video"])])
+    attrs = plan.root_attrs(cfg, meta, [str(setup["video"])])
     path = tmp_path / "born.zarr"
     sink = ZarrSink(path, mode="create", root_attrs=attrs, store=Recording(str(path)))
     try:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from streamparse.categories import CIHP
-from streamparse.evaluation import (DEFAULT_THRESHOLDS, PredictionError, evaluate_parsing, fast_hist,
+from streamparse.evaluation.metrics import (DEFAULT_THRESHOLDS, PredictionError, evaluate_parsing, fast_hist,
                                     pairwise_part_iou, read_prediction, voc_ap, write_prediction)
 from streamparse.structures import FrameParsing
 

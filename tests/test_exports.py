@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from streamparse.results import open_result
-from streamparse.synthstore import synthetic_people, write_store, write_v1_store, write_video
+from streamparse.store.synthetic import synthetic_people, write_store, write_v1_store, write_video
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from streamparse.bench.rtsp_server import RtspServer, free_port
-from streamparse.build import build_source, live_kwargs
+from streamparse.plan import build_source, live_kwargs
 from streamparse.config import Config, LiveConfig
 from streamparse.sources.live import LiveSource, LiveSourceError, backoff_delay
 from streamparse.sources.live.queue import FrameQueue as _FrameQueue

@@ -255,7 +255,7 @@ def image(h: int, w: int, seed: int = 0) -> np.ndarray:
 # ----------------------------------------------------------------------------- layout and counts
 @pytest.mark.parametrize("depth,n_tensors", [(50, 405), (101, 745)])
 def test_authors_layout_counts_and_the_converters_spec(depth, n_tensors):
-    from streamparse.convert_official import authors_shapes
+    from streamparse.official.convert import authors_shapes
 
     for light in (False, True):
         for n in (59, 20):
@@ -307,7 +307,7 @@ def test_light_variant_runs_on_the_padded_grid():
 def test_converted_model_equals_the_rederived_authors_model(which, hw, request):
     from streamparse.checkpoint import build_from_checkpoint
     from streamparse.models.postprocess_official import OfficialParams, parse_official
-    from streamparse.preprocess_official import official_preprocess
+    from streamparse.official.preprocess import official_preprocess
 
     fx = request.getfixturevalue(which)
     light = which.endswith("light")
@@ -432,7 +432,7 @@ def test_overlaps_go_to_the_highest_centre_score():
 def test_official_preprocessing():
     import cv2
 
-    from streamparse.preprocess_official import official_preprocess, official_resize_shape
+    from streamparse.official.preprocess import official_preprocess, official_resize_shape
 
     assert official_resize_shape(1080, 1920) == (750, 1333)
     assert official_resize_shape(480, 640) == (800, 1067)
@@ -448,7 +448,7 @@ def test_official_preprocessing():
 
 # ----------------------------------------------------------------------------- the converter
 def test_conversion_summary_and_stored_preset(r50, capsys, tmp_path):
-    from streamparse.build import checkpoint_preset_overrides
+    from streamparse.plan import checkpoint_preset_overrides
     from streamparse.checkpoint import load_checkpoint
 
     assert main(["convert-official", str(r50["src"]), str(tmp_path / "again.pt"), "--dataset", "mhpv2"]) == 0
@@ -499,10 +499,10 @@ def test_predict_runs_a_converted_checkpoint(r50, tmp_path, capsys):
 
 def test_per_person_maps_score_with_the_evaluator_and_label_maps_follow_the_overlap_rule(r50):
     from streamparse.config import load_config
-    from streamparse.build import checkpoint_preset_overrides
-    from streamparse.evaluation import ParsingEvaluator
+    from streamparse.plan import checkpoint_preset_overrides
+    from streamparse.evaluation.metrics import ParsingEvaluator
     from streamparse.models.postprocess_official import overlap_label_maps
-    from streamparse.build import build_predictor
+    from streamparse.plan import build_predictor
 
     cfg = load_config(None, checkpoint_preset_overrides(str(r50["out"])) + ["model.input_size=[64,96]", "model.center_thresh=0.0"])
     pred = build_predictor(cfg, checkpoint=str(r50["out"]), device="cpu")

@@ -21,7 +21,7 @@ import zarr
 
 from faults import snapshot
 from parsing import DIM, batch_of
-from streamparse.outputs import (
+from streamparse.store.outputs import (
     DIR_MARKER,
     LOCK_NAME,
     OutputError,
@@ -30,8 +30,8 @@ from streamparse.outputs import (
     prepare_output,
     write_json,
 )
-from streamparse.lock import WriterLock
-from streamparse.sink import ZarrSink
+from streamparse.store.lock import WriterLock
+from streamparse.store.sink import ZarrSink
 from videos import make_video
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -276,7 +276,7 @@ def make_archive_kind(kind: str, path: Path, tmp: Path) -> None:
 @pytest.mark.parametrize("kind,ok_resume,ok_new,msg", ARCHIVE_KINDS)
 def test_archive_outdir_table(tmp_path, kind, ok_resume, ok_new, msg):
     """What `streamparse archive` may write into (the library check the command runs first)."""
-    from streamparse.archive_outdir import LocalOutdir
+    from streamparse.archive.outdir import LocalOutdir
 
     out = tmp_path / "out"
     make_archive_kind(kind, out, tmp_path)
@@ -306,7 +306,7 @@ def test_dir_marker_lists_files(tmp_path):
 # ------------------------------------------------------------------ rule 2: one writer per store
 _HOLDER = """
 import sys, time
-from streamparse.lock import WriterLock
+from streamparse.store.lock import WriterLock
 lock = WriterLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(120)
@@ -371,7 +371,7 @@ def test_two_concurrent_runs_never_share_a_store(tmp_path):
     finally:
         if first.poll() is None:
             first.kill()
-    from streamparse.sink import verify_store
+    from streamparse.store.sink import verify_store
 
     rep = verify_store(out)
     assert rep.ok and rep.sources["long"].frames_written == 120

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from streamparse.categories import CIHP
-from streamparse.preprocess import STD, Preprocessor, target_size
+from streamparse.engine.preprocess import STD, Preprocessor, target_size
 from streamparse.training.data import Collate, TrainAugment
 
 

@@ -10,11 +10,11 @@ import av
 import numpy as np
 import pytest
 
-from streamparse.outputs import file_is_ours, generator_mark
-from streamparse.render import Overlay, overlay
+from streamparse.store.outputs import file_is_ours, generator_mark
+from streamparse.results.overlay import Overlay, overlay
 from streamparse.results import open_result
-from streamparse.synthstore import synthetic_people, write_store, write_v1_store, write_video
-from streamparse.videorender import check_video, frame_labels, render_video
+from streamparse.store.synthetic import synthetic_people, write_store, write_v1_store, write_video
+from streamparse.results.video import check_video, frame_labels, render_video
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 PAL = np.array([[0, 0, 0], [200, 0, 0], [0, 200, 0]], np.uint8)

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from streamparse.outputs import file_is_ours, generator_mark
-from streamparse.synthstore import synthetic_people, write_store, write_v1_store, write_video
+from streamparse.store.outputs import file_is_ours, generator_mark
+from streamparse.store.synthetic import synthetic_people, write_store, write_v1_store, write_video
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

@@ -10,11 +10,11 @@ import zarr
 from zarr.storage import LocalStore
 
 from faults import FaultyStore
-from streamparse.outputs import RESERVE_NAME
-from streamparse.build import build_predictor
+from streamparse.store.outputs import RESERVE_NAME
+from streamparse.plan import build_predictor
 from streamparse.config import load_config
-from streamparse.scheduler import DecoderCore, InProcessExecutor, Scheduler, Slot, file_policy, live_policy
-from streamparse.sink import ZarrSink, verify_store
+from streamparse.engine.scheduler import DecoderCore, InProcessExecutor, Scheduler, Slot, file_policy, live_policy
+from streamparse.store.sink import ZarrSink, verify_store
 from streamparse.sources import FileSource
 from streamparse.structures import FrameBatch
 from videos import make_video

@@ -7,7 +7,7 @@ import pytest
 import zarr
 
 from parsing import DIM, batch_of
-from streamparse.sink import SinkError, ZarrSink
+from streamparse.store.sink import SinkError, ZarrSink
 
 NAMES = ["background", "hair", "face"]
 

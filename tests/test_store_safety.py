@@ -19,8 +19,8 @@ import zarr
 
 from faults import faulty_local
 from parsing import DIM, batch_of
-from streamparse.outputs import RESERVE_NAME
-from streamparse.sink import SinkError, SinkWriteError, ZarrSink, verify_store
+from streamparse.store.outputs import RESERVE_NAME
+from streamparse.store.sink import SinkError, SinkWriteError, ZarrSink, verify_store
 from videos import make_video
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",

@@ -13,8 +13,8 @@ import pytest
 
 from streamparse.config import ConfigError, TrackConfig
 from streamparse.labelstats import instance_features
-from streamparse.build import build_tracker, track_kwargs as tracker_kwargs
-from streamparse.tracking import Tracker
+from streamparse.plan import build_tracker, track_kwargs as tracker_kwargs
+from streamparse.tracking.tracker import Tracker
 
 H, W, C = 60, 120, 20
 UPPER, PANTS, HAIR = 5, 9, 2
@@ -256,7 +256,7 @@ def test_metrics_on_a_case_computed_by_hand():
     """GT 1 in frames 0-3 is tracked as 1, 1, 2, 2 (one switch); GT 2 as 3, 3, -, 3 (one miss, one
     fragmentation). CLEAR: TP 7, FN 1, FP 0, IDSW 1 -> MOTA = 1 - 2/8 = 0.75. Identity: GT1<->1 (2),
     GT2<->3 (3): IDTP 5, IDFP 2, IDFN 3 -> IDF1 = 10/15."""
-    from streamparse.track_eval import _pairwise_iou, score_sequence, sequence_data, summarize
+    from streamparse.tracking.evaluate import _pairwise_iou, score_sequence, sequence_data, summarize
 
     gt_ids = [[1, 2]] * 4
     pred = [[1, 3], [1, 3], [2], [2, 3]]
@@ -354,7 +354,7 @@ def test_store_is_schema_v2_and_track_reproduces_online_ids(tracked_store, capsy
 
 
 def test_resume_from_state_gives_identical_ids(tracked_store):
-    from streamparse.trackstore import iter_frames, open_store, read_tables
+    from streamparse.tracking.store import iter_frames, open_store, read_tables
 
     _, store = tracked_store
     g = open_store(store)["clip"]
@@ -370,7 +370,7 @@ def test_resume_from_state_gives_identical_ids(tracked_store):
 
 
 def test_track_refuses_v1_locked_and_unknown_key(tracked_store, tmp_path, capsys):
-    from streamparse.sink import ZarrSink
+    from streamparse.store.sink import ZarrSink
 
     _, store = tracked_store
     v1 = tmp_path / "v1.zarr"
@@ -415,7 +415,7 @@ def test_bench_track_compares_methods_on_the_same_detections(tracked_store, tmp_
 def test_eval_tracks_errors(tracked_store, tmp_path, capsys):
     import shutil
 
-    from streamparse.sink import ZarrSink
+    from streamparse.store.sink import ZarrSink
 
     root, store = tracked_store
     # GT of another video: fewer frames
@@ -448,8 +448,8 @@ def test_tracker_on_a_synthetic_video_through_the_predictor(tmp_path):
     from streamparse.bench.track import write_v2_store
     from streamparse.config import load_config, to_dict
     from streamparse.data.synth import generate_video
-    from streamparse.build import build_predictor
-    from streamparse.track_eval import evaluate_store
+    from streamparse.plan import build_predictor
+    from streamparse.tracking.evaluate import evaluate_store
 
     torch.set_num_threads(1)
     generate_video(tmp_path / "v.mp4", tmp_path / "gt", 60, seed=(99, 1), size=(256, 384), min_people=3, max_people=4,

@@ -30,10 +30,10 @@ def _median_time(fn, reps: int) -> float:
 
 def run_analytics_bench(frames: int = 10000, people: int = 8, render_frames: int = 150, size=(480, 640),
                         reps: int = 3, workdir: str | None = None) -> dict:
-    from streamparse.render import Overlay
+    from streamparse.results.overlay import Overlay
     from streamparse.results import open_result
-    from streamparse.synthstore import synthetic_people, write_store, write_video
-    from streamparse.videorender import render_video
+    from streamparse.store.synthetic import synthetic_people, write_store, write_video
+    from streamparse.results.video import render_video
 
     res = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                        "python": platform.python_version(), "loadavg_at_start": list(os.getloadavg())},

@@ -66,11 +66,11 @@ def model_only_fps(cfg, checkpoint: str | None, paths: list[Path], threads: int)
     import numpy as np
     import torch
 
-    from streamparse import build
+    from streamparse import plan
     from streamparse.sources import FileSource
 
     torch.set_num_threads(threads)
-    pred = build.build_predictor(cfg, checkpoint=checkpoint, device="cpu")
+    pred = plan.build_predictor(cfg, checkpoint=checkpoint, device="cpu")
     clips = []
     for p in paths:
         with FileSource(str(p)) as src:
@@ -83,7 +83,7 @@ def model_only_fps(cfg, checkpoint: str | None, paths: list[Path], threads: int)
         for i in range(0, len(c), bs):
             pred.predict(c[i : i + bs])
     fps = n / (time.perf_counter() - t)
-    meta = build.resolve_model_meta(cfg, checkpoint)
+    meta = plan.resolve_model_meta(cfg, checkpoint)
     del pred
     return fps, n, meta
 

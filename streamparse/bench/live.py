@@ -61,7 +61,7 @@ def bench_live(
     sampled every ``sample_every_s`` (growth measured from the first sample after ``warmup_s``)."""
     from dataclasses import replace
 
-    from streamparse.build import live_kwargs
+    from streamparse.plan import live_kwargs
     from streamparse.config import LiveConfig
     from streamparse.sources.live import LiveSource
 

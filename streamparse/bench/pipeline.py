@@ -142,10 +142,10 @@ def _video(args, work: Path) -> tuple[str, int]:
 def run_pipeline_bench(args) -> dict:
     import torch
 
-    from streamparse import build
+    from streamparse import plan
     from streamparse.config import load_config
     from streamparse.pipelines.video import init_ray, run
-    from streamparse.sink import ZarrSink
+    from streamparse.store.sink import ZarrSink
     from streamparse.sources import FileSource
 
     cfg = load_config(args.config, overrides=list(args.set))
@@ -156,7 +156,7 @@ def run_pipeline_bench(args) -> dict:
         ckpt = args.checkpoint
         threads = pc.torch_threads or max(1, (os.cpu_count() or 2) // max(1, pc.workers))
         torch.set_num_threads(threads)
-        pred = build.build_predictor(cfg, checkpoint=ckpt)
+        pred = plan.build_predictor(cfg, checkpoint=ckpt)
         res = {"video": video, "model": cfg.model.name, "input_size": list(cfg.model.input_size), "batch_size": pc.batch_size,
                "workers": pc.workers, "threads": threads, "cpu_count": os.cpu_count(), "device": str(pred.device)}
 
@@ -175,11 +175,11 @@ def run_pipeline_bench(args) -> dict:
         del frames
 
         # -- naive: decode -> model -> write, frame by frame, one process
-        meta = build.resolve_model_meta(cfg, ckpt if ckpt else None)
+        meta = plan.resolve_model_meta(cfg, ckpt if ckpt else None)
         t = time.perf_counter()
         with ZarrSink(work / "naive.zarr", mode="create", root_attrs={}, chunk_frames=pc.chunk_frames,
                       compressor=pc.compressor) as sink, FileSource(video, max_frames=limit) as src:
-            w = build.open_source_writer(sink, cfg, meta, "naive", src.info())  # the same writer (and tracker) as run
+            w = plan.open_source_writer(sink, cfg, meta, "naive", src.info())  # the same writer (and tracker) as run
             seq = 0
             for b in src.batches(1):
                 w.add_batch(seq, pred.parse_batch(b))

@@ -43,8 +43,8 @@ def write_v2_store(video: str | Path, out: str | Path, predictor, *, tracker=Non
     import zarr
 
     from streamparse import __version__
-    from streamparse.scheduler import InProcessExecutor, Scheduler, Slot, file_policy
-    from streamparse.sink import ZarrSink
+    from streamparse.engine.scheduler import InProcessExecutor, Scheduler, Slot, file_policy
+    from streamparse.store.sink import ZarrSink
     from streamparse.sources import FileSource, redact_uri, source_id as make_sid
     from streamparse.structures import FrameBatch
 
@@ -120,13 +120,13 @@ def bytetrack(tables: dict, fps: float, **params) -> np.ndarray:
 
 
 def _frames_in_memory(group, tables: dict) -> list[dict]:
-    from streamparse.trackstore import iter_frames
+    from streamparse.tracking.store import iter_frames
 
     return [dict(fr, instance=np.array(fr["instance"])) for fr in iter_frames(group, tables)]
 
 
 def _run(frames: list[dict], kwargs: dict, clock=time.perf_counter) -> tuple[np.ndarray, float]:
-    from streamparse.tracking import Tracker
+    from streamparse.tracking.tracker import Tracker
 
     tr = Tracker(**kwargs)
     t0 = clock()
@@ -140,7 +140,7 @@ def gt_frames(gt_dir: str | Path, video: str, num_classes: int = 20) -> tuple[li
     the rendered frames and GT parts, no embedding, score 1. Returns (frames, tables, GT maps)."""
     from streamparse.data.cihp import read_image, read_label_png
     from streamparse.labelstats import instance_features
-    from streamparse.track_eval import load_gt
+    from streamparse.tracking.evaluate import load_gt
 
     info, maps = load_gt(gt_dir, video)
     gt_dir = Path(gt_dir)
@@ -227,8 +227,8 @@ def run_track_bench(data: str | Path, stores: dict[str, str | Path], base: dict 
     metrics (and per video), the trackers' CPU ms/frame on these videos, and the cost at 10 people.
     ``oracle_gt_identities`` labels each detection with the GT identity it overlaps at IoU >= 0.5:
     the ceiling of any association on these detections."""
-    from streamparse.track_eval import combine, load_gt, score_sequence, summarize, video_data
-    from streamparse.trackstore import open_store, read_tables, source_ids
+    from streamparse.tracking.evaluate import combine, load_gt, score_sequence, summarize, video_data
+    from streamparse.tracking.store import open_store, read_tables, source_ids
 
     gt_dir = Path(data) / "videos_gt"
     videos = sorted(p.stem for p in gt_dir.glob("*.json"))
@@ -309,7 +309,7 @@ def prepare_bench(data: str | Path, work: str | Path, *, seed: int = 2027, num_v
 
     from streamparse.config import load_config
     from streamparse.data.synth import generate_video
-    from streamparse.build import build_predictor
+    from streamparse.plan import build_predictor
 
     data, work = Path(data), Path(work)
     (data / "videos").mkdir(parents=True, exist_ok=True)
@@ -349,7 +349,7 @@ def _complete(store: Path) -> bool:
 def oracle_tracks(frames: list[dict], gt: tuple[dict, list[np.ndarray]]) -> np.ndarray:
     """Each detection labelled with the GT identity it overlaps most at IoU >= 0.5 (else 0): the best
     any association can do on these detections."""
-    from streamparse.track_eval import _pairwise_iou
+    from streamparse.tracking.evaluate import _pairwise_iou
 
     info, maps = gt
     out = []

@@ -32,7 +32,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import logging
 
-    from streamparse.build import checkpoint_preset_overrides
+    from streamparse.plan import checkpoint_preset_overrides
     from streamparse.cli import CLIError
     from streamparse.config import ConfigError, load_config
 
@@ -49,7 +49,7 @@ def run(args) -> int:
     for name in ("workers", "concurrency", "max_videos"):
         if getattr(args, name) < 0:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 0")
-    from streamparse.outputs import OutputError, prepare_output
+    from streamparse.store.outputs import OutputError, prepare_output
 
     if args.report:  # a side file: replaced only if streamparse wrote it (checked before the run)
         try:
@@ -57,9 +57,9 @@ def run(args) -> int:
         except OutputError as exc:
             raise CLIError(str(exc)) from None
     from streamparse.checkpoint import CheckpointError
-    from streamparse.inputs import InputError
+    from streamparse.archive.inputs import InputError
     from streamparse.pipelines.archive import PipelineError, format_summary, run_archive
-    from streamparse.sink import SinkError
+    from streamparse.store.sink import SinkError
 
     try:
         report = run_archive(cfg, args.inputs, args.out, checkpoint=args.checkpoint, resume=args.resume,

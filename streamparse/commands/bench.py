@@ -86,7 +86,7 @@ def _run_track(args) -> dict:
     from streamparse.bench.track import PRESETS, format_track_table, prepare_bench, run_track_bench
     from streamparse.cli import CLIError
     from streamparse.config import ConfigError, TrackConfig
-    from streamparse.build import track_kwargs as tracker_kwargs
+    from streamparse.plan import track_kwargs as tracker_kwargs
 
     try:
         base = tracker_kwargs(TrackConfig(**_kv(args.set, "track.")))
@@ -120,7 +120,7 @@ def _sizes(items):
 
 def run(args) -> int:
     from streamparse.cli import CLIError
-    from streamparse.outputs import OutputError, prepare_output, write_json
+    from streamparse.store.outputs import OutputError, prepare_output, write_json
 
     if args.json:  # checked before a long benchmark, written after it
         try:

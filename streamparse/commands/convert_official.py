@@ -20,7 +20,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from streamparse.cli import CLIError
-    from streamparse.convert_official import ConvertError, convert_official
+    from streamparse.official.convert import ConvertError, convert_official
 
     try:
         r = convert_official(args.input, args.output, variant=args.variant, dataset=args.dataset, overwrite=args.overwrite)

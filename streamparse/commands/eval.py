@@ -1,7 +1,7 @@
 """`streamparse eval`: AP^p / PCP / mIoU of a model (CONFIG CHECKPOINT) or of a prediction folder.
 
 Prediction folders hold, per image id, ``<id>_part.png``, ``<id>_instance.png`` and
-``<id>_scores.txt`` (``streamparse.evaluation.write_prediction``). GT comes from a CIHP or MHPv2
+``<id>_scores.txt`` (``streamparse.evaluation.metrics.write_prediction``). GT comes from a CIHP or MHPv2
 dataset on disk. Metric definitions: ``docs/metrics.md`` (``--protocol mhp`` = MHP v2 / UniParser).
 """
 
@@ -45,14 +45,14 @@ def _open_dataset(args):
 
 
 def _load_predictor(model: list[str], device: str | None, overrides: list[str] | None = None):
-    from streamparse.build import build_predictor, build_predictor_from_checkpoint
+    from streamparse.plan import build_predictor, build_predictor_from_checkpoint
 
     ckpt = model[-1]
     if not Path(ckpt).is_file():
         raise CLIError(f"checkpoint not found: {ckpt}")
     try:
         if len(model) == 2:
-            from streamparse.build import checkpoint_preset_overrides
+            from streamparse.plan import checkpoint_preset_overrides
             from streamparse.config import ConfigError, load_config
 
             try:  # a checkpoint's stored inference preset goes before --set
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from streamparse.data import DatasetError
-    from streamparse.evaluation import ParsingEvaluator, PredictionError, read_prediction, write_prediction
+    from streamparse.evaluation.metrics import ParsingEvaluator, PredictionError, read_prediction, write_prediction
 
     if args.pred_dir is not None and args.model:
         raise CLIError("give either CONFIG CHECKPOINT or --pred-dir, not both")
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--set needs the model as CONFIG CHECKPOINT")
     if args.pred_dir is not None and not args.pred_dir.is_dir():
         raise CLIError(f"prediction folder not found: {args.pred_dir}")
-    from streamparse.outputs import OutputError, finish_dir, prepare_output, write_json
+    from streamparse.store.outputs import OutputError, finish_dir, prepare_output, write_json
 
     try:  # outputs: a predictions folder (new, empty or ours) and a JSON file (new or ours)
         if args.save_preds is not None:

@@ -25,8 +25,8 @@ def format_result(res: dict) -> str:
 
 def run(args) -> int:
     from streamparse.cli import CLIError
-    from streamparse.track_eval import TrackEvalError, evaluate_store
-    from streamparse.trackstore import StoreError
+    from streamparse.tracking.evaluate import TrackEvalError, evaluate_store
+    from streamparse.tracking.store import StoreError
 
     try:
         res = evaluate_store(args.data, args.store, source=args.source)

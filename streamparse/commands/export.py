@@ -17,7 +17,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from streamparse.checkpoint import CheckpointError, export_checkpoint
     from streamparse.cli import CLIError
-    from streamparse.outputs import OutputError, prepare_output
+    from streamparse.store.outputs import OutputError, prepare_output
 
     try:  # OUT: new, or a streamparse checkpoint (replaced); never another file
         prepare_output(args.out, mode="overwrite", kind="file", remove=False)

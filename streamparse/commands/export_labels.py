@@ -23,9 +23,9 @@ def run(args) -> int:
 
     from streamparse.cli import CLIError
     from streamparse.exports import ExportError, export_labels
-    from streamparse.outputs import OutputError, finish_dir, prepare_output
+    from streamparse.store.outputs import OutputError, finish_dir, prepare_output
     from streamparse.results import open_result
-    from streamparse.videorender import RenderError
+    from streamparse.results.video import RenderError
 
     try:
         prepare_output(args.out, mode="overwrite" if args.overwrite else "create", kind="dir")

@@ -15,7 +15,7 @@ def run(args) -> int:
 
     from streamparse.cli import CLIError
     from streamparse.results import open_result
-    from streamparse.summary import format_summary, summarize
+    from streamparse.results.summary import format_summary, summarize
 
     try:
         res = open_result(args.store)

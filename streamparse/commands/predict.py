@@ -56,17 +56,17 @@ def run(args) -> int:
 
     import numpy as np
 
-    from streamparse.build import checkpoint_preset_overrides
+    from streamparse.plan import checkpoint_preset_overrides
     from streamparse.checkpoint import CheckpointError
     from streamparse.cli import CLIError
     from streamparse.config import ConfigError, load_config
-    from streamparse.build import build_predictor
+    from streamparse.plan import build_predictor
 
     try:  # a checkpoint's stored inference preset (converted authors' checkpoints) goes before --set
         cfg = load_config(args.config, checkpoint_preset_overrides(args.checkpoint) + list(args.set))
     except ConfigError as exc:
         raise CLIError(str(exc)) from None
-    from streamparse.outputs import OutputError, prepare_output, write_json
+    from streamparse.store.outputs import OutputError, prepare_output, write_json
 
     if args.overlay and Path(args.overlay).suffix.lower() != ".png":
         raise CLIError(f"--overlay must name a .png file, got {args.overlay}")
@@ -102,8 +102,8 @@ def run(args) -> int:
     if args.overlay:
         from PIL import Image, PngImagePlugin
 
-        from streamparse.outputs import generator_mark
-        from streamparse.render import overlay
+        from streamparse.store.outputs import generator_mark
+        from streamparse.results.overlay import overlay
 
         info = PngImagePlugin.PngInfo()
         info.add_text("Software", generator_mark())

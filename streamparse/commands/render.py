@@ -39,8 +39,8 @@ def open_source(store: str, source: str | None):
 
 def run(args) -> int:
     from streamparse.cli import CLIError
-    from streamparse.outputs import OutputError, prepare_output
-    from streamparse.videorender import RenderError, render_video
+    from streamparse.store.outputs import OutputError, prepare_output
+    from streamparse.results.video import RenderError, render_video
 
     try:
         prepare_output(args.out, mode="overwrite" if args.overwrite else "create", kind="file", remove=False)

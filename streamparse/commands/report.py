@@ -17,9 +17,9 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from streamparse.cli import CLIError
     from streamparse.commands.render import open_source
-    from streamparse.outputs import OutputError, prepare_output
-    from streamparse.report import build_report
-    from streamparse.videorender import RenderError
+    from streamparse.store.outputs import OutputError, prepare_output
+    from streamparse.results.report import build_report
+    from streamparse.results.video import RenderError
 
     try:
         prepare_output(args.out, mode="overwrite" if args.overwrite else "create", kind="file", remove=False)

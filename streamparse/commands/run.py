@@ -24,7 +24,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from streamparse.build import checkpoint_preset_overrides
+    from streamparse.plan import checkpoint_preset_overrides
     from streamparse.cli import CLIError
     from streamparse.config import ConfigError, load_config
 
@@ -40,7 +40,7 @@ def run(args) -> int:
     except ConfigError as exc:
         raise CLIError(str(exc)) from None
     # config errors are reported above, before anything heavy is imported or any path is touched
-    from streamparse.outputs import OutputError, prepare_output
+    from streamparse.store.outputs import OutputError, prepare_output
 
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "create"
     try:  # outputs first (cheap): a refused path fails before anything heavy starts; the sink checks again
@@ -51,7 +51,7 @@ def run(args) -> int:
     except OutputError as exc:
         raise CLIError(str(exc)) from None
     from streamparse.checkpoint import CheckpointError
-    from streamparse.sink import SinkError
+    from streamparse.store.sink import SinkError
     from streamparse.sources import SourceError
 
     if cfg.pipeline.device == "cuda":
@@ -76,7 +76,7 @@ def run(args) -> int:
         failed += bool(s["errors"])
     print(f"store: {summary['out']}" + (" (interrupted; rerun with --resume)" if summary["interrupted"] else ""))
     if args.summary_json:
-        from streamparse.outputs import write_json
+        from streamparse.store.outputs import write_json
 
         write_json(args.summary_json, summary)
     if summary["interrupted"]:

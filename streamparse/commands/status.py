@@ -15,8 +15,8 @@ def archive_status(outdir: str, storage_options: dict | None = None) -> dict:
     import json
     import time
 
-    from streamparse.archive_index import parse_index
-    from streamparse.archive_outdir import ARCHIVE_JSON, INDEX, open_outdir
+    from streamparse.store.index import parse_index
+    from streamparse.archive.outdir import ARCHIVE_JSON, INDEX, open_outdir
 
     od = open_outdir(outdir, storage_options)
     text = od.read_text(INDEX)

@@ -34,7 +34,7 @@ def add_arguments(p) -> None:
 
 
 def _abs(path: str | None) -> str | None:
-    from streamparse.objstore import is_url
+    from streamparse.store.objstore import is_url
 
     if path is None or is_url(path) or path in ("none", "default"):
         return path
@@ -121,7 +121,7 @@ def run(args) -> int:
         env[k] = v
     out = argv[argv.index("--out") + 1]
     try:  # a friendlier early refusal where this machine sees OUTDIR too (the job's driver checks again)
-        from streamparse.archive_outdir import open_outdir
+        from streamparse.archive.outdir import open_outdir
 
         holder = open_outdir(out).busy()
     except Exception:  # noqa: BLE001 - not visible from here: the job checks

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--num-images and --videos must be >= 0, --video-frames >= 1")
     if args.videos and (h % 2 or w % 2):
         raise CLIError(f"video size must be even (yuv420p), got {w}x{h}")
-    from streamparse.outputs import OutputError, finish_dir, prepare_output
+    from streamparse.store.outputs import OutputError, finish_dir, prepare_output
 
     try:  # OUT_DIR: absent, empty, or a synthetic dataset streamparse wrote (a second split adds to it)
         prepare_output(args.out_dir, mode="overwrite" if args.overwrite else "update", kind="dir")

@@ -19,9 +19,9 @@ def run(args) -> int:
 
     from streamparse.cli import CLIError
     from streamparse.config import ConfigError, TrackConfig, from_dict, to_dict
-    from streamparse.build import track_kwargs as tracker_kwargs
-    from streamparse.tracking import NAME, Tracker
-    from streamparse.trackstore import StoreError, committed, open_store, read_tables, run_tracker, source_ids, writer_busy
+    from streamparse.plan import track_kwargs as tracker_kwargs
+    from streamparse.tracking.tracker import NAME, Tracker
+    from streamparse.tracking.store import StoreError, committed, open_store, read_tables, run_tracker, source_ids, writer_busy
 
     path = args.store
     if not path.exists():
@@ -63,8 +63,8 @@ def run(args) -> int:
         results[sid] = run_tracker(g, Tracker(**kwargs), read_tables(g))
     import zarr
 
-    from streamparse.lock import WriterLock
-    from streamparse.outputs import OutputError
+    from streamparse.store.lock import WriterLock
+    from streamparse.store.outputs import OutputError
 
     try:  # the one writer of the store while inst_track is rewritten
         lock = WriterLock(path).acquire()

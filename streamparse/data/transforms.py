@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from streamparse.categories import LabelSpace
-from streamparse.preprocess import resize_image, target_size
+from streamparse.engine.preprocess import resize_image, target_size
 
 
 def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
@@ -71,7 +71,7 @@ class RandomFlip:
 class ResizeShortSide:
     """Resize so the short side is a random choice of ``short_sides``, the long side at most ``max_long``.
 
-    The size rule and the image interpolation are inference's (``streamparse.preprocess``: bilinear,
+    The size rule and the image interpolation are inference's (``streamparse.engine.preprocess``: bilinear,
     antialiased when shrinking); labels: nearest. Persons that vanish when downscaled are dropped.
     """
 

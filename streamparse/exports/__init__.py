@@ -44,7 +44,7 @@ class ExportContext:
 
     def images(self, source: str, rows):
         """RGB frames of ``--video`` at ``rows`` (checked against the store first): row -> uint8 (H,W,3)."""
-        from streamparse.videorender import decode_rows
+        from streamparse.results.video import decode_rows
 
         return decode_rows(self.result, source, self.video, rows)
 

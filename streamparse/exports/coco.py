@@ -15,7 +15,7 @@ from streamparse.exports._common import PART_CATEGORY_OFFSET, person_masks, pers
 
 
 def export(ctx) -> dict:
-    from streamparse.outputs import write_json
+    from streamparse.store.outputs import write_json
 
     res = ctx.result
     names = res.class_names

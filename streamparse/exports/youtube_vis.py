@@ -14,7 +14,7 @@ from streamparse.exports._common import person_masks, person_rows, rle_encode, w
 
 
 def export(ctx) -> dict:
-    from streamparse.outputs import write_json
+    from streamparse.store.outputs import write_json
 
     ctx.need_tracks("youtube-vis")
     res = ctx.result

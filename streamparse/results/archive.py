@@ -10,7 +10,7 @@ import logging
 import posixpath
 from pathlib import Path
 
-from streamparse.archive_index import parse_index
+from streamparse.store.index import parse_index
 from streamparse.results.store import Result, _is_url, open_result
 
 log = logging.getLogger(__name__)

@@ -109,7 +109,7 @@ class Result:
         pal = self.attrs.get("palette")
         if pal is not None:
             return np.asarray(pal, np.uint8)
-        from streamparse.ome import ome_image_label
+        from streamparse.store.ome import ome_image_label
 
         return np.asarray([c["rgba"][:3] for c in ome_image_label(self.class_names)["image-label"]["colors"]], np.uint8)
 

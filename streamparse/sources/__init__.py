@@ -18,7 +18,7 @@ __all__ = ["FileSource", "LIVE_SCHEMES", "LiveSourceError", "Source", "SourceErr
 def open_source(uri: str, *, source_id: str = "", start_frame: int = 0, max_frames: int = 0, live: dict | None = None) -> Source:
     """A FileSource for paths and file:// URIs, a LiveSource for rtsp/rtmp/http(s)/hls URIs.
 
-    ``live``: the LiveSource keyword arguments (``streamparse.build.live_kwargs(cfg.live)``), needed for
+    ``live``: the LiveSource keyword arguments (``streamparse.plan.live_kwargs(cfg.live)``), needed for
     live URIs. ``start_frame`` (resume) applies to files; live streams always start now."""
     from streamparse.sources.uri import redact_uri as _redact, source_id as _sid
 

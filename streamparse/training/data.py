@@ -21,7 +21,7 @@ import torch
 
 from streamparse.categories import LabelSpace
 from streamparse.data.transforms import RandomFlip, ResizeShortSide
-from streamparse.preprocess import SIZE_DIVISOR, normalize_image
+from streamparse.engine.preprocess import SIZE_DIVISOR, normalize_image
 
 class TrainAugment:
     """Scale jitter of the short side (one of ``short_sides``, long side <= ``max_long_side``)

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from streamparse.outputs import finish_dir
+from streamparse.store.outputs import finish_dir
 
 from streamparse.training.data import AugmentedDataset, Collate, GlobalBatchSampler, TrainAugment
 from streamparse.training.steps import LOSS_KEYS, LRSchedule, get_rng_state, per_image_loss, seed_everything, set_rng_state, set_train_mode
@@ -84,12 +84,12 @@ def init_weights(model: nn.Module, source: str, cfg) -> None:
 def evaluate_model(model: nn.Module, cfg, dataset, class_names: list[str], device: torch.device,
                    progress: bool = False) -> dict | None:
     """AP^p / PCP / mIoU of ``model`` on ``dataset`` (a copy of the model runs in a Predictor).
-    None when ``streamparse.evaluation.evaluate_parsing`` is not available."""
+    None when ``streamparse.evaluation.metrics.evaluate_parsing`` is not available."""
     try:
-        from streamparse.evaluation import evaluate_parsing
+        from streamparse.evaluation.metrics import evaluate_parsing
     except ImportError:
         return None
-    from streamparse.build import predictor_for_model
+    from streamparse.plan import predictor_for_model
 
     predictor = predictor_for_model(model, cfg, class_names=class_names,
                                     input_size=(cfg.data.test_short_side, cfg.data.max_long_side), device=device)

@@ -12,7 +12,7 @@ bounded lag -- the consumer side of the source protocol::
   buffers, ``queue_lag`` does not.
 * The URI's credentials never reach logs, exceptions, ``info()`` or ``stats()``.
 
-Its settings come from ``LiveConfig`` through ``streamparse.build.live_kwargs`` (the constructor has no
+Its settings come from ``LiveConfig`` through ``streamparse.plan.live_kwargs`` (the constructor has no
 defaults of its own for them).
 """
 

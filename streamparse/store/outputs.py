@@ -24,7 +24,7 @@ What "ours" means, per kind of output:
   ``"generator"``, HTML ``<meta name="generator">``, PNG text chunk ``Software``, MP4/MKV/MOV container
   metadata ``comment``, or a streamparse checkpoint's ``format``.
 
-One writer per store: ``streamparse.lock.WriterLock``.
+One writer per store: ``streamparse.store.lock.WriterLock``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 MODES = ("create", "overwrite", "resume", "update")
 KINDS = ("store", "dir", "file")
 DIR_MARKER = ".streamparse-output.json"
-LOCK_NAME = ".streamparse.lock"  # streamparse.lock.WriterLock's file inside a store
+LOCK_NAME = ".streamparse.lock"  # streamparse.store.lock.WriterLock's file inside a store
 RESERVE_NAME = ".streamparse.reserve"
 _STORE_OWN_FILES = {LOCK_NAME, RESERVE_NAME}
 _VIDEO_EXT = {".mp4", ".mkv", ".mov", ".m4v", ".webm"}

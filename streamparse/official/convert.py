@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from streamparse.mmdet_config import FPN_CHANNELS, HEAD_CHANNELS, MetaConfig, read_meta_config
+from streamparse.official.mmdet_config import FPN_CHANNELS, HEAD_CHANNELS, MetaConfig, read_meta_config
 
 DEPTH_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 INPUT_SIZE = (800, 1333)  # (short, long): their test pipeline's img_scale=(1333, 800)
@@ -239,9 +239,9 @@ def check_layout(sd: dict[str, torch.Tensor], depth: int, light: bool, num_class
 
 # ----------------------------------------------------------------------------- output and preset
 def prepare_checkpoint_output(path: str | Path, overwrite: bool) -> Path:
-    """The output rule of every writing command (``streamparse.outputs.prepare_output``): OUT must be new,
+    """The output rule of every writing command (``streamparse.store.outputs.prepare_output``): OUT must be new,
     or, with ``overwrite``, a streamparse checkpoint; anything else is refused in one line."""
-    from streamparse.outputs import OutputError, prepare_output
+    from streamparse.store.outputs import OutputError, prepare_output
 
     try:
         prepare_output(path, mode="overwrite" if overwrite else "create", kind="file", remove=False)

@@ -1,8 +1,8 @@
 """One video of an archive, worker side, in plain Python: ``process_video(job, ctx, make_executor)``.
 
-The Ray task (``streamparse.actors.archive_video``) only calls this with a ``PoolExecutor`` (decode
+The Ray task (``streamparse.archive.tasks.archive_video``) only calls this with a ``PoolExecutor`` (decode
 here, inference on the shared pool); tests call it with an ``InProcessExecutor``. The video's store is
-``job["store"]``, opened through ``build.build_sink`` and written through ``build.open_source_writer``
+``job["store"]``, opened through ``plan.build_sink`` and written through ``plan.open_source_writer``
 by the same ``Scheduler`` as ``streamparse run``, so an archive store equals a ``run`` store of the same
 video. Which store mode (the store's own root attribute ``archive`` holds the input identity and the
 model key it was written for):
@@ -25,10 +25,10 @@ import os
 import socket
 import time
 
-from streamparse import build
-from streamparse.archive_index import model_key
-from streamparse.inputs import input_identity, same_input
-from streamparse.scheduler import Scheduler, Slot, file_policy, one_line
+from streamparse import plan
+from streamparse.archive.resume import model_key
+from streamparse.archive.inputs import input_identity, same_input
+from streamparse.engine.scheduler import Scheduler, Slot, file_policy, one_line
 from streamparse.sources.uri import redact_uri
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,8 @@ def _store_mode(outdir_meta: tuple[dict | None, dict | None], ident: dict, key: 
 
 
 def read_store_meta(store: str, video_id: str, storage_options: dict | None) -> tuple[dict | None, dict | None]:
-    from streamparse.archive_outdir import _parse_meta
-    from streamparse.objstore import cat_or_none, filesystem, is_url
+    from streamparse.archive.outdir import _parse_meta
+    from streamparse.store.objstore import cat_or_none, filesystem, is_url
 
     if is_url(store):
         fs, base = filesystem(store, storage_options)
@@ -69,7 +69,7 @@ def make_context(cfg, meta: dict, *, lock_token: str | None, storage_options: di
     model key, the run's lock token and the object-storage options."""
     from streamparse.config import to_dict
 
-    return {"config": to_dict(cfg), "meta": meta, "key": model_key(build.root_attrs(cfg, meta, [])), "lock_token": lock_token,
+    return {"config": to_dict(cfg), "meta": meta, "key": model_key(plan.root_attrs(cfg, meta, [])), "lock_token": lock_token,
             "storage_options": storage_options}
 
 
@@ -77,13 +77,13 @@ def process_video(job: dict, ctx: dict, make_executor, *, on_progress=None, node
     """Parse one video into its store (see the module docstring).
 
     ``job``: video_id, uri, store (path or URL), attempt. ``ctx``: config (``to_dict``), meta
-    (``build.resolve_model_meta``), key (``model_key``), lock_token, storage_options.
+    (``plan.resolve_model_meta``), key (``model_key``), lock_token, storage_options.
     ``make_executor(cfg)``: the scheduler's executor. ``on_progress(video_id, frames committed by this
     attempt)``.
     Returns the result row (state complete | failed | pending, frames, frames_new, start_frame, errors,
     note, input identity, timings)."""
     from streamparse.config import from_dict
-    from streamparse.sink import SinkError
+    from streamparse.store.sink import SinkError
 
     t0 = time.monotonic()
     vid, uri, store = job["video_id"], job["uri"], job["store"]
@@ -109,7 +109,7 @@ def process_video(job: dict, ctx: dict, make_executor, *, on_progress=None, node
     cfg = from_dict(ctx["config"])
     meta = ctx["meta"]
     key = ctx["key"]
-    attrs = build.root_attrs(cfg, meta, [uri])
+    attrs = plan.root_attrs(cfg, meta, [uri])
     if model_key(attrs) != key:  # the same function on both sides: a mismatch is a bug, not a user error
         return done(errors=["internal error: the worker's model key differs from the driver's"])
     attrs["archive"] = {"video_id": vid, "input": ident, "model_key": key}
@@ -120,13 +120,13 @@ def process_video(job: dict, ctx: dict, make_executor, *, on_progress=None, node
         return done(errors=[f"cannot read the store {redact_uri(store)}: {one_line(exc)}"])
     res["note"] = note
     try:
-        sink = build.build_sink(cfg, store, mode=mode, attrs=attrs, lock_token=ctx.get("lock_token"), storage_options=so)
+        sink = plan.build_sink(cfg, store, mode=mode, attrs=attrs, lock_token=ctx.get("lock_token"), storage_options=so)
     except SinkError as exc:
         if mode != "resume" or "damaged" not in str(exc):
             return done(errors=[one_line(exc)])
         res["note"] = f"a damaged store was replaced by a fresh one ({one_line(exc)})"
         try:
-            sink = build.build_sink(cfg, store, mode="overwrite", attrs=attrs, lock_token=ctx.get("lock_token"), storage_options=so)
+            sink = plan.build_sink(cfg, store, mode="overwrite", attrs=attrs, lock_token=ctx.get("lock_token"), storage_options=so)
         except SinkError as exc2:
             return done(errors=[one_line(exc2)])
     except OSError as exc:
@@ -142,7 +142,7 @@ def process_video(job: dict, ctx: dict, make_executor, *, on_progress=None, node
     first_write = [None]
 
     def open_writer(s: Slot) -> None:
-        s.writer = build.open_source_writer(sink, cfg, meta, s.sid, s.info)
+        s.writer = plan.open_source_writer(sink, cfg, meta, s.sid, s.info)
         s.next_seq = s.writer.next_seq
 
     def progress(n: int) -> None:

@@ -3,7 +3,7 @@ across a frame, the matching H.264 video, and a store of schema v2 (``write_stor
 phase-2 design: tracks, embeddings, part areas and colours) or v1 (``write_v1_store``, through the real
 ``ZarrSink``).
 
-Everything is a pure function of the seed. The real writer of runs is ``streamparse.sink``.
+Everything is a pure function of the seed. The real writer of runs is ``streamparse.store.sink``.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def write_store(path: str | Path, sources: dict[str, SyntheticSource], *, chunk_
     them; readers must ignore them."""
     import zarr
 
-    from streamparse.sink import ZarrSink
+    from streamparse.store.sink import ZarrSink
 
     C = len(class_names)
     attrs = {"model_name": "synthetic", "checkpoint_sha256": None, "class_names": list(class_names),
@@ -228,7 +228,7 @@ def write_v1_store(path: str | Path, sources: dict[str, SyntheticSource], *, chu
     attributes (the layout of streamparse 0.1)."""
     import zarr
 
-    from streamparse.schema import V2_ARRAYS
+    from streamparse.store.schema import V2_ARRAYS
 
     write_store(path, sources, chunk_frames=chunk_frames, class_names=class_names, palette=palette)
     root = zarr.open_group(str(path), mode="r+")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamparse.schema import MAPS, PER_FRAME, READABLE_VERSIONS, instance_arrays
+from streamparse.store.schema import MAPS, PER_FRAME, READABLE_VERSIONS, instance_arrays
 
 
 @dataclass

@@ -100,7 +100,7 @@ def load_weights(meta: dict) -> dict[str, np.ndarray] | None:
 
 
 def predictor_kwargs(cfg: Config, meta: dict, *, device: str | None = None) -> dict:
-    """Plain keyword values for ``make_predictor`` (JSON-able; the weights travel apart)."""
+    """Plain keyword values for ``streamparse.engine.factory.make_predictor`` (JSON-able; the weights travel apart)."""
     mc, pc = cfg.model, cfg.pipeline
     return {"model_name": meta["model_name"], "model_kwargs": dict(meta["model_kwargs"]), "class_names": list(meta["class_names"]),
             "palette": meta["palette"], "flip_perm": meta["flip_perm"], "input_size": list(mc.input_size),
@@ -109,46 +109,11 @@ def predictor_kwargs(cfg: Config, meta: dict, *, device: str | None = None) -> d
             "checkpoint_sha256": meta["checkpoint_sha256"], "checkpoint_path": meta["checkpoint"]}
 
 
-def make_predictor(*, model_name: str, model_kwargs: dict, weights: dict | None, class_names: list[str], palette,
-                   flip_perm, input_size, device, postprocess: dict, test_scales, amp: str, cuda_streams: bool,
-                   preprocess: str, protocol: str, checkpoint_sha256: str | None, checkpoint_path: str | None):
-    """A ``Predictor`` from plain values (in an inference actor, or in-process). ``weights``: numpy state
-    dict (strictly loaded), or None for a deterministic random init (every worker builds the same)."""
-    import torch
-
-    from streamparse.checkpoint import CheckpointError
-    from streamparse.models import build_model
-    from streamparse.models.postprocess import PostprocessParams
-    from streamparse.predictor import Predictor
-
-    if weights is None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = build_model(model_name, **model_kwargs)
-    else:
-        model = build_model(model_name, **model_kwargs)
-        sd = {k: torch.from_numpy(np.array(v)) for k, v in weights.items()}
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(f"checkpoint {checkpoint_path} does not fit model {model_name!r}: missing "
-                                  f"{list(missing)[:3]}, unexpected {list(unexpected)[:3]}")
-    official = None
-    if protocol == "official":
-        from streamparse.models.postprocess_official import OfficialParams
-
-        official = OfficialParams(ctr_score=postprocess["center_thresh"], mask_thr=postprocess["mask_thresh"],
-                                  cate_score_thr=postprocess["cate_score_thresh"])
-    return Predictor(model, model_name=model_name, class_names=class_names,
-                     palette=np.asarray(palette, dtype=np.uint8) if palette is not None else None,
-                     input_size=tuple(input_size), device=device, postprocess=PostprocessParams(**postprocess),
-                     flip_perm=np.asarray(flip_perm) if flip_perm is not None else None, test_scales=tuple(test_scales),
-                     amp=amp, cuda_streams=cuda_streams, preprocess=preprocess, protocol=protocol, official_params=official,
-                     checkpoint_sha256=checkpoint_sha256, checkpoint_path=checkpoint_path)
-
-
 def build_predictor(cfg: Config, checkpoint: str | None = None, device: str | None = None):
     """A ``Predictor`` for ``cfg`` in this process (see ``resolve_model_meta`` for ``checkpoint``)."""
     meta = resolve_model_meta(cfg, checkpoint)
+    from streamparse.engine.factory import make_predictor
+
     return make_predictor(**predictor_kwargs(cfg, meta, device=device), weights=load_weights(meta))
 
 
@@ -179,7 +144,7 @@ def predictor_for_model(model, cfg: Config, *, class_names: list[str], input_siz
     import copy
 
     from streamparse.models.postprocess import PostprocessParams
-    from streamparse.predictor import Predictor
+    from streamparse.engine.predictor import Predictor
 
     mc = cfg.model
     space = label_space_for(mc.label_space, mc.num_classes)
@@ -229,7 +194,7 @@ def root_attrs(cfg: Config, meta: dict, uris: list[str]) -> dict:
              "class_names": meta["class_names"], "palette": meta["palette"], "config": to_dict(cfg),
              "sources": [redact_uri(u) for u in uris]}
     if cfg.track.enabled:
-        from streamparse.tracking import NAME
+        from streamparse.tracking.tracker import NAME
 
         attrs["tracker"] = {"name": NAME, "params": track_kwargs(cfg.track)}
     return attrs
@@ -239,16 +204,16 @@ def build_sink(cfg: Config, out: str | Path, *, mode: str, attrs: dict, store=No
                storage_options: dict | None = None):
     """The store of a run (``store``: an optional zarr store object to write through). ``out`` on object
     storage (``s3://...``) gives a ``RemoteZarrSink`` (fsspec, ``storage_options``); ``lock_token``: an
-    archive run's writer-lock token (see ``streamparse.lock``)."""
+    archive run's writer-lock token (see ``streamparse.store.lock``)."""
     pc = cfg.pipeline
-    from streamparse.objstore import is_url
+    from streamparse.store.objstore import is_url
 
     if is_url(out):
-        from streamparse.sink_remote import RemoteZarrSink
+        from streamparse.store.remote import RemoteZarrSink
 
         return RemoteZarrSink(str(out), mode=mode, root_attrs=attrs, chunk_frames=pc.chunk_frames, compressor=pc.compressor,
                               storage_options=storage_options, lock_token=lock_token)
-    from streamparse.sink import ZarrSink
+    from streamparse.store.sink import ZarrSink
 
     return ZarrSink(out, mode=mode, root_attrs=attrs, chunk_frames=pc.chunk_frames, compressor=pc.compressor, store=store,
                     lock_token=lock_token)
@@ -265,7 +230,7 @@ def build_tracker(track: TrackConfig):
     """A fresh tracker for one source, or None when ``track.enabled`` is false."""
     if not track.enabled:
         return None
-    from streamparse.tracking import Tracker
+    from streamparse.tracking.tracker import Tracker
 
     return Tracker(**track_kwargs(track))
 

@@ -6,7 +6,7 @@ the commit marker). What differs from a local store:
 - ownership: the store path must be absent, a streamparse store (``zarr.json`` with
   ``streamparse_schema_version``) or hold only our lock object; anything else is refused (the objects
   inside a store of ours are not listed one by one: that would cost a LIST per resume);
-- one writer: ``streamparse.objstore.ObjectLock`` (a lease on conditional PUTs) instead of ``flock``;
+- one writer: ``streamparse.store.objstore.ObjectLock`` (a lease on conditional PUTs) instead of ``flock``;
   its heartbeat rides on the commit markers; when it is lost, every writer of the sink stops;
 - no disk-full reserve, no ``*.partial`` files (a PUT is atomic: an object is there whole or not);
 - resume verifies the committed range with ``store_check.verify_open_store`` (chunk sizes from the
@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import logging
 
-from streamparse.objstore import LockLost, ObjectLock, filesystem, store_state, zarr_store
-from streamparse.outputs import LOCK_NAME, OutputError
-from streamparse.schema import SCHEMA_VERSION
-from streamparse.sink import SinkError, SourceWriter, ZarrSink, _compressors, check_compatible
+from streamparse.store.objstore import LockLost, ObjectLock, filesystem, store_state, zarr_store
+from streamparse.store.outputs import LOCK_NAME, OutputError
+from streamparse.store.schema import SCHEMA_VERSION
+from streamparse.store.sink import SinkError, SourceWriter, ZarrSink, _compressors, check_compatible
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class RemoteZarrSink(ZarrSink):
         self.fs.invalidate_cache(self.fpath)
 
     def _check_resumable(self, root_attrs: dict) -> None:
-        from streamparse.store_check import uncommitted_notes, verify_open_store
+        from streamparse.store.check import uncommitted_notes, verify_open_store
 
         rep = verify_open_store(self.root, self.url)
         if rep.schema_version != SCHEMA_VERSION:

@@ -31,7 +31,7 @@ Association, per frame:
 Resume: ``state()`` is a JSON-able dict (arrays as base64 of their bytes, floats exact), and
 ``Tracker.from_state(state)`` continues exactly as the uninterrupted tracker would (store it with
 each commit marker). Without a stored state, re-running the tracker over the committed frames
-(``streamparse.trackstore.run_tracker``) rebuilds the same state.
+(``streamparse.tracking.store.run_tracker``) rebuilds the same state.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-NAME = "streamparse.tracking.Tracker"
+NAME = "streamparse.tracking.tracker.Tracker"
 STATE_VERSION = 1
 _BIG = 1e6
 _COL_NORM = 255.0 * np.sqrt(3.0)

@@ -59,7 +59,7 @@ def timeline_plot(res, source, tracks) -> str:
     ids = tracks["track"].tolist()
     fig = _fig(9.0, max(1.6, 0.28 * len(ids) + 0.9))
     ax = fig.add_subplot()
-    from streamparse.render import track_colours
+    from streamparse.results.overlay import track_colours
 
     lut = track_colours()
     for y, tr in enumerate(ids):
@@ -115,7 +115,7 @@ def thumbnails(res, source, video, tracks, ov) -> dict[int, str]:
     import cv2
     from PIL import Image
 
-    from streamparse.videorender import decode_rows
+    from streamparse.results.video import decode_rows
 
     df = res.instances(source)
     df = df[df["track"].notna()]
@@ -146,7 +146,7 @@ def thumbnails(res, source, video, tracks, ov) -> dict[int, str]:
 
 
 def overlay_clip(res, source, video, seconds: float, max_width: int = 480) -> tuple[str, dict]:
-    from streamparse.videorender import render_video
+    from streamparse.results.video import render_video
 
     tm = res.frames_table(source)["time"].to_numpy()
     start = float(tm[0])
@@ -168,11 +168,11 @@ img.plot{max-width:100%}.sw{display:inline-block;width:12px;height:12px;border:1
 def build_report(res, source: str, video: str | Path, out: str | Path, *, clip_seconds: float = 5.0,
                  max_tracks: int = MAX_TRACK_PLOTS) -> dict:
     """Write the report page of ``source`` to ``out`` (via ``out.partial``; the caller checked ``out``)."""
-    from streamparse.outputs import generator_mark
-    from streamparse.render import Overlay
-    from streamparse.summary import summarize
+    from streamparse.store.outputs import generator_mark
+    from streamparse.results.overlay import Overlay
+    from streamparse.results.summary import summarize
 
-    from streamparse.videorender import check_video
+    from streamparse.results.video import check_video
 
     check_video(res, source, video)  # refuse a wrong video before any work
     summ = summarize(res)

@@ -383,5 +383,5 @@ def evaluate_parsing(gts: Sequence[Sequence[np.ndarray]], preds: Sequence[Sequen
     return ev.compute()
 
 
-# pred-dir IO lives in streamparse.predictions (re-exported here for the evaluator's users)
-from streamparse.predictions import PredictionError, read_prediction, write_prediction  # noqa: E402,F401
+# pred-dir IO lives in streamparse.evaluation.predictions (re-exported here for the evaluator's users)
+from streamparse.evaluation.predictions import PredictionError, read_prediction, write_prediction  # noqa: E402,F401

@@ -158,7 +158,7 @@ def evaluate_store(gt_dir: str | Path, store: str | Path, source: str | None = N
     Sources are paired with GT videos by name (source id == video name); with ``source`` (or a store
     of one source and a GT folder of one video) that pairing is used. ``track_override``: per source,
     an inst_track to score instead of the stored one (the comparison in ``bench track``)."""
-    from streamparse.trackstore import committed, open_store, source_ids
+    from streamparse.tracking.store import committed, open_store, source_ids
 
     root = open_store(store)
     sids = source_ids(root)

@@ -1,6 +1,6 @@
 """The driver loop, in plain Python: issue decodes, take decoded batches to inference, take parsings
 to the sink, finish sources. It runs behind a small ``Executor`` interface: ``InProcessExecutor``
-(below; used by tests, no Ray) or ``streamparse.actors.RayExecutor``.
+(below; used by tests, no Ray) or ``streamparse.engine.actors.RayExecutor``.
 
 Flow control: each source has at most ``policy.max_in_flight`` batches between its decoder and the
 sink (files never drop: the decoder waits; live sources rely on their own drop-oldest queue); results
@@ -18,9 +18,9 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from streamparse.interrupts import Interrupts
-from streamparse.metrics import SourceMetrics
-from streamparse.sink import SinkWriteError
+from streamparse.engine.interrupts import Interrupts
+from streamparse.engine.metrics import SourceMetrics
+from streamparse.store.sink import SinkWriteError
 from streamparse.sources.uri import redact_uri
 from streamparse.structures import ParsingBatch
 

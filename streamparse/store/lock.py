@@ -24,7 +24,7 @@ import socket
 import time
 from pathlib import Path
 
-from streamparse.outputs import LOCK_NAME, OutputError
+from streamparse.store.outputs import LOCK_NAME, OutputError
 
 log = logging.getLogger(__name__)
 

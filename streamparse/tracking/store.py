@@ -11,7 +11,7 @@ from typing import Iterator
 
 import numpy as np
 
-from streamparse.schema import SCHEMA_VERSION
+from streamparse.store.schema import SCHEMA_VERSION
 TABLE = ("inst_id", "inst_score", "inst_bbox", "inst_area", "inst_embedding", "inst_part_area", "inst_part_rgb")
 
 
@@ -20,8 +20,8 @@ class StoreError(ValueError):
 
 
 def writer_busy(path: str | Path) -> str | None:
-    """Who holds the store's writer lock (a live process, ``streamparse.lock.WriterLock``), else None."""
-    from streamparse.lock import WriterLock
+    """Who holds the store's writer lock (a live process, ``streamparse.store.lock.WriterLock``), else None."""
+    from streamparse.store.lock import WriterLock
 
     return WriterLock(path).busy(include_self=True)
 
@@ -44,7 +44,7 @@ def open_store(path: str | Path, mode: str = "r"):
 
 def source_ids(root) -> list[str]:
     """The source groups of a local store (read from the folder: the writer's lock file is no zarr node)."""
-    from streamparse.store_check import group_ids
+    from streamparse.store.check import group_ids
 
     return group_ids(Path(str(root.store_path.store.root)))
 

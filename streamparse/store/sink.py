@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from streamparse.lock import WriterLock
-from streamparse.outputs import RESERVE_NAME, OutputError, clear_store, prepare_output
-from streamparse.ome import ome_image_label
-from streamparse.schema import PER_FRAME, PER_INSTANCE, SCHEMA_VERSION, inst_dims
-from streamparse.store_check import group_ids, uncommitted_notes, verify_store
+from streamparse.store.lock import WriterLock
+from streamparse.store.outputs import RESERVE_NAME, OutputError, clear_store, prepare_output
+from streamparse.store.ome import ome_image_label
+from streamparse.store.schema import PER_FRAME, PER_INSTANCE, SCHEMA_VERSION, inst_dims
+from streamparse.store.check import group_ids, uncommitted_notes, verify_store
 from streamparse.structures import ParsingBatch
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class SourceWriter:
     gaps for live drops), in any order; they are written in row order, in runs that end on a chunk
     boundary (whole chunks), and only then is the commit marker advanced.
 
-    ``tracker`` (optional, e.g. ``streamparse.tracking.Tracker``): assigns ``inst_track`` to each run of
+    ``tracker`` (optional, e.g. ``streamparse.tracking.tracker.Tracker``): assigns ``inst_track`` to each run of
     frames in row order just before it is written; its ``state()`` is stored with every commit marker
     (``status.tracker_state``), and a resumed writer continues from the stored state (``from_state``), so
     a resumed run assigns the same ids as an uninterrupted one."""
@@ -220,8 +220,8 @@ class ZarrSink:
 
     ``store``: a zarr store object to write through instead of the local path (tests wrap the local
     store to inject faults); the path still carries the lock and the ownership checks. Stores on object
-    storage (``s3://...``) are ``streamparse.sink_remote.RemoteZarrSink`` (``build.build_sink`` picks it).
-    ``lock_token``: an archive run's token for the writer lock (``streamparse.lock``: a lock left by an
+    storage (``s3://...``) are ``streamparse.store.remote.RemoteZarrSink`` (``build.build_sink`` picks it).
+    ``lock_token``: an archive run's token for the writer lock (``streamparse.store.lock``: a lock left by an
     earlier attempt of an archive task is taken over at once).
     """
 

@@ -8,10 +8,10 @@ the device) -> ``UniParser`` dense heads -> ``pick_centres`` -> ``UniParser.inst
 back at the frame's size -> host (non-blocking copies on CUDA) -> ``ParsingBatch``.
 On CPU the same code runs without streams, channels_last, under inference_mode.
 ``preprocess="official"`` / ``protocol="official"`` select the authors' preprocessing
-(``streamparse.preprocess_official``) and post-processing (``models.postprocess_official``), the
+(``streamparse.official.preprocess``) and post-processing (``models.postprocess_official``), the
 preset of converted authors' checkpoints (``streamparse convert-official``).
 
-Built from config in ``streamparse.build`` (the only place config becomes objects).
+Built from config in ``streamparse.plan`` (the only place config becomes objects).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from streamparse.models.postprocess import PostprocessParams, parse_image, pick_centres
-from streamparse.preprocess import Preprocessor, frames_to_tensor
+from streamparse.engine.preprocess import Preprocessor, frames_to_tensor
 from streamparse.labelstats import instance_stats
 from streamparse.structures import FrameBatch, FrameParsing, ParsingBatch
 
@@ -66,7 +66,7 @@ class Predictor:
         test_scales: factors of ``input_size`` to run at and average; 1.0, the reference grid, first.
         amp: 'none' | 'fp16' | 'bf16' autocast (CUDA only; ignored on CPU).
         cuda_streams: use a dedicated copy stream on CUDA.
-        preprocess: 'default' (kornia, ``streamparse.preprocess``) or 'official' (the authors': cv2 on the host).
+        preprocess: 'default' (kornia, ``streamparse.engine.preprocess``) or 'official' (the authors': cv2 on the host).
         protocol: 'default' (``models.postprocess``) or 'official' (the authors' overlapping per-person
             maps; label maps: the highest centre score wins where people overlap), with the thresholds
             ``official_params`` (``OfficialParams``).

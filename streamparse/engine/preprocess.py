@@ -94,7 +94,7 @@ class Preprocessor:
 
     def __call__(self, frames_dev: torch.Tensor, input_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
         if self.mode == "official":
-            from streamparse.preprocess_official import official_preprocess
+            from streamparse.official.preprocess import official_preprocess
 
             x, size = official_preprocess(frames_dev.cpu().numpy(), input_size or self.input_size)
             x = torch.from_numpy(x).to(self.device)

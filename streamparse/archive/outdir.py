@@ -20,9 +20,9 @@ import os
 import time
 from pathlib import Path
 
-from streamparse.archive_index import encode
-from streamparse.objstore import ObjectLock, cat_or_none, dir_state, filesystem, is_url, join
-from streamparse.outputs import DIR_MARKER, OutputError, generator_mark, inspect_path, prepare_output
+from streamparse.store.index import encode
+from streamparse.store.objstore import ObjectLock, cat_or_none, dir_state, filesystem, is_url, join
+from streamparse.store.outputs import DIR_MARKER, OutputError, generator_mark, inspect_path, prepare_output
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +74,12 @@ class LocalOutdir:
             return None
 
     def busy(self) -> str | None:
-        from streamparse.lock import WriterLock
+        from streamparse.store.lock import WriterLock
 
         return WriterLock(self.path).busy() if self.path.is_dir() else None
 
     def lock(self, token: str) -> None:
-        from streamparse.lock import WriterLock
+        from streamparse.store.lock import WriterLock
 
         holder = self.busy()
         if holder:
@@ -104,7 +104,7 @@ class LocalOutdir:
             return None
 
     def write_json(self, name: str, data: dict) -> None:
-        from streamparse.outputs import write_json
+        from streamparse.store.outputs import write_json
 
         write_json(self.path / name, data)
 
@@ -125,7 +125,7 @@ class LocalOutdir:
     def mark(self) -> None:
         """The folder marker: its own files (archive.json and index.jsonl always, before they exist, so
         a run killed at any point leaves a folder ``--resume`` accepts) and the store pattern."""
-        from streamparse.outputs import LOCK_NAME, finish_dir
+        from streamparse.store.outputs import LOCK_NAME, finish_dir
 
         files = {e.name for e in self.path.iterdir() if e.is_file() and e.name not in (DIR_MARKER, LOCK_NAME)
                  and not e.name.endswith(".tmp")}

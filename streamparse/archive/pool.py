@@ -3,9 +3,9 @@ run, shared by every video task) and ``NodeBalancer`` (which node the next video
 
 from __future__ import annotations
 
-from streamparse import build
+from streamparse import plan
 from streamparse.config import Config
-from streamparse.scheduler import PipelineError
+from streamparse.engine.scheduler import PipelineError
 
 
 def start_pool(cfg: Config, meta: dict, *, workers: int = 0, start_timeout_s: float = 600.0) -> tuple[list, dict]:
@@ -16,14 +16,14 @@ def start_pool(cfg: Config, meta: dict, *, workers: int = 0, start_timeout_s: fl
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from streamparse.actors import InferenceActor
+    from streamparse.engine.actors import InferenceActor
 
     pc = cfg.pipeline
-    weights = build.load_weights(meta)
+    weights = plan.load_weights(meta)
     wlist = [ray.put(weights)] if weights is not None else None  # the weights cross once (in a list: not resolved twice)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     use_gpu = pc.device == "cuda" or str(pc.device).startswith("cuda:") or (pc.device == "auto" and gpus > 0)
-    pkw = build.predictor_kwargs(cfg, meta, device="cuda" if use_gpu else "cpu")
+    pkw = plan.predictor_kwargs(cfg, meta, device="cuda" if use_gpu else "cpu")
     pool: list = []
     if use_gpu:
         n = workers or gpus
@@ -35,17 +35,17 @@ def start_pool(cfg: Config, meta: dict, *, workers: int = 0, start_timeout_s: fl
         desc = {"device": "cuda", "actors": n, "threads": threads}
     else:
         nodes = [nd for nd in ray.nodes() if nd.get("Alive") and nd.get("Resources", {}).get("CPU", 0) > 0]
-        plan = []
+        slots = []
         for nd in nodes:
             cpus = int(nd["Resources"]["CPU"])
             threads = pc.torch_threads or max(1, min(cpus, 8))
-            plan += [(nd["NodeID"], threads)] * max(1, cpus // threads)
+            slots += [(nd["NodeID"], threads)] * max(1, cpus // threads)
         if workers:
-            plan = [plan[i % len(plan)] for i in range(workers)]
-        for node, threads in plan:
+            slots = [slots[i % len(slots)] for i in range(workers)]
+        for node, threads in slots:
             pool.append(InferenceActor.options(num_cpus=0.5, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
                         .remote(pkw, wlist, threads))
-        desc = {"device": "cpu", "actors": len(plan), "threads": sorted({t for _, t in plan}), "nodes": len(nodes)}
+        desc = {"device": "cpu", "actors": len(slots), "threads": sorted({t for _, t in slots}), "nodes": len(nodes)}
     try:  # where each actor really runs (placement is soft): video tasks go to those nodes
         where = ray.get([a.node_id.remote() for a in pool], timeout=start_timeout_s)
     except ray.exceptions.GetTimeoutError:

@@ -6,7 +6,7 @@ only the version I read). ``ObjectLock`` builds a lease on them:
 
 - ``acquire``: create ``<prefix>/.streamparse.lock`` with ``If-None-Match: *`` (holder: pid, host,
   start, token). If it exists and its last heartbeat (the object's LastModified) is older than
-  ``stale_s``, or it carries a token and ``supersede`` is set (see ``streamparse.lock``), it is taken
+  ``stale_s``, or it carries a token and ``supersede`` is set (see ``streamparse.store.lock``), it is taken
   over with ``If-Match`` on the ETag read, so of two contenders exactly one wins.
 - ``heartbeat``: at most every ``heartbeat_s``, rewrite it with ``If-Match`` on our last ETag; if that
   fails someone took the lock over: the holder is told (``on_lost``) and must stop writing.
@@ -31,7 +31,7 @@ import time
 import uuid
 from datetime import timezone
 
-from streamparse.outputs import DIR_MARKER, LOCK_NAME, OutputError
+from streamparse.store.outputs import DIR_MARKER, LOCK_NAME, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class ObjectLock:
         if age >= self.stale_s:
             return True
         if rec.get("host") == socket.gethostname() and rec.get("pid"):
-            from streamparse.lock import _pid_alive
+            from streamparse.store.lock import _pid_alive
 
             if int(rec["pid"]) == os.getpid() or not _pid_alive(int(rec["pid"])):
                 return True
@@ -163,7 +163,7 @@ class ObjectLock:
     def _pid_dead_or_remote(rec: dict) -> bool:
         if rec.get("host") != socket.gethostname():
             return True
-        from streamparse.lock import _pid_alive
+        from streamparse.store.lock import _pid_alive
 
         return not _pid_alive(int(rec.get("pid") or 0))
 

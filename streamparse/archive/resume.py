@@ -1,11 +1,7 @@
 """What an archive OUTDIR's ``index.jsonl`` says, and what ``--resume`` does about it (pure logic, no I/O).
 
-``index.jsonl`` is append-only: one JSON object per line per state change of a video; the LAST line of
-a ``video_id`` wins (``streamparse.results.open_archive`` reads it the same way). A line:
-``{"video_id", "uri" (redacted), "store" ("<video_id>.zarr"), "state" pending|running|complete|failed|
-quarantined, "frames", "fps", "wall_s", "errors", "attempt", "time", "input": {"size", "mtime",
-"sha256_1mb"}, "model_key", ...}`` (``model_key``: ``model_key(root_attrs)``, what must match for a
-finished store to be kept).
+The index's format is ``streamparse.store.index`` (shared with the readers); here: ``record`` (one
+line for a video), ``model_key(root_attrs)`` (what must match for a finished store to be kept).
 
 ``plan_videos`` decides, per input video, what a run does with it (``Decision``): skip it (complete
 with the same input and model), leave it quarantined, or process it (new, continue a partial store,
@@ -17,22 +13,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
-from streamparse.inputs import VideoInput, same_input
+from streamparse.archive.inputs import VideoInput, same_input
+from streamparse.store.index import STATES, IndexState
 
-log = logging.getLogger(__name__)
 
-STATES = ("pending", "running", "complete", "failed", "quarantined")
 
 
 def model_key(attrs: dict) -> str:
     """What a store's content depends on besides its input: model name, checkpoint sha256, the resolved
     ``model`` and ``track`` sections and ``pipeline.max_frames``. ``attrs``: a store's root attributes
-    (``streamparse.build.root_attrs``); a 16-hex-digit digest."""
+    (``streamparse.plan.root_attrs``); a 16-hex-digit digest."""
     cfg = attrs.get("config") or {}
     what = {"model_name": attrs.get("model_name"), "checkpoint_sha256": attrs.get("checkpoint_sha256"),
             "model": cfg.get("model"), "track": cfg.get("track"),
@@ -48,50 +42,6 @@ def record(video: VideoInput, state: str, **fields) -> dict:
            "frames": 0, "fps": None, "wall_s": None, "errors": [], "attempt": 0, "time": round(time.time(), 3)}
     rec.update(fields)
     return rec
-
-
-def encode(records: list[dict]) -> bytes:
-    """Lines of ``records`` (each ends with a newline; no record holds a newline)."""
-    return "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records).encode()
-
-
-@dataclass
-class IndexState:
-    """The index read back: ``last`` (video_id -> its last line), ``history`` (video_id -> every line,
-    in order), ``bad_lines`` (unreadable lines skipped, e.g. one cut by a killed writer)."""
-
-    last: dict[str, dict] = field(default_factory=dict)
-    history: dict[str, list[dict]] = field(default_factory=dict)
-    bad_lines: int = 0
-
-    def attempts(self, video_id: str) -> int:
-        return sum(1 for r in self.history.get(video_id, []) if r.get("state") == "running")
-
-    def same_failures(self, video_id: str, error: str, key: str) -> int:
-        """Earlier failures of ``video_id`` with the same first error under the same model."""
-        return sum(1 for r in self.history.get(video_id, [])
-                   if r.get("state") in ("failed", "quarantined") and (r.get("errors") or [""])[0] == error
-                   and r.get("model_key") == key)
-
-
-def parse_index(text: str) -> IndexState:
-    st = IndexState()
-    for ln in text.splitlines():
-        if not ln.strip():
-            continue
-        try:
-            rec = json.loads(ln)
-        except ValueError:
-            st.bad_lines += 1
-            continue
-        if not isinstance(rec, dict) or not isinstance(rec.get("video_id"), str):
-            st.bad_lines += 1
-            continue
-        st.last[rec["video_id"]] = rec
-        st.history.setdefault(rec["video_id"], []).append(rec)
-    if st.bad_lines:
-        log.warning("index.jsonl: %d unreadable line(s) skipped (a writer killed mid-line)", st.bad_lines)
-    return st
 
 
 @dataclass

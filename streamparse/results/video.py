@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from streamparse.render import Overlay
+from streamparse.results.overlay import Overlay
 
 
 class RenderError(ValueError):
@@ -107,7 +107,7 @@ def render_video(result, source: str, video: str | Path, out: str | Path, *, sta
     import cv2
     from tqdm import tqdm
 
-    from streamparse.outputs import generator_mark
+    from streamparse.store.outputs import generator_mark
 
     chk = check_video(result, source, video)
     rows = select_rows(result, source, start, end)

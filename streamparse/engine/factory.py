@@ -1,0 +1,43 @@
+"""A ``Predictor`` from the plain values of the plan (``streamparse.plan.predictor_kwargs``): what an
+inference actor, or a process without Ray, builds. No config object reaches here (house rule 1)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def make_predictor(*, model_name: str, model_kwargs: dict, weights: dict | None, class_names: list[str], palette,
+                   flip_perm, input_size, device, postprocess: dict, test_scales, amp: str, cuda_streams: bool,
+                   preprocess: str, protocol: str, checkpoint_sha256: str | None, checkpoint_path: str | None):
+    """A ``Predictor`` from plain values (in an inference actor, or in-process). ``weights``: numpy state
+    dict (strictly loaded), or None for a deterministic random init (every worker builds the same)."""
+    import torch
+
+    from streamparse.checkpoint import CheckpointError
+    from streamparse.models import build_model
+    from streamparse.models.postprocess import PostprocessParams
+    from streamparse.engine.predictor import Predictor
+
+    if weights is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_model(model_name, **model_kwargs)
+    else:
+        model = build_model(model_name, **model_kwargs)
+        sd = {k: torch.from_numpy(np.array(v)) for k, v in weights.items()}
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"checkpoint {checkpoint_path} does not fit model {model_name!r}: missing "
+                                  f"{list(missing)[:3]}, unexpected {list(unexpected)[:3]}")
+    official = None
+    if protocol == "official":
+        from streamparse.models.postprocess_official import OfficialParams
+
+        official = OfficialParams(ctr_score=postprocess["center_thresh"], mask_thr=postprocess["mask_thresh"],
+                                  cate_score_thr=postprocess["cate_score_thresh"])
+    return Predictor(model, model_name=model_name, class_names=class_names,
+                     palette=np.asarray(palette, dtype=np.uint8) if palette is not None else None,
+                     input_size=tuple(input_size), device=device, postprocess=PostprocessParams(**postprocess),
+                     flip_perm=np.asarray(flip_perm) if flip_perm is not None else None, test_scales=tuple(test_scales),
+                     amp=amp, cuda_streams=cuda_streams, preprocess=preprocess, protocol=protocol, official_params=official,
+                     checkpoint_sha256=checkpoint_sha256, checkpoint_path=checkpoint_path)
