@@ -71,7 +71,7 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
     ``"result"``)."""
     import ray
 
-    from streamparse.pipelines.video import init_ray
+    from streamparse.engine.raystart import init_ray
 
     t_start = time.monotonic()
     if quarantine_after < 1:
@@ -125,7 +125,7 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
             started_ray = init_ray(ray_address or os.environ.get("RAY_ADDRESS", ""), cfg.pipeline.object_store_memory_mb)
             intr.install()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
             report["ray_start_s"] = round(time.monotonic() - t_ray, 3)
-            pool, report["pool"] = start_pool(cfg, meta, workers=workers)
+            pool, report["pool"], _weights_holder = start_pool(cfg, meta, workers=workers)  # held for the run
             interrupted = _drive(cfg, meta, key, token, outdir, todo, rows, index, pool, pending, intr, report,
                                  concurrency=concurrency, quarantine_after=quarantine_after, storage_options=storage_options,
                                  progress=progress, on_event=on_event)

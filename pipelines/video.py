@@ -10,19 +10,17 @@ flush, close) and return a summary.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
 from streamparse import plan
 from streamparse.config import Config
 from streamparse.engine.interrupts import Interrupts
+from streamparse.engine.raystart import init_ray
 from streamparse.engine.scheduler import PipelineError, Scheduler, Slot, file_policy, live_policy
 from streamparse.sources import SourceError, is_live, redact_uri, source_id
 
 log = logging.getLogger(__name__)
-
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 __all__ = ["PipelineError", "init_ray", "probe_file", "run"]
 
@@ -38,26 +36,6 @@ def probe_file(path: str) -> dict:
     return info
 
 
-def init_ray(address: str = "", object_store_mb: int = 1024, num_cpus: int | None = None) -> bool:
-    """Start (or connect to) Ray; returns True if we started it. A local Ray gets the single-machine
-    settings (auth off, no usage stats, ports on loopback) unless the environment sets them; connecting
-    to ``address`` leaves the environment as it is (a token-auth cluster needs ``RAY_AUTH_MODE=token``)."""
-    if not address:
-        for k, v in RAY_ENV.items():
-            os.environ.setdefault(k, v)
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        ray.init(num_cpus=num_cpus or max(2, os.cpu_count() or 2), include_dashboard=False,
-                 object_store_memory=int(object_store_mb) * 2**20, _temp_dir="/tmp/sp-ray",
-                 logging_level=logging.WARNING, log_to_driver=False)
-    return True
-
-
 def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | None = None, mode: str = "create",
         progress: bool = True, on_actors=None) -> dict:
     """Run the pipeline; returns a summary dict. ``mode``: create | overwrite | resume.
@@ -65,7 +43,7 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
     import ray
     from tqdm import tqdm
 
-    from streamparse.engine.actors import InferenceActor, RayExecutor
+    from streamparse.engine.actors import InferenceActor, RayExecutor, share_weights
 
     pc = cfg.pipeline
     if not sources:
@@ -98,14 +76,12 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
         started = init_ray(pc.ray_address, pc.object_store_memory_mb)
         intr.install()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
         use_gpu = (pc.device == "cuda") or (pc.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-        weights = plan.load_weights(meta)
-        # the weights cross once, as a ref inside a list that the actors resolve themselves. Ray logs once
-        # that a restarted actor would need it (ray-project/ray#53727): the driver holds the ref for the
-        # whole run, so a restart finds it (tests/test_pipeline.py kills an inference actor mid-run)
-        weights_ref = [ray.put(weights)] if weights is not None else None
+        # the weights cross once: put in the object store by the driver, fetched by name by every actor (and
+        # again by a restarted one: tests/test_pipeline.py kills an inference actor mid-run)
+        weights_name, holder = share_weights(plan.load_weights(meta))
         pkw = plan.predictor_kwargs(cfg, meta)
         opts = {"num_gpus": 1} if use_gpu else {"num_cpus": 0.5}
-        workers = [InferenceActor.options(**opts).remote(pkw, weights_ref, plan.inference_threads(cfg))
+        workers = [InferenceActor.options(**opts).remote(pkw, weights_name, plan.inference_threads(cfg))
                    for _ in range(max(1, pc.workers))]
         if on_actors:
             on_actors(workers)

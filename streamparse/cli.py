@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="streamparse", description="Multi-human parsing (UniParser) on video.")
     parser.add_argument("--version", action="version", version=f"streamparse {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show Ray's own log lines and info messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, modpath in COMMANDS.items():
         try:
@@ -50,25 +51,44 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="also show Ray's own log lines and info messages")
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
+    from streamparse.engine.raystart import RayStartError  # (imports no Ray)
+
+    command = "error"
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = args.command
+        from streamparse import logs
+
+        logs.configure(args.verbose)
+        if not getattr(args, "_run", None):
+            parser.print_help()
+            return 2
         return int(args._run(args) or 0)
     except CLIError as exc:
-        print(f"streamparse {args.command}: error: {exc}", file=sys.stderr)
+        print(f"streamparse {command}: error: {exc}", file=sys.stderr)
         return 2
+    except RayStartError as exc:  # Ray did not start: one line and where its log is
+        print(f"streamparse {command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print(f"streamparse {args.command}: interrupted", file=sys.stderr)
+        print(f"streamparse {command}: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:  # a dependency missing where this runs (a cluster node): one line
+        if not exc.name or exc.name.split(".")[0] == "streamparse":
+            raise
+        from streamparse.logs import missing_dependency
+
+        print(f"streamparse {command}: error: {missing_dependency(exc.name)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # `python -m streamparse.cli`: use the package module so CLIError matches

@@ -12,7 +12,7 @@ import zarr
 TINY = ["model.name=uniparser_tiny", "model.input_size=[64,64]", "model.center_thresh=0.0", "model.max_instances=4",
         "model.mask_thresh=0.2", "model.merge_cos=1.01", "pipeline.torch_threads=1", "pipeline.chunk_frames=4",
         "pipeline.batch_size=4"]
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
        "OMP_NUM_THREADS": "1"}
 ARRAYS = ("part", "instance", "frame_index", "pts", "time", "inst_offset", "inst_id", "inst_score", "inst_bbox", "inst_area",
           "inst_track", "inst_part_area", "inst_part_rgb", "inst_embedding")

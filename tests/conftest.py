@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Ray's token authentication stays on in every test (local runtimes, the loopback clusters, the CLI in
+# subprocesses): one token for the session in a file of its own (never ~/.ray/auth_token), set before
+# anything imports Ray. A test that needs a wrong token points RAY_AUTH_TOKEN_PATH elsewhere.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN_PATH", os.path.join(tempfile.mkdtemp(prefix="sp-test-token-"), "auth_token"))
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+if os.environ["RAY_AUTH_MODE"] == "token":
+    from streamparse.engine.raystart import ensure_token
+
+    ensure_token()
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +45,7 @@ def ray_runtime():
     """A local Ray runtime (2 CPUs, 512 MB object store) for one test module."""
     import ray
 
-    from streamparse.pipelines.video import init_ray
+    from streamparse.engine.raystart import init_ray
 
     started = init_ray(object_store_mb=512, num_cpus=2)
     yield ray

@@ -77,7 +77,8 @@ def record(work: Path) -> dict:
     import torch
 
     from streamparse.config import load_config
-    from streamparse.pipelines.video import init_ray, run
+    from streamparse.engine.raystart import init_ray
+    from streamparse.pipelines.video import run
 
     work.mkdir(parents=True, exist_ok=True)
     videos = make_videos(work)

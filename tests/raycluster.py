@@ -1,8 +1,9 @@
 """A two-node Ray cluster on loopback for tests: ``LoopbackCluster``.
 
 ``ray.cluster_utils.Cluster`` runs in a child process of its own session (this file is also that
-child's script): a head node with the dashboard / job server on 127.0.0.1 (auth disabled, usage
-stats off, every port on loopback) and a second node with its own CPUs. The test talks to the child
+child's script): a head node with the dashboard / job server on 127.0.0.1 (token authentication
+with the session's token, tests/conftest.py; usage stats off, every port on loopback) and a second
+node with its own CPUs. The test talks to the child
 over stdin/stdout (``kill_node2``, ``stop``). Stopping kills only what this cluster started: the
 child's node processes (Cluster.shutdown), then the child's session, then any process still naming
 this cluster's unique temp dir. Never a bare ``ray stop``.
@@ -24,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3", "OMP_NUM_THREADS": "1"}
 
 
@@ -45,11 +46,13 @@ def _ppid(pid: int) -> int | None:
 class LoopbackCluster:
     """``head_cpus`` / ``node_cpus``: logical CPUs of the head and the second node."""
 
-    def __init__(self, head_cpus: int = 2, node_cpus: int = 1, object_store_mb: int = 300):
+    def __init__(self, head_cpus: int = 2, node_cpus: int = 1, object_store_mb: int = 300, python: str = sys.executable):
+        """``python``: the interpreter both nodes run on (e.g. a venv with the dependencies but not streamparse)."""
         self.temp_dir = "/tmp/spa-" + "".join(random.choices(string.ascii_lowercase + string.digits, k=6))
         self.dashboard_port = free_port()
-        env = {**os.environ, **RAY_ENV, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-        self.proc = subprocess.Popen([sys.executable, __file__, self.temp_dir, str(self.dashboard_port), str(free_port()),
+        env = {**os.environ, **RAY_ENV, "PATH": f"{Path(python).parent}:{os.environ.get('PATH', '')}"}
+        env.pop("PYTHONPATH", None)
+        self.proc = subprocess.Popen([python, __file__, self.temp_dir, str(self.dashboard_port), str(free_port()),
                                       str(head_cpus), str(node_cpus), str(object_store_mb)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      env=env, start_new_session=True)

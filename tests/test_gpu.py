@@ -46,7 +46,8 @@ def test_fp16_autocast_runs_and_agrees_mostly():
 @pytest.mark.ray
 def test_pipeline_runs_on_a_gpu_actor(tmp_path):
     from streamparse.config import load_config
-    from streamparse.pipelines.video import init_ray, run
+    from streamparse.engine.raystart import init_ray
+    from streamparse.pipelines.video import run
     from videos import make_video
 
     video = make_video(tmp_path / "v.mp4", n=12, h=96, w=128)

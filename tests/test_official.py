@@ -648,7 +648,7 @@ def test_run_a_video_with_a_converted_checkpoint(r50, tmp_path, capsys):
 
     from videos import make_video
 
-    env = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     for k, v in env.items():
         os.environ.setdefault(k, v)
     video = make_video(tmp_path / "clip.mp4", n=3, h=90, w=130)

@@ -34,7 +34,7 @@ from streamparse.store.lock import WriterLock
 from streamparse.store.sink import ZarrSink
 from videos import make_video
 
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
        "OMP_NUM_THREADS": "1"}
 NAMES = ["background", "hair", "face"]
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.ray
 # a random-init tiny model with thresholds low enough that every frame has people and parts
 MODEL = ["model.name=uniparser_tiny", "model.input_size=[64,64]", "model.center_thresh=0.0", "model.max_instances=4",
          "model.mask_thresh=0.2", "model.merge_cos=1.01"]
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
        "OMP_NUM_THREADS": "1"}
 
 

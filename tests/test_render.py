@@ -137,7 +137,7 @@ def test_real_video_run_render_report(real_data, tmp_path):
     video = real_data / "videos" / "mmpose_demo_resources_demo.mp4"
     if not video.is_file():
         pytest.skip(f"real video absent: {video}")
-    env = {**ENV, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env = {**ENV, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     store = tmp_path / "real.zarr"
     model = ["--set", "model.name=uniparser_tiny", "--set", "model.input_size=[64,64]", "--set", "model.center_thresh=0.0",
              "--set", "model.max_instances=4", "--set", "model.mask_thresh=0.2", "--set", "model.merge_cos=1.01"]

@@ -18,7 +18,7 @@ from streamparse.labelstats import instance_stats
 from streamparse.results import SchemaError, open_archive, open_result
 from streamparse.store.synthetic import synthetic_people, write_store, write_v1_store, write_video
 
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
        "OMP_NUM_THREADS": "1"}
 
 

@@ -23,7 +23,7 @@ from streamparse.store.outputs import RESERVE_NAME
 from streamparse.store.sink import SinkError, SinkWriteError, ZarrSink, verify_store
 from videos import make_video
 
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
        "OMP_NUM_THREADS": "1"}
 NAMES = ["background", "hair", "face"]
 ARRAYS = ("part", "instance", "frame_index", "pts", "time", "inst_offset", "inst_id", "inst_score", "inst_bbox", "inst_area")

@@ -15,7 +15,7 @@ from faults import run_and_sigkill
 
 pytestmark = pytest.mark.ray
 
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 V2 = ("part", "instance", "inst_offset", "inst_id", "inst_score", "inst_track", "inst_embedding", "inst_part_area",
       "inst_part_rgb")
 

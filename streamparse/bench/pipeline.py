@@ -144,7 +144,8 @@ def run_pipeline_bench(args) -> dict:
 
     from streamparse import plan
     from streamparse.config import load_config
-    from streamparse.pipelines.video import init_ray, run
+    from streamparse.engine.raystart import init_ray
+    from streamparse.pipelines.video import run
     from streamparse.store.sink import ZarrSink
     from streamparse.sources import FileSource
 

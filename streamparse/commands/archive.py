@@ -10,7 +10,7 @@ def add_arguments(p) -> None:
                    help="video files, folders (recursive, by video extension), globs, or manifests (.txt: one path a line; "
                         ".jsonl: {\"uri\": ..., \"id\": ...})")
     p.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (a path, or s3://bucket/prefix)")
-    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--config", help="a YAML config file, or an installed preset by name (quality, pipeline_gpu, ...)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--checkpoint", help="checkpoint path; 'none' = random init; default: the shipped weights if they fit")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="inference device")
@@ -30,13 +30,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    import logging
 
     from streamparse.plan import checkpoint_preset_overrides
     from streamparse.cli import CLIError
     from streamparse.config import ConfigError, load_config
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     overrides = checkpoint_preset_overrides(args.checkpoint) + list(args.set)
     for flag, key in (("device", "pipeline.device"), ("batch_size", "pipeline.batch_size")):
         v = getattr(args, flag)

@@ -12,7 +12,7 @@ IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 def add_arguments(p) -> None:
     p.add_argument("input", help="image file, or video file (see --frame)")
     p.add_argument("--frame", type=int, default=0, help="frame index when INPUT is a video (default 0)")
-    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--config", help="a YAML config file, or an installed preset by name (quality, pipeline_gpu, ...)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. model.input_size=[512,512]")
     p.add_argument("--checkpoint", help="checkpoint path ('none' = random init; default: the shipped weights)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda")

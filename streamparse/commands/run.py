@@ -8,7 +8,7 @@ HELP = "parse videos/streams into a zarr store (Ray decode -> UniParser workers 
 def add_arguments(p) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="video files, or rtsp/rtmp/http(s)/hls URLs")
     p.add_argument("--out", required=True, help="output zarr store (OUT.zarr)")
-    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--config", help="a YAML config file, or an installed preset by name (quality, pipeline_gpu, ...)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--checkpoint", help="checkpoint path; 'none' = random init; default: the shipped weights if they fit")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="inference device")

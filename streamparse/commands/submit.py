@@ -2,10 +2,14 @@
 
 ``streamparse submit --address http://HEAD:8265 [--follow] -- archive INPUT... --out OUTDIR [...]``
 
-The package travels with the job as a ``py_modules`` entry: a copy of the installed ``streamparse``
-package (with ``streamparse.models`` and ``streamparse.pipelines``, the layout ``pip install`` makes),
-never the repository (its ``.git``, ``.venv``, data and stores would exceed Ray's ~100 MiB upload cap).
-Its dependencies (torch, zarr, av, ...) must be installed on the cluster's nodes (``examples/cluster.yaml``).
+The package travels with the job as ``py_modules``: a copy of the installed ``streamparse`` package
+in the layout ``pip install`` makes (``streamparse.models``, ``streamparse.pipelines``, the presets in
+``streamparse/configs``, the shipped weights) and its ``.dist-info`` (so the nodes read the same
+version), never the repository (its ``.git``, ``.venv``, data and stores would exceed Ray's ~100 MiB
+upload cap). Its dependencies (torch, zarr, av, ...) must be installed on the cluster's nodes
+(``examples/``); a node that lacks one ends the job with one line naming the package and the node.
+The entrypoint runs on the Python the cluster's Ray runs on (found from the job supervisor's process),
+not whatever ``python`` is first on the job server's PATH; ``--python`` names another.
 Paths in the archive command are made absolute: the inputs, OUTDIR, ``--config``, ``--checkpoint`` and
 ``--report`` must be visible at the same paths on the cluster (shared storage) or be URLs.
 """
@@ -26,7 +30,8 @@ MAX_UPLOAD = 90 * 2**20  # Ray refuses uploads near 100 MiB
 def add_arguments(p) -> None:
     p.add_argument("--address", required=True, help="the cluster's job server, e.g. http://HEAD:8265")
     p.add_argument("--follow", action="store_true", help="tail the job's logs until it ends; exit with its exit code")
-    p.add_argument("--python", default="python", help="the Python the job's entrypoint runs on the cluster (default: python)")
+    p.add_argument("--python", default="auto",
+                   help="the Python the job's entrypoint runs on the cluster (default: auto, the one the cluster's Ray runs on)")
     p.add_argument("--job-id", help="a submission id (default: Ray makes one)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="an environment variable for the job (repeatable; visible in the dashboard: no secrets)")
@@ -59,8 +64,8 @@ def archive_argv(tokens: list[str]) -> list[str]:
     ap.error = _error
     a = ap.parse_args(tokens[1:])
     argv = ["archive", *[_abs(x) for x in a.inputs], "--out", _abs(a.out)]
-    if a.config:
-        argv += ["--config", _abs(a.config)]
+    if a.config:  # a file (made absolute) or an installed preset's name (kept: the nodes have the presets)
+        argv += ["--config", _abs(a.config) if os.path.exists(a.config) or os.sep in a.config else a.config]
     for s in a.set:
         argv += ["--set", s]
     if a.checkpoint:
@@ -80,27 +85,62 @@ def archive_argv(tokens: list[str]) -> list[str]:
     return argv
 
 
-def stage_package(dest: Path) -> Path:
-    """A copy of the installed package in the installed layout (``streamparse/``, ``streamparse/models``,
-    ``streamparse/pipelines``), without caches; the ``py_modules`` entry of the job."""
+def stage_package(dest: Path) -> list[Path]:
+    """A copy of the installed package in the installed layout (``streamparse/`` with ``models/``,
+    ``pipelines/``, ``configs/`` and the weights), without caches, and of its ``.dist-info``: the
+    ``py_modules`` entries of the job."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
     import streamparse
     import streamparse.models
     import streamparse.pipelines
+    from streamparse.config import _presets_dir
 
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".*")
     pkg = dest / "streamparse"
     shutil.copytree(Path(streamparse.__file__).parent, pkg, ignore=ignore, symlinks=False)
-    for sub in (streamparse.models, streamparse.pipelines):
-        target = pkg / sub.__name__.rsplit(".", 1)[1]
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(Path(sub.__file__).parent, target, ignore=ignore)
-    size = sum(f.stat().st_size for f in pkg.rglob("*") if f.is_file())
+    for sub, src in (("models", Path(streamparse.models.__file__).parent), ("pipelines", Path(streamparse.pipelines.__file__).parent),
+                     ("configs", _presets_dir())):
+        target = pkg / sub
+        if target.resolve() != src.resolve():  # an editable install: the folders sit beside the package
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(src, target, ignore=ignore)
+    entries = [pkg]
+    try:
+        dist = distribution("streamparse")
+        info = Path(str(dist.locate_file(""))) / f"streamparse-{dist.version}.dist-info"
+        if info.is_dir():
+            meta = dest / "meta" / info.name  # its own folder: Ray puts each entry's parent on sys.path
+            shutil.copytree(info, meta, ignore=shutil.ignore_patterns("RECORD", "direct_url.json"))
+            entries.append(meta)
+    except PackageNotFoundError:  # not installed (a bare source tree): the job reports 0+unknown
+        pass
+    size = sum(f.stat().st_size for e in entries for f in e.rglob("*") if f.is_file())
     if size > MAX_UPLOAD:
         from streamparse.cli import CLIError
 
         raise CLIError(f"the package to upload is {size / 2**20:.0f} MiB; Ray caps uploads near 100 MiB")
-    return pkg
+    return entries
+
+
+# The job supervisor runs the entrypoint with ``sh -c``; its parent ($PPID) is the supervisor, a Ray worker
+# on the cluster's Python. That process maps ray/_raylet.so from the site-packages of the cluster's Python:
+# its prefix's bin/python3 is the interpreter (a venv included; /proc/PID/exe would name the venv's base
+# Python instead). Fallbacks: that process's executable, then python3 on PATH.
+CLUSTER_PYTHON = (
+    'sp_py=python3; '
+    'sp_pre=$(sed -n "s#^.* \\(/.*\\)/lib/python3[.0-9]*/[a-z]*-packages/ray/_raylet[.]so\\$#\\1#p" /proc/$PPID/maps 2>/dev/null | head -n 1); '
+    'for c in ${sp_pre:+"$sp_pre/bin/python3"} ${sp_pre:+"$sp_pre/bin/python"} "$(readlink /proc/$PPID/exe 2>/dev/null)"; do '
+    'if [ -n "$c" ] && [ -x "$c" ]; then sp_py=$c; break; fi; done; exec "$sp_py"'
+)
+
+
+def entrypoint(argv: list[str], python: str = "auto") -> str:
+    """The job's shell command: ``streamparse ARGV`` on the cluster's Python (or ``python``)."""
+    tail = _quote(["-m", "streamparse", *argv])
+    if python == "auto":
+        return f"{CLUSTER_PYTHON} {tail}"
+    return f"{_quote([python])} {tail}"
 
 
 def _quote(argv: list[str]) -> str:
@@ -130,10 +170,10 @@ def run(args) -> int:
         raise CLIError(f"{out} is being written by another archive job ({holder}); wait for it or stop it")
     from ray.job_submission import JobSubmissionClient, JobStatus
 
-    entry = _quote([args.python, "-m", "streamparse", *argv])
+    entry = entrypoint(argv, args.python)
     with tempfile.TemporaryDirectory(prefix="sp-submit-") as tmp:
-        pkg = stage_package(Path(tmp))
-        runtime_env = {"py_modules": [str(pkg)], "env_vars": env} if env else {"py_modules": [str(pkg)]}
+        mods = [str(p) for p in stage_package(Path(tmp))]
+        runtime_env = {"py_modules": mods, "env_vars": env} if env else {"py_modules": mods}
         try:
             client = JobSubmissionClient(args.address)
             job_id = client.submit_job(entrypoint=entry, runtime_env=runtime_env, submission_id=args.job_id,
@@ -141,7 +181,7 @@ def run(args) -> int:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise CLIError(f"cannot submit to {args.address}: {str(exc).splitlines()[0]}") from None
     print(job_id, flush=True)
-    print(f"streamparse submit: job {job_id} on {args.address}: {entry}", file=sys.stderr)
+    print(f"streamparse submit: job {job_id} on {args.address}: streamparse {_quote(argv)}", file=sys.stderr)
     if not args.follow:
         return 0
     import asyncio

@@ -7,6 +7,7 @@ cross actors; GPU tensors never leave an inference actor. Actors get plain keywo
 from __future__ import annotations
 
 import os
+import uuid
 
 import ray
 
@@ -39,20 +40,52 @@ class DecoderActor:
         self.core.close()
 
 
+@ray.remote(num_cpus=0)
+class WeightsHolder:
+    """Holds the object ref of a run's weights (put in the object store once by the driver), so that
+    inference actors fetch them by the holder's NAME: no constructor argument of a restartable actor
+    refers to the object store (Ray cannot restore such arguments on a restart, ray-project/ray#53727)."""
+
+    def __init__(self):
+        self.refs: list | None = None
+
+    def hold(self, refs: list) -> None:
+        self.refs = refs
+
+    def get(self) -> list | None:
+        return self.refs
+
+
+def share_weights(weights: dict | None):
+    """Put ``weights`` (numpy state dict, or None) in the object store once; returns (holder name or
+    None, holder handle to keep alive for the run)."""
+    if weights is None:
+        return None, None
+    name = f"streamparse-weights-{uuid.uuid4().hex[:12]}"
+    holder = WeightsHolder.options(name=name).remote()
+    ray.get(holder.hold.remote([ray.put(weights)]))  # in a list: the ref travels, not the arrays
+    return name, holder
+
+
 @ray.remote(max_restarts=4, max_task_retries=4)
 class InferenceActor:
-    """Owns one model; restartable: a killed actor is restarted and its batch re-run by Ray."""
+    """Owns one model; restartable: a killed actor is restarted (fetching the weights again from the
+    holder) and its batch re-run by Ray."""
 
-    def __init__(self, predictor: dict, weights, threads: int):
-        """``weights``: None (random init), or a one-element list holding the object ref of the numpy state dict."""
-        import torch
+    def __init__(self, predictor: dict, weights: str | None, threads: int):
+        """``weights``: None (random init), or the name of the run's ``WeightsHolder``."""
+        try:
+            import torch
 
-        from streamparse.engine.factory import make_predictor
+            from streamparse.engine.factory import make_predictor
+        except ModuleNotFoundError as exc:  # a node without the dependencies: one line naming it
+            from streamparse.logs import missing_dependency
 
+            raise RuntimeError(missing_dependency(exc.name or "?", ray.util.get_node_ip_address())) from None
         if threads:
             torch.set_num_threads(threads)
-        if isinstance(weights, list):
-            weights = ray.get(weights[0])
+        if weights is not None:
+            weights = ray.get(ray.get(ray.get_actor(weights).get.remote())[0])
         self.pred = make_predictor(**predictor, weights=weights)
 
     def infer(self, batch: dict) -> dict:

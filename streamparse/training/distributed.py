@@ -33,21 +33,12 @@ def ray_train_available() -> tuple[bool, str]:
 
 
 def init_ray(address: str = "", object_store_memory_mb: int = 512) -> bool:
-    """Connect to ``address`` (or ``$RAY_ADDRESS``), else start a local Ray without dashboard,
-    usage stats or token auth, bound to loopback. Returns True if this call started Ray."""
-    import ray
+    """Connect to ``address`` (or ``$RAY_ADDRESS``), else start a local Ray (token auth, loopback, no
+    dashboard or usage stats: ``streamparse.engine.raystart``). Returns True if this call started Ray."""
+    from streamparse.engine.raystart import init_ray as _init
 
-    if ray.is_initialized():
-        return False
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or None, log_to_driver=True)
-        return True
-    for key, value in (("RAY_AUTH_MODE", "disabled"), ("RAY_USAGE_STATS_ENABLED", "0"),
-                       ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")):
-        os.environ.setdefault(key, value)
-    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, object_store_memory=object_store_memory_mb << 20,
-             _temp_dir=LOCAL_RAY_TEMP_DIR, log_to_driver=True)
-    return True
+    return _init(address or os.environ.get("RAY_ADDRESS", ""), object_store_memory_mb, os.cpu_count() or 1,
+                 temp_dir=LOCAL_RAY_TEMP_DIR)
 
 
 def _worker_main(payload: dict, rank: int, world_size: int, device: torch.device, wrap_model=None) -> dict:
