@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "track": "streamparse.commands.track",
     "eval-tracks": "streamparse.commands.eval_tracks",
     "convert-official": "streamparse.commands.convert_official",
+    "doctor": "streamparse.commands.doctor",
 }
 
 
