@@ -35,7 +35,7 @@ DECODERS: list[tuple[str, tuple[str, ...]]] = [
     ("AV1", ("libdav1d", "libaom-av1")),
     ("VP9", ("vp9", "libvpx-vp9")),
 ]
-RENDER_ENCODER = "libx264"  # what `streamparse render` encodes with (streamparse.videorender)
+RENDER_ENCODER = "libx264"  # what `streamparse render` encodes with (streamparse.results.video)
 AV_FIX = "pip install --force-reinstall 'av==18.1.0' (the PyPI wheel bundles an FFmpeg with these codecs)"
 RAY_DEFAULT_PORT = 6379
 
