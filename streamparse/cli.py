@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _name=name)  # _name: a command may use `command` for its own arguments (submit)
     return parser
 
 
@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except CLIError as exc:
-        print(f"streamparse {args.command}: error: {exc}", file=sys.stderr)
+        print(f"streamparse {args._name}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"streamparse {args.command}: interrupted", file=sys.stderr)
+        print(f"streamparse {args._name}: interrupted", file=sys.stderr)
         return 130
 
 
