@@ -211,3 +211,23 @@ def test_weights_check_in_process(tmp_path):
     assert not c.ok and str(junk) in c.detail and c.fix
     c = doctor.check_weights(tmp_path / "absent.pt")
     assert not c.ok and "not found" in c.detail
+
+
+def test_cuda_item_on_a_gpu_machine(monkeypatch):
+    """The CUDA branch (no GPU here): device names, compute capability, memory and bf16 as torch reports them."""
+    import types
+
+    import torch
+
+    props = types.SimpleNamespace(name="NVIDIA H100 80GB HBM3", major=9, minor=0, total_memory=80 * 2**30)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    cuda = {c.name: c for c in doctor.check_torch(require_gpu=True)}["cuda"]
+    assert cuda.ok and not cuda.fix
+    assert cuda.detail == ("2 device(s): NVIDIA H100 80GB HBM3 (sm_90, 80 GiB); NVIDIA H100 80GB HBM3 (sm_90, 80 GiB); "
+                           "bf16: yes")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cuda = {c.name: c for c in doctor.check_torch(require_gpu=True)}["cuda"]
+    assert not cuda.ok and "--gpus all" in cuda.fix
