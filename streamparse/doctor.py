@@ -377,6 +377,8 @@ def check_ray_auth(address: str | None = None) -> Check:
         return Check("ray auth", True, f"RAY_AUTH_MODE=token, {token_note}")
     # unset: Ray (>= 2.59) turns token auth on for clusters it starts itself
     have = token_note if token_ok else "no token yet (a local Ray makes one in ~/.ray/auth_token)"
+    if token_ok and loose:
+        return Check("ray auth", True, f"RAY_AUTH_MODE not set; {have}, readable by others", f"chmod 600 {where}")
     if remote:
         return Check("ray auth", True, f"RAY_AUTH_MODE not set; {have}",
                      "for a cluster with token auth: export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=FILE")

@@ -179,6 +179,13 @@ def test_ray_auth_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     c = doctor.check_ray_auth()
     assert c.ok and not c.fix and "not set" in c.detail
+    home_token = tmp_path / ".ray" / "auth_token"  # Ray's default place, readable by others: a warning
+    home_token.parent.mkdir()
+    home_token.write_text(TOKEN)
+    home_token.chmod(0o644)
+    c = doctor.check_ray_auth()
+    assert c.ok and c.fix == f"chmod 600 {home_token}" and TOKEN not in c.detail
+    home_token.unlink()
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # token auth on, no token anywhere: broken
     c = doctor.check_ray_auth()
     assert not c.ok and "RAY_AUTH_TOKEN_PATH" in c.fix and "get-auth-token --generate" in c.fix

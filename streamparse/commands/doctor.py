@@ -23,13 +23,17 @@ def add_arguments(p) -> None:
     p.add_argument("--timeout", type=float, default=2.0, metavar="S", help="network probe timeout in seconds (default 2)")
 
 
+def _line(text: str) -> str:
+    return " ".join(str(text).split())  # every item stays on one line, whatever an exception said
+
+
 def format_checks(checks) -> str:
     width = max(len(c.name) for c in checks)
     lines = []
     for c in checks:
-        lines.append(f"  {c.status:<4}  {c.name:<{width}}  {c.detail}")
+        lines.append(f"  {c.status:<4}  {c.name:<{width}}  {_line(c.detail)}")
         if c.fix:
-            lines.append(f"  {'':<4}  {'':<{width}}  fix: {c.fix}")
+            lines.append(f"  {'':<4}  {'':<{width}}  fix: {_line(c.fix)}")
     return "\n".join(lines)
 
 
@@ -54,5 +58,5 @@ def run(args) -> int:
         verdict = "all good" if not broken else f"{len(broken)} broken"
         print(f"{verdict}, {len(warned)} warning(s), {len(checks)} items checked in {elapsed:.1f} s", flush=True)
     for c in broken:
-        print(f"streamparse doctor: {c.name}: {c.detail} -- fix: {c.fix}", file=sys.stderr)
+        print(f"streamparse doctor: {c.name}: {_line(c.detail)} -- fix: {_line(c.fix)}", file=sys.stderr)
     return 1 if broken else 0
