@@ -121,6 +121,14 @@ def test_dockerfile(kind):
 
 
 @pytest.mark.parametrize("kind", ["cpu", "gpu"])
+def test_build_context_is_only_what_the_image_copies(kind):
+    ignore = [l for l in Path(f"{DOCKERFILES[kind]}.dockerignore").read_text().splitlines() if l and not l.startswith("#")]
+    assert ignore == ["*", "!dist/streamparse-*.whl", "!examples/constraints.txt"]
+    copies = re.findall(r"^COPY (?!--from)(\S+)", DOCKERFILES[kind].read_text(), re.M)
+    assert sorted(copies) == ["dist/streamparse-*.whl", "examples/constraints.txt"]
+
+
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
 def test_dockerfile_hadolint(kind):
     exe = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if not exe:
