@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "track": "streamparse.commands.track",
     "eval-tracks": "streamparse.commands.eval_tracks",
     "convert-official": "streamparse.commands.convert_official",
+    "doctor": "streamparse.commands.doctor",
 }
 
 
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                        help="also show Ray's own log lines and info messages")
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _name=name)  # _name: a command may use `command` for its own arguments (submit)
     return parser
 
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-        command = args.command
+        command = getattr(args, "_name", None) or "error"
         from streamparse import logs
 
         logs.configure(args.verbose)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 HELP = "submit `streamparse archive ...` as a Ray job to a cluster (prints the job id; --follow tails its logs)"
 MAX_UPLOAD = 90 * 2**20  # Ray refuses uploads near 100 MiB
+SECRET_ENV = ("RAY_AUTH_TOKEN",)  # never a job's env var: the token lives in a file on each node
 
 
 def add_arguments(p) -> None:
@@ -152,13 +153,16 @@ def _quote(argv: list[str]) -> str:
 def run(args) -> int:
     from streamparse.cli import CLIError
 
-    argv = archive_argv(args.command)
     env = {}
     for item in args.env:
         k, eq, v = item.partition("=")
         if not eq or not k:
             raise CLIError(f"--env expects KEY=VALUE, got {item!r}")
+        if k in SECRET_ENV:
+            raise CLIError(f"--env {k}=... would put a secret in the job's environment (shown by the dashboard and "
+                           f"`ray job` commands); the nodes read the Ray token from RAY_AUTH_TOKEN_PATH (docs/cluster.md)")
         env[k] = v
+    argv = archive_argv(args.command)
     out = argv[argv.index("--out") + 1]
     try:  # a friendlier early refusal where this machine sees OUTDIR too (the job's driver checks again)
         from streamparse.archive.outdir import open_outdir
