@@ -20,13 +20,13 @@ import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-from streamparse import plan
 from streamparse.archive.resume import Decision, model_key, plan_videos, record
 from streamparse.store.index import parse_index
 from streamparse.archive.outdir import ARCHIVE_JSON, INDEX, open_outdir
-from streamparse.archive.pool import NodeBalancer, start_pool
+from streamparse.archive.balance import NodeBalancer
 from streamparse.archive.worker import make_context
-from streamparse.config import Config, to_dict
+from streamparse.engine.pool import start_pool
+from streamparse.config import Config
 from streamparse.archive.inputs import expand_inputs, input_identity, same_input, stat_identity
 from streamparse.engine.interrupts import Interrupts
 from streamparse.engine.scheduler import PipelineError, one_line
@@ -81,8 +81,12 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
         raise PipelineError("no video given")
     outdir = open_outdir(out, storage_options)
     outdir.check(resume)  # refused outputs fail before anything is written, loaded or started
-    meta = plan.resolve_model_meta(cfg, checkpoint)
-    key = model_key(plan.root_attrs(cfg, meta, []))
+    from streamparse.plan import make_plan
+
+    # the plan, once (the checkpoint read once; on a cluster the pool decides the device from its GPUs)
+    plan = make_plan(cfg, checkpoint, gpus=0 if (ray_address or os.environ.get("RAY_ADDRESS")) else None)
+    meta = plan.model
+    key = model_key(plan.root_attrs([]))
     intr = Interrupts().install()
     token = uuid.uuid4().hex
     report = {"outdir": redact_uri(outdir.label), "model_name": meta["model_name"], "checkpoint_sha256": meta["checkpoint_sha256"],
@@ -107,7 +111,7 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
         if prev and prev.get("model_key") and prev["model_key"] != key:
             report["notes"].append(f"the model or its config changed since the last run (checkpoint {prev.get('checkpoint_sha256')} -> "
                                    f"{meta['checkpoint_sha256']}): finished videos are reprocessed into fresh stores")
-        _write_archive_json(outdir, cfg, meta, key, videos, prev)
+        _write_archive_json(outdir, plan, key, videos, prev)
         todo = [d for d in decisions if d.action == "process"]
         if max_videos:
             todo = todo[:max_videos]
@@ -125,8 +129,8 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
             started_ray = init_ray(ray_address or os.environ.get("RAY_ADDRESS", ""), cfg.pipeline.object_store_memory_mb)
             intr.install()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
             report["ray_start_s"] = round(time.monotonic() - t_ray, 3)
-            pool, report["pool"], _weights_holder = start_pool(cfg, meta, workers=workers)  # held for the run
-            interrupted = _drive(cfg, meta, key, token, outdir, todo, rows, index, pool, pending, intr, report,
+            pool, report["pool"], _weights_holder, plan = start_pool(plan, workers=workers)  # the holder: kept for the run
+            interrupted = _drive(plan, key, token, outdir, todo, rows, index, pool, pending, intr, report,
                                  concurrency=concurrency, quarantine_after=quarantine_after, storage_options=storage_options,
                                  progress=progress, on_event=on_event)
     except (KeyboardInterrupt, SystemExit):
@@ -180,19 +184,21 @@ def _row(d: Decision) -> dict:
     return row
 
 
-def _drive(cfg, meta, key, token, outdir, todo, rows, index, pool, pending, intr, report, *, concurrency, quarantine_after,
+def _drive(plan, key, token, outdir, todo, rows, index, pool, pending, intr, report, *, concurrency, quarantine_after,
            storage_options, progress, on_event) -> bool:
     """The scheduling loop; returns True when interrupted."""
     import ray
     from tqdm import tqdm
 
-    from streamparse.archive.tasks import ArchiveMonitor, archive_video
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    ctx = make_context(cfg, meta, lock_token=token, storage_options=storage_options)
+    from streamparse.archive.tasks import archive_video
+    from streamparse.engine.tasks import ProgressMonitor
+
+    ctx = make_context(plan, lock_token=token, storage_options=storage_options)
     if ctx["key"] != key:
         raise PipelineError("internal error: two model keys for one run")
-    monitor = ArchiveMonitor.remote()
+    monitor = ProgressMonitor.remote()
     balancer = NodeBalancer(pool)
     conc = concurrency or max(2, 2 * len(pool))
     report["concurrency"] = conc
@@ -242,7 +248,7 @@ def _drive(cfg, meta, key, token, outdir, todo, rows, index, pool, pending, intr
                 except Exception:  # noqa: BLE001 - progress only
                     snap = {}
                 running = {pending[r][0].video.video_id for r in pending}
-                frames = done_frames + sum(n for vid, n in snap.items() if vid in running)
+                frames = done_frames + sum(sum(n.values()) for vid, n in snap.items() if vid in running)
                 el = max(1e-6, now - t0)
                 bar.set_postfix(done=counts["complete"], failed=counts["failed"] + counts["quarantined"], frames=frames,
                                 fps=f"{frames / el:.1f}", refresh=False)
@@ -358,14 +364,15 @@ def _read_archive_json(outdir) -> dict | None:
         return None
 
 
-def _write_archive_json(outdir, cfg: Config, meta: dict, key: str, videos, prev: dict | None) -> None:
+def _write_archive_json(outdir, plan, key: str, videos, prev: dict | None) -> None:
     from streamparse import __version__
 
     history = list((prev or {}).get("history") or [])
     if prev and prev.get("model_key") and prev.get("model_key") != key:
         history.append({k: prev.get(k) for k in ("model_name", "checkpoint_sha256", "model_key", "updated")})
+    meta = plan.model
     data = {"streamparse_version": __version__, "model_name": meta["model_name"], "checkpoint_sha256": meta["checkpoint_sha256"],
-            "model_key": key, "config": to_dict(cfg), "inputs": [v.redacted for v in videos],
+            "model_key": key, "config": plan.config, "inputs": [v.redacted for v in videos],
             "created": (prev or {}).get("created", time.time()), "updated": time.time(), "history": history}
     outdir.write_json(ARCHIVE_JSON, data)
 

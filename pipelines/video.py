@@ -1,10 +1,12 @@
-"""The video pipeline, one invocation: sources -> decoder actors -> a pool of inference actors -> the
-zarr sink in this process (installed as ``streamparse.pipelines.video``).
+"""``streamparse run``, driver side: the engine with local inputs and one store (installed as
+``streamparse.pipelines.video``).
 
-``run(cfg, sources, out, ...)``: validate every input, open the store (refused or locked outputs fail
-before Ray starts), start Ray and the actors (``streamparse.engine.actors``), drive them with the plain-Python
-``streamparse.engine.scheduler.Scheduler``, show progress, shut down cleanly on Ctrl-C / SIGTERM (drain,
-flush, close) and return a summary.
+``run(cfg, sources, out, ...)``: the plan (config, checkpoint and device, once), every input validated
+and the store checked before Ray starts; then Ray, the inference pool (``engine.pool``) and ONE engine
+task (``engine.tasks.run_task``) that decodes every source, sends the batches to the pool and writes the
+store, exactly as an archive's video task does for its video. The driver only reads progress (a
+monitor actor), handles Ctrl-C / SIGTERM (the task drains, flushes and closes the store) and returns the
+task's summary.
 """
 
 from __future__ import annotations
@@ -13,11 +15,10 @@ import logging
 import time
 from pathlib import Path
 
-from streamparse import plan
 from streamparse.config import Config
 from streamparse.engine.interrupts import Interrupts
 from streamparse.engine.raystart import init_ray
-from streamparse.engine.scheduler import PipelineError, Scheduler, Slot, file_policy, live_policy
+from streamparse.engine.scheduler import PipelineError, one_line
 from streamparse.sources import SourceError, is_live, redact_uri, source_id
 
 log = logging.getLogger(__name__)
@@ -36,134 +37,122 @@ def probe_file(path: str) -> dict:
     return info
 
 
-def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | None = None, mode: str = "create",
-        progress: bool = True, on_actors=None) -> dict:
-    """Run the pipeline; returns a summary dict. ``mode``: create | overwrite | resume.
-    ``on_actors(inference_actors)``: a hook for fault-injection tests."""
-    import ray
-    from tqdm import tqdm
+def make_job(plan, sources: list[str], out: str | Path, mode: str):
+    """The run's one job: every input (files probed: one line for a bad one) into ``out``, which is
+    checked (refused, locked, damaged or another model's store) before anything starts."""
+    from streamparse.engine.job import Job
+    from streamparse.store.objstore import is_url
 
-    from streamparse.engine.actors import InferenceActor, RayExecutor, share_weights
-
-    pc = cfg.pipeline
     if not sources:
         raise PipelineError("no source given")
     taken: set[str] = set()
-    slots = [Slot(uri=u, sid=source_id(u, taken),
-                  policy=live_policy(cfg.live.max_in_flight) if is_live(u) else file_policy(pc.max_in_flight)) for u in sources]
-    for s in slots:  # validate every file before starting anything
-        if s.policy.kind == "file":
-            s.info = probe_file(s.uri)
-    meta = plan.resolve_model_meta(cfg, checkpoint)
-    intr = Interrupts().install()  # Ctrl-C / SIGTERM from here on: a clean stop, never mid-write
-    sink = ex = bar = sched = None
-    workers: list = []
-    started = False
-    summary = {"out": str(out), "sources": {}}
+    srcs = [{"uri": u, "sid": source_id(u, taken)} for u in sources]
+    infos = {s["sid"]: probe_file(s["uri"]) for s in srcs if not is_live(s["uri"])}
+    attrs = plan.root_attrs(sources)
+    if not is_url(out):
+        from streamparse.store.sink import check_store
+
+        check_store(out, mode=mode, root_attrs=attrs)
+    return Job(store=str(out), sources=srcs, mode=mode, attrs=attrs, infos=infos)
+
+
+def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | None = None, mode: str = "create",
+        progress: bool = True, on_actors=None) -> dict:
+    """Run the pipeline; returns the summary. ``mode``: create | overwrite | resume.
+    ``on_actors(inference_actors)``: a hook for fault-injection tests."""
+    from streamparse.plan import make_plan
+
     t_start = time.monotonic()
+    plan = make_plan(cfg, checkpoint, gpus=0 if cfg.pipeline.ray_address else None)  # a cluster decides its device itself
+    job = make_job(plan, sources, out, mode)
+    intr = Interrupts().install()  # Ctrl-C / SIGTERM from here on: a clean stop, never mid-write
+    started, summary = False, None
     interrupted = False
     try:
-        # the store first (cheap): a refused or locked output fails before Ray starts
-        sink = plan.build_sink(cfg, out, mode=mode, attrs=plan.root_attrs(cfg, meta, sources))
-        for note in sink.notes:
-            summary.setdefault("notes", []).append(note)
-        for s in slots:
-            if sink.resumed:
-                committed = sink.committed(s.sid)
-                s.start_frame = committed if s.policy.resume_rows else 0
-                if s.sid in sink.root and dict(sink.root[s.sid].attrs.get("status", {})).get("complete"):
-                    s.done = True
-        started = init_ray(pc.ray_address, pc.object_store_memory_mb)
+        started = init_ray(plan.ray_address, plan.object_store_mb)
         intr.install()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
-        use_gpu = (pc.device == "cuda") or (pc.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-        # the weights cross once: put in the object store by the driver, fetched by name by every actor (and
-        # again by a restarted one: tests/test_pipeline.py kills an inference actor mid-run)
-        weights_name, holder = share_weights(plan.load_weights(meta))
-        pkw = plan.predictor_kwargs(cfg, meta)
-        opts = {"num_gpus": 1} if use_gpu else {"num_cpus": 0.5}
-        workers = [InferenceActor.options(**opts).remote(pkw, weights_name, plan.inference_threads(cfg))
-                   for _ in range(max(1, pc.workers))]
-        if on_actors:
-            on_actors(workers)
-        ex = RayExecutor(workers, batch_size=pc.batch_size, batch_timeout_s=pc.batch_timeout_s,
-                         source_kwargs=lambda s: plan.source_kwargs(s.uri, cfg, source_id=s.sid, start_frame=s.start_frame))
-        sched = Scheduler(slots, ex, open_writer=lambda s: _open_writer(s, sink, cfg, meta), intr=intr, t0=t_start)
-        sched.start()
-        total = sum((s.info.get("frames_hint") or 0) for s in slots if s.policy.kind == "file") or None
-        if pc.max_frames and total:
-            total = min(total, pc.max_frames * len(slots))
-        done_before = sum(s.writer.committed for s in slots if s.writer is not None and s.policy.kind == "file")
-        bar = tqdm(total=total, initial=done_before, unit="frame", desc="streamparse run", disable=not progress, dynamic_ncols=True)
-
-        def on_progress(n: int) -> None:
-            bar.update(n)
-            lags = [x.metrics.lag_s for x in slots if x.metrics and x.metrics.lag_s is not None]
-            bar.set_postfix(inflight=len(sched.pending), lag=f"{max(lags):.2f}s" if lags else "-", refresh=False)
-
-        sched.on_progress = on_progress
-        summary["startup_s"] = round(time.monotonic() - t_start, 3)
-        sched.run()
+        summary, interrupted = _drive(plan, job, intr, progress, on_actors, t_start)
     except (KeyboardInterrupt, SystemExit):  # SystemExit: Ray's own SIGTERM handler, during ray.init
         interrupted = True
-        log.warning("interrupted: draining in-flight batches and closing the store")
-        if sched is not None:
-            sched.drain()
     finally:
-        if bar is not None:
-            bar.close()
         intr.restore()
-        if sched is not None and sched.first_result_s is not None:
-            summary["first_result_s"] = sched.first_result_s
-        if sched is not None and not interrupted:
-            summary["stages_s"] = _stage_seconds(sched, workers, slots, ray)
-        for s in slots:
-            summ = s.metrics.summary() if s.metrics else {}
-            summary["sources"][s.sid] = {"uri": redact_uri(s.uri), "frames_written": s.writer.committed if s.writer else 0,
-                                         "errors": s.errors, **{k: v for k, v in summ.items() if k != "source"}}
-        failed = {s.sid: s.errors for s in slots if s.writer is None and s.errors}
-        if failed and sink is not None:  # sources that never delivered a frame have no group: their status lives at the root
-            try:
-                sink.root.attrs["failed_sources"] = failed
-            except Exception:  # noqa: BLE001
-                pass
-        if sink is not None:
-            # an interrupted start that committed nothing leaves no store behind (if it made the store)
-            sink.close(discard_if_empty=interrupted)
-        if ex is not None:
-            for s in slots:
-                try:
-                    ex.stop_source(s)
-                except Exception:  # noqa: BLE001
-                    pass
-            ex.close()
-        else:
-            for w in workers:
-                try:
-                    ray.kill(w, no_restart=True)
-                except Exception:  # noqa: BLE001
-                    pass
         if started:
+            import ray
+
             ray.shutdown()
-    summary["interrupted"] = interrupted
+    if summary is None:  # interrupted before the task ran: nothing was written
+        summary = {"out": redact_uri(str(out)), "sources": {s["sid"]: {"uri": redact_uri(s["uri"]), "frames_written": 0,
+                                                                         "errors": []} for s in job.sources}}
+    summary["interrupted"] = bool(summary.get("interrupted")) or interrupted
     summary["elapsed_s"] = round(time.monotonic() - t_start, 3)
     return summary
 
 
-def _stage_seconds(sched, workers: list, slots: list, ray) -> dict:
-    """Seconds per stage of the run: decode (decoder actors), preprocess / network / postprocess /
-    instance table (inference actors, summed), write and wait (driver)."""
-    out = {k: round(v, 3) for k, v in sched.stage_s.items()}
+def _drive(plan, job, intr, progress: bool, on_actors, t_start: float) -> tuple[dict | None, bool]:
+    """Pool, engine task, progress bar; Ctrl-C cancels the task (it drains and closes the store)."""
+    import ray
+    from tqdm import tqdm
+
+    from streamparse.engine.executor import stage_seconds
+    from streamparse.engine.pool import start_pool
+    from streamparse.engine.tasks import ProgressMonitor, run_task
+
+    t_wall = time.time() - (time.monotonic() - t_start)
+    pool, _, holder, plan = start_pool(plan, workers=plan.workers)
+    if on_actors:
+        on_actors([a for a, _ in pool])
+    monitor = ProgressMonitor.remote()
+    node = pool[0][1]
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    ref = run_task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)).remote(
+        job.to_dict(), plan.to_dict(), pool, monitor)
+    total = sum((i.get("frames_hint") or 0) for i in job.infos.values()) or None
+    if plan.max_frames and total:
+        total = min(total, plan.max_frames * len(job.sources))
+    bar = tqdm(total=total, unit="frame", desc="streamparse run", disable=not progress, dynamic_ncols=True)
+    startup_s = round(time.monotonic() - t_start, 3)
+    interrupted, shown, base = False, 0, None
     try:
-        for d in ray.get([w.stage_seconds.remote() for w in workers], timeout=10):
-            for k, v in d.items():
-                out[k] = round(out.get(k, 0.0) + v, 3)
-        decs = [s.decoder for s in slots if s.decoder is not None]
-        out["decode"] = round(sum(d["decode"] for d in ray.get([x.stage_seconds.remote() for x in decs], timeout=10)), 3)
-    except Exception:  # noqa: BLE001 - diagnostics only
-        pass
-    return out
+        while True:
+            ready, _ = ray.wait([ref], timeout=0.5)
+            try:
+                snap = ray.get(monitor.snapshot.remote(), timeout=5).get("run", {})
+            except Exception:  # noqa: BLE001 - progress only
+                snap = {}
+            if snap:
+                base = snap if base is None else base  # (a resumed run starts at its commit markers)
+                n = sum(snap.values()) - sum(base.values())
+                bar.update(n - shown)
+                shown = n
+            if ready:
+                break
+    except (KeyboardInterrupt, SystemExit):
+        interrupted = True
+        log.warning("interrupted: draining in-flight batches and closing the store")
+        ray.cancel(ref, force=False)
+    finally:
+        bar.close()
+    summary = _result(ref, interrupted)
+    summary["startup_s"] = startup_s
+    stages = {**summary.get("stages_s", {}), **stage_seconds(pool)}
+    if summary.get("first_result_s") is not None and summary.get("started_wall"):  # from the start of this run
+        summary["first_result_s"] = round(summary["first_result_s"] + summary.pop("started_wall") - t_wall, 3)
+    summary["stages_s"] = stages
+    summary["pool"] = {"actors": len(pool), "device": plan.device}
+    del holder
+    return summary, interrupted
 
 
-def _open_writer(s: Slot, sink, cfg: Config, meta: dict) -> None:
-    s.writer = plan.open_source_writer(sink, cfg, meta, s.sid, s.info)
-    s.next_seq = s.writer.next_seq
+def _result(ref, interrupted: bool, wait_s: float = 90.0) -> dict:
+    import ray
+
+    try:
+        return ray.get(ref, timeout=wait_s)
+    except ray.exceptions.TaskCancelledError:
+        return {"sources": {}, "interrupted": True}
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref, force=True)
+        return {"sources": {}, "interrupted": True, "error": "the engine task did not stop in time"}
+    except ray.exceptions.RayTaskError as exc:
+        raise PipelineError(one_line(exc)) from None

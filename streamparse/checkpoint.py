@@ -77,8 +77,27 @@ def save_checkpoint(
     return atomic_save(payload, path)
 
 
+_LOADED: dict = {}  # (path, mtime, size) -> checkpoint: a process reads a checkpoint file once
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """Load and validate a checkpoint dict (``weights_only=True``)."""
+    """Load and validate a checkpoint dict (``weights_only=True``). A file already loaded by this process
+    (same path, mtime and size) is not read again; callers must not modify what they get."""
+    try:
+        st = Path(path).stat()
+        key = (str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = None
+    if key in _LOADED:
+        return _LOADED[key]
+    ckpt = _load_checkpoint(path)
+    if key is not None:
+        _LOADED.clear()  # keep one: the weights of a run
+        _LOADED[key] = ckpt
+    return ckpt
+
+
+def _load_checkpoint(path: str | Path) -> dict:
     ckpt = torch_load(path, "checkpoint", CheckpointError)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a streamparse checkpoint (expected format {FORMAT!r})")

@@ -36,21 +36,20 @@ def setup(tmp_path_factory):
             s.writer = plan.open_source_writer(sink, cfg, meta, s.sid, s.info)
             s.next_seq = s.writer.next_seq
 
-        sched = Scheduler([slot], executor(cfg, pred), open_writer=open_writer)
+        sched = Scheduler([slot], executor(plan.make_plan(cfg, "none", load_weights=False), pred), open_writer=open_writer)
         sched.start()
         sched.run()
     return {"dir": d, "cfg": cfg, "meta": meta, "pred": pred, "video": video, "ref": ref}
 
 
-def executor(cfg, pred):
-    return InProcessExecutor(lambda s: plan.build_source(s.uri, cfg, source_id=s.sid, start_frame=s.start_frame), pred,
-                             batch_size=cfg.pipeline.batch_size)
+def executor(p, pred):
+    return InProcessExecutor(lambda s: p.source(s.uri, source_id=s.sid, start_frame=s.start_frame), pred,
+                             batch_size=p.batch_size)
 
 
 def go(setup, store, video=None, vid="clip", cfg=None):
     cfg = cfg or setup["cfg"]
-    meta = plan.resolve_model_meta(cfg, "none")
-    ctx = make_context(cfg, meta, lock_token="tok")
+    ctx = make_context(plan.make_plan(cfg, "none", load_weights=False), lock_token="tok")
     job = {"video_id": vid, "uri": str(video or setup["video"]), "store": str(store), "attempt": 1}
     return process_video(job, ctx, lambda c: executor(c, setup["pred"]))
 

@@ -79,7 +79,7 @@ def _cpu_by_pid() -> dict[int, tuple[str, float]]:
         pid = int(d)
         parent[pid] = int(fields[1])
         role = ("driver" if pid == os.getpid() else "inference actors" if "InferenceActor" in cmd
-                else "decoder actors" if "DecoderActor" in cmd else "other Ray processes")
+                else "engine task (decode, write, track)" if "run_task" in cmd else "other Ray processes")
         info[pid] = (role, (int(fields[11]) + int(fields[12])) / tick)
     return {p: info[p] for p in _descendants(parent) if p in info}
 

@@ -1,8 +1,7 @@
-"""Thin Ray wrappers (house rule 8): the actors only delegate to plain classes (``DecoderCore`` over a
-source, ``Predictor``), and ``RayExecutor`` is the scheduler's ``Executor`` on them. Only numpy dicts
-cross actors; GPU tensors never leave an inference actor. Actors get plain keyword values made in
-``streamparse.plan`` and the weights once, as an object ref. Archives add their own tasks on top
-(``streamparse.archive.tasks``)."""
+"""The inference actors, thin (house rule 8): ``InferenceActor`` only delegates to a ``Predictor`` built
+from the plan's plain values; the weights are put in the object store once and fetched by name
+(``WeightsHolder``). Only numpy dicts cross actors; GPU tensors never leave an inference actor. The
+engine's tasks and executor are ``streamparse.engine.tasks`` / ``executor``."""
 
 from __future__ import annotations
 
@@ -10,34 +9,6 @@ import os
 import uuid
 
 import ray
-
-from streamparse.engine.scheduler import DecoderCore, Slot
-
-
-@ray.remote
-class DecoderActor:
-    """One per source: ``next()`` -> ``{"batch": FrameBatch dict | None, "end", "stats"}``."""
-
-    def __init__(self, source: dict, batch_size: int, batch_timeout_s: float):
-        from streamparse.sources import open_source
-
-        kw = dict(source)
-        self.core = DecoderCore(open_source(kw.pop("uri"), **kw), batch_size, batch_timeout_s, kw.get("max_frames", 0))
-
-    def info(self) -> dict:
-        return self.core.info()
-
-    def next(self) -> dict:
-        return self.core.next()
-
-    def stage_seconds(self) -> dict:
-        return {"decode": self.core.decode_s}
-
-    def stats(self) -> dict:
-        return self.core.src.stats()
-
-    def close(self) -> None:
-        self.core.close()
 
 
 @ray.remote(num_cpus=0)
@@ -103,56 +74,3 @@ class InferenceActor:
 
     def info(self) -> dict:
         return self.pred.info()
-
-
-class RayExecutor:
-    """The scheduler's executor on Ray actors: one decoder actor per source, a pool of inference
-    actors (``workers``) fed least-loaded first."""
-
-    def __init__(self, workers: list, *, batch_size: int, batch_timeout_s: float, source_kwargs):
-        self.workers = workers
-        self.load = {i: 0 for i in range(len(workers))}
-        self.where: dict = {}  # inference ref -> worker index
-        self.batch_size = batch_size
-        self.batch_timeout_s = batch_timeout_s
-        self.source_kwargs = source_kwargs  # slot -> open_source keyword values
-
-    def open_source(self, slot: Slot) -> dict:
-        slot.decoder = DecoderActor.options(num_cpus=0.1).remote(self.source_kwargs(slot), self.batch_size, self.batch_timeout_s)
-        return ray.get(slot.decoder.info.remote())
-
-    def request(self, slot: Slot):
-        return slot.decoder.next.remote()
-
-    def infer(self, batch: dict):
-        wi = min(self.load, key=self.load.get)
-        self.load[wi] += 1
-        ref = self.workers[wi].infer.remote(batch)
-        self.where[ref] = wi
-        return ref
-
-    def wait(self, handles: list, timeout_s: float) -> list:
-        if not handles:
-            return []
-        ready, _ = ray.wait(handles, num_returns=1, timeout=timeout_s)
-        return ready
-
-    def get(self, handle):
-        wi = self.where.pop(handle, None)
-        if wi is not None:
-            self.load[wi] -= 1
-        return ray.get(handle)
-
-    def stats(self, slot: Slot) -> dict:
-        return ray.get(slot.decoder.stats.remote())
-
-    def stop_source(self, slot: Slot) -> None:
-        if slot.decoder is not None:
-            ray.kill(slot.decoder)
-
-    def close(self) -> None:
-        for w in self.workers:
-            try:
-                ray.kill(w, no_restart=True)
-            except Exception:  # noqa: BLE001
-                pass

@@ -1,4 +1,4 @@
-"""A ``Predictor`` from the plain values of the plan (``streamparse.plan.predictor_kwargs``): what an
+"""A ``Predictor`` from the plain values of the plan (``streamparse.plan.Plan.predictor``): what an
 inference actor, or a process without Ray, builds. No config object reaches here (house rule 1)."""
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The driver loop, in plain Python: issue decodes, take decoded batches to inference, take parsings
 to the sink, finish sources. It runs behind a small ``Executor`` interface: ``InProcessExecutor``
-(below; used by tests, no Ray) or ``streamparse.engine.actors.RayExecutor``.
+(below; used by tests, no Ray) or ``streamparse.engine.executor.PoolExecutor`` (decode threads, the
+inference pool on Ray).
 
 Flow control: each source has at most ``policy.max_in_flight`` batches between its decoder and the
 sink (files never drop: the decoder waits; live sources rely on their own drop-oldest queue); results

@@ -208,6 +208,42 @@ class SourceWriter:
         self.g.attrs["status"] = st
 
 
+def _check_path(path: Path, mode: str, lock: WriterLock):
+    """The refusals of opening ``path`` in ``mode`` that touch nothing: a live writer, then the output rules."""
+    holder = lock.busy() if path.is_dir() and not path.is_symlink() else None
+    if holder:  # checked first: a store being written is refused in every mode
+        raise SinkError(f"{path} is being written by another process ({holder}); wait for it to finish or stop it")
+    try:
+        return prepare_output(path, mode=mode, kind="store")
+    except OutputError as exc:
+        raise SinkError(str(exc)) from None
+
+
+def _verify_resumable(path: Path, root_attrs: dict):
+    """A store ``--resume`` may continue: this schema version, undamaged, written for the same model."""
+    rep = verify_store(path)
+    if rep.schema_version != SCHEMA_VERSION:
+        raise SinkError(f"cannot resume {path}: it is a schema v{rep.schema_version} store, this streamparse "
+                        f"writes v{SCHEMA_VERSION} (write a new store)")
+    problem = rep.first_problem()
+    if problem:
+        raise SinkError(f"cannot resume {path}: the store is damaged: {problem} (verify_store lists all; "
+                        "--overwrite replaces it)")
+    import zarr
+
+    check_compatible(path, dict(zarr.open_group(str(path), mode="r").attrs), root_attrs)
+    return rep
+
+
+def check_store(path: str | Path, *, mode: str, root_attrs: dict) -> None:
+    """Raise ``SinkError`` (one line) for what opening ``path`` in ``mode`` would refuse, touching nothing: a
+    driver calls it before it starts Ray, the engine task opens the store for real."""
+    path = Path(path)
+    state = _check_path(path, mode, WriterLock(path))
+    if mode == "resume" and state.what == "store":
+        _verify_resumable(path, root_attrs)
+
+
 class ZarrSink:
     """The output store. ``mode``: 'create' (fails if it exists), 'overwrite' (replaces a streamparse
     store only), 'resume' (continues a streamparse store after verifying it).
@@ -236,13 +272,7 @@ class ZarrSink:
         if mode not in ("create", "overwrite", "resume"):
             raise ValueError(f"mode must be create, overwrite or resume, got {mode!r}")
         self.lock = WriterLock(self.path, token=lock_token, supersede=lock_token is not None)
-        holder = self.lock.busy() if self.path.is_dir() and not self.path.is_symlink() else None
-        if holder:  # checked first (touches nothing): a store being written is refused in every mode
-            raise SinkError(f"{self.path} is being written by another process ({holder}); wait for it to finish or stop it")
-        try:
-            state = prepare_output(self.path, mode=mode, kind="store")
-        except OutputError as exc:
-            raise SinkError(str(exc)) from None
+        state = _check_path(self.path, mode, self.lock)
         self.created = state.what == "absent"  # we made the path: we may remove it again if nothing is committed
         self.was_empty_dir = state.what == "empty-dir"
         try:
@@ -272,22 +302,12 @@ class ZarrSink:
         self.writers: dict[str, SourceWriter] = {}
 
     def _check_resumable(self, root_attrs: dict) -> None:
-        rep = verify_store(self.path)
-        if rep.schema_version != SCHEMA_VERSION:
-            raise SinkError(f"cannot resume {self.path}: it is a schema v{rep.schema_version} store, this streamparse "
-                            f"writes v{SCHEMA_VERSION} (write a new store)")
-        problem = rep.first_problem()
-        if problem:
-            raise SinkError(f"cannot resume {self.path}: the store is damaged: {problem} (verify_store lists all; "
-                            "--overwrite replaces it)")
+        rep = _verify_resumable(self.path, root_attrs)
         for msg in uncommitted_notes(str(self.path), rep):
             log.warning("%s", msg)
             self.notes.append(msg)
         for p in self.path.rglob("*.partial"):  # left by a write that was killed: never committed
             p.unlink(missing_ok=True)
-        import zarr
-
-        check_compatible(self.path, dict(zarr.open_group(str(self.path), mode="r").attrs), root_attrs)
 
     # -------------------------------------------------------------- disk-full reserve
     def _reserve(self) -> None:
