@@ -70,12 +70,6 @@ class Plan:
                                    weights=self.weights)
 
     # ------------------------------------------------------------------ objects
-    def make_predictor(self, weights=None):
-        """A ``Predictor`` in this process (``weights``: numpy state dict; default the plan's)."""
-        from streamparse.engine.factory import make_predictor
-
-        return make_predictor(**self.predictor, weights=self.weights if weights is None else weights)
-
     def source_kwargs(self, uri: str, *, source_id: str, start_frame: int = 0) -> dict:
         """Keyword values for ``sources.open_source``."""
         return {"uri": uri, "source_id": source_id, "start_frame": int(start_frame), "max_frames": self.max_frames,
@@ -123,11 +117,7 @@ class Plan:
     def writer(self, sink, source_id: str, info: dict):
         """The writer of one source in ``sink`` (size from ``info``), with its tracker; every writing path
         (run, archive, the benchmarks) opens its writers here."""
-        tracker = None
-        if self.track is not None:
-            from streamparse.tracking.tracker import Tracker
-
-            tracker = Tracker(**self.track)
+        tracker = _tracker(self.track)
         m = self.model
         palette = np.asarray(m["palette"]) if m["palette"] else None
         return sink.source(source_id, info, (info["height"], info["width"]), m["class_names"], palette,
@@ -151,12 +141,13 @@ def local_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def make_plan(cfg: Config, checkpoint: str | None = None, *, gpus: int | None = None, load_weights: bool = True) -> Plan:
+def make_plan(cfg: Config, checkpoint: str | None = None, *, device: str | None = None, gpus: int | None = None,
+              load_weights: bool = True) -> Plan:
     """The plan of a run (see the module docstring). ``checkpoint``: a path, 'default' (the shipped
     weights), 'none' (random init) or None (the shipped weights if they fit, else random init).
-    ``gpus``: GPUs where inference runs (default: this machine's)."""
+    ``device``: instead of ``pipeline.device``; ``gpus``: GPUs where inference runs (default: this machine's)."""
     meta, weights = _model(cfg, checkpoint, load_weights)
-    device = decide_device(cfg.pipeline.device, local_gpus() if gpus is None else gpus)
+    device = decide_device(device or cfg.pipeline.device, local_gpus() if gpus is None else gpus)
     return _plan(cfg, meta, weights, device)
 
 
@@ -233,6 +224,19 @@ def track_kwargs(track: TrackConfig) -> dict:
     return {f.name: getattr(track, f.name) for f in dataclasses.fields(track) if f.name != "enabled"}
 
 
+def _tracker(kwargs: dict | None):
+    if kwargs is None:
+        return None
+    from streamparse.tracking.tracker import Tracker
+
+    return Tracker(**kwargs)
+
+
+def build_tracker(track: TrackConfig):
+    """A fresh tracker for one source, or None when ``track.enabled`` is false."""
+    return _tracker(track_kwargs(track) if track.enabled else None)
+
+
 def checkpoint_preset_overrides(checkpoint: str | None) -> list[str]:
     """``model.KEY=VALUE`` overrides from a checkpoint's stored inference preset (the converted authors'
     checkpoints store one: model name, classes, input size, thresholds, pre- and post-processing), to
@@ -262,13 +266,6 @@ def resolve_model_meta(cfg: Config, checkpoint: str | None) -> dict:
     return _model(cfg, checkpoint, load_weights=False)[0]
 
 
-def build_predictor(cfg: Config, checkpoint: str | None = None, device: str | None = None):
-    """A ``Predictor`` for ``cfg`` in this process (``device`` overrides ``pipeline.device``)."""
-    if device is not None:
-        cfg = dataclasses.replace(cfg, pipeline=dataclasses.replace(cfg.pipeline, device=device))
-    return make_plan(cfg, checkpoint).make_predictor()
-
-
 def config_from_checkpoint(path: str, **model_overrides) -> Config:
     """The config a checkpoint was made with (its model section), name and class count from the file."""
     from streamparse import checkpoint as ck
@@ -285,26 +282,13 @@ def config_from_checkpoint(path: str, **model_overrides) -> Config:
     return from_dict(data)
 
 
-def build_predictor_from_checkpoint(path: str, device: str | None = "auto", **model_overrides):
-    """A ``Predictor`` from a checkpoint alone: its stored model section gives the inference settings
-    (the shipped weights: 512 px, category filter 0.275, see ``configs/quality.yaml``)."""
-    return build_predictor(config_from_checkpoint(path, **model_overrides), checkpoint=path, device=device)
-
-
-def predictor_for_model(model, cfg: Config, *, class_names: list[str], input_size: tuple[int, int], device):
-    """A ``Predictor`` around a model being trained (validation during training)."""
-    import copy
-
-    from streamparse.engine.predictor import Predictor
-    from streamparse.models.postprocess import PostprocessParams
-
+def validation_kwargs(cfg: Config, class_names: list[str]) -> dict:
+    """``Predictor`` keyword values (besides the model, size and device) for a model being trained."""
     mc = cfg.model
     space = label_space_for(mc.label_space, mc.num_classes)
-    return Predictor(copy.deepcopy(model), model_name=mc.name, class_names=class_names,
-                     palette=space.palette_array() if space and space.num_classes == len(class_names) else None,
-                     input_size=input_size, device=device, postprocess=PostprocessParams(**postprocess_kwargs(mc)),
-                     flip_perm=None, test_scales=(1.0,), amp="none", cuda_streams=False, preprocess=mc.preprocess,
-                     protocol=mc.protocol)
+    return {"model_name": mc.name, "class_names": class_names,
+            "palette": space.palette_array() if space and space.num_classes == len(class_names) else None,
+            "postprocess": postprocess_kwargs(mc), "preprocess": mc.preprocess, "protocol": mc.protocol}
 
 
 def _plan_of(cfg: Config, meta: dict) -> Plan:

@@ -14,6 +14,7 @@ import zarr
 
 from archive_helpers import TINY, assert_groups_equal, open_group
 from streamparse import plan
+from streamparse.engine.factory import build_predictor
 from streamparse.archive.worker import make_context, process_video
 from streamparse.config import load_config
 from streamparse.engine.scheduler import InProcessExecutor, Scheduler, Slot, file_policy
@@ -26,7 +27,7 @@ def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("w")
     cfg = load_config(overrides=TINY)
     meta = plan.resolve_model_meta(cfg, "none")
-    pred = plan.build_predictor(cfg, checkpoint="none", device="cpu")
+    pred = build_predictor(cfg, checkpoint="none", device="cpu")
     video = make_video(d / "clip.mp4", n=18, h=48, w=64)
     ref = d / "ref.zarr"  # what `streamparse run` writes, in process: the same build functions, the same scheduler
     with plan.build_sink(cfg, ref, mode="create", attrs=plan.root_attrs(cfg, meta, [str(video)])) as sink:

@@ -16,7 +16,7 @@ TINY = ["model.name=uniparser_tiny", "model.input_size=[64,96]", "model.center_t
 
 
 def _pred(*extra):
-    from streamparse.plan import build_predictor
+    from streamparse.engine.factory import build_predictor
     from streamparse.config import load_config
 
     return build_predictor(load_config(overrides=TINY + ["pipeline.device=cuda", *extra]), checkpoint="none")

@@ -216,7 +216,7 @@ def test_tta_resamples_each_scale_onto_the_reference_grid():
 
 def test_predictor_tta_settings_and_mirror_consistency():
     from streamparse.config import load_config
-    from streamparse.plan import build_predictor
+    from streamparse.engine.factory import build_predictor
 
     # random weights: averaged passes are weak, so a low theta_mask keeps people
     tiny = ["model.name=uniparser_tiny", "model.input_size=[64,96]", "model.center_thresh=0.0", "model.mask_thresh=0.05",

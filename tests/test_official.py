@@ -502,7 +502,7 @@ def test_per_person_maps_score_with_the_evaluator_and_label_maps_follow_the_over
     from streamparse.plan import checkpoint_preset_overrides
     from streamparse.evaluation.metrics import ParsingEvaluator
     from streamparse.models.postprocess_official import overlap_label_maps
-    from streamparse.plan import build_predictor
+    from streamparse.engine.factory import build_predictor
 
     cfg = load_config(None, checkpoint_preset_overrides(str(r50["out"])) + ["model.input_size=[64,96]", "model.center_thresh=0.0"])
     pred = build_predictor(cfg, checkpoint=str(r50["out"]), device="cpu")

@@ -14,7 +14,7 @@ import pytest
 import zarr
 
 from streamparse.config import load_config
-from streamparse.plan import build_predictor
+from streamparse.engine.factory import build_predictor
 from streamparse.sources import FileSource
 from faults import run_and_sigkill
 from videos import make_video

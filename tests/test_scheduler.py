@@ -11,7 +11,7 @@ from zarr.storage import LocalStore
 
 from faults import FaultyStore
 from streamparse.store.outputs import RESERVE_NAME
-from streamparse.plan import build_predictor
+from streamparse.engine.factory import build_predictor
 from streamparse.config import load_config
 from streamparse.engine.scheduler import DecoderCore, InProcessExecutor, Scheduler, Slot, file_policy, live_policy
 from streamparse.store.sink import ZarrSink, verify_store

@@ -256,7 +256,7 @@ def test_metrics_on_a_case_computed_by_hand():
     """GT 1 in frames 0-3 is tracked as 1, 1, 2, 2 (one switch); GT 2 as 3, 3, -, 3 (one miss, one
     fragmentation). CLEAR: TP 7, FN 1, FP 0, IDSW 1 -> MOTA = 1 - 2/8 = 0.75. Identity: GT1<->1 (2),
     GT2<->3 (3): IDTP 5, IDFP 2, IDFN 3 -> IDF1 = 10/15."""
-    from streamparse.tracking.evaluate import _pairwise_iou, score_sequence, sequence_data, summarize
+    from streamparse.evaluation.tracks import _pairwise_iou, score_sequence, sequence_data, summarize
 
     gt_ids = [[1, 2]] * 4
     pred = [[1, 3], [1, 3], [2], [2, 3]]
@@ -448,8 +448,8 @@ def test_tracker_on_a_synthetic_video_through_the_predictor(tmp_path):
     from streamparse.bench.track import write_v2_store
     from streamparse.config import load_config, to_dict
     from streamparse.data.synth import generate_video
-    from streamparse.plan import build_predictor
-    from streamparse.tracking.evaluate import evaluate_store
+    from streamparse.engine.factory import build_predictor
+    from streamparse.evaluation.tracks import evaluate_store
 
     torch.set_num_threads(1)
     generate_video(tmp_path / "v.mp4", tmp_path / "gt", 60, seed=(99, 1), size=(256, 384), min_people=3, max_people=4,

@@ -37,7 +37,7 @@ def video(tmp_path_factory):
 
 def test_run_tracks_meet_a_floor_and_resume_gives_the_same_ids(video, tmp_path):
     pytest.importorskip("trackeval")
-    from streamparse.tracking.evaluate import evaluate_store
+    from streamparse.evaluation.tracks import evaluate_store
 
     common = [str(video / "walk.mp4"), "--no-progress", "--batch-size", "4", "--set", "pipeline.chunk_frames=8"]
     ref = tmp_path / "ref.zarr"

@@ -172,7 +172,7 @@ def test_scale_per_batch_gives_one_short_side_per_global_batch(data_root):
 # ----------------------------------------------------------------------------- smoke run
 def test_smoke_train_outputs(straight_run, data_root):
     from streamparse.checkpoint import build_from_checkpoint
-    from streamparse.plan import build_predictor_from_checkpoint
+    from streamparse.engine.factory import build_predictor_from_checkpoint
 
     for name in ("last.pt", "best.pt", "epoch_1.pt", "epoch_2.pt", "last_state.pt"):
         obj = torch.load(straight_run / name, map_location="cpu", weights_only=True)  # plain data only

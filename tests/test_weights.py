@@ -70,7 +70,7 @@ def test_flip_tta_helps_the_shipped_weights_and_needs_the_left_right_swap(tmp_pa
     from streamparse.data import DATASETS
     from streamparse.data.synth import generate_dataset
     from streamparse.evaluation.metrics import evaluate_parsing
-    from streamparse.plan import build_predictor
+    from streamparse.engine.factory import build_predictor
 
     generate_dataset(tmp_path / "d", "cihp", 24, seed=12345, size=(256, 256), split="val", min_people=1, max_people=4)
     ds = DATASETS["cihp"](tmp_path / "d", "val")
@@ -155,7 +155,7 @@ def test_every_shipped_config_loads_and_the_recipe_matches_the_weights():
 def test_the_quality_preset_is_the_one_the_checkpoint_stores():
     """The shipped weights' inference preset is named in one place (configs/quality.yaml) and equals what
     their checkpoint stores (and what build_predictor_from_checkpoint runs)."""
-    from streamparse.plan import build_predictor_from_checkpoint
+    from streamparse.engine.factory import build_predictor_from_checkpoint
 
     preset = load_config(QUALITY).model
     stored = load_checkpoint(DEFAULT_WEIGHTS)["config"]["model"]

@@ -67,10 +67,11 @@ def model_only_fps(cfg, checkpoint: str | None, paths: list[Path], threads: int)
     import torch
 
     from streamparse import plan
+    from streamparse.engine.factory import build_predictor
     from streamparse.sources import FileSource
 
     torch.set_num_threads(threads)
-    pred = plan.build_predictor(cfg, checkpoint=checkpoint, device="cpu")
+    pred = build_predictor(cfg, checkpoint=checkpoint, device="cpu")
     clips = []
     for p in paths:
         with FileSource(str(p)) as src:

@@ -15,7 +15,7 @@ import torch
 
 def run_gpu_bench(args) -> dict:
     from streamparse.config import load_config
-    from streamparse.plan import build_predictor
+    from streamparse.engine.factory import build_predictor
 
     if not torch.cuda.is_available():
         raise RuntimeError("no CUDA device")

@@ -143,6 +143,7 @@ def run_pipeline_bench(args) -> dict:
     import torch
 
     from streamparse import plan
+    from streamparse.engine.factory import build_predictor
     from streamparse.config import load_config
     from streamparse.engine.raystart import init_ray
     from streamparse.pipelines.video import run
@@ -157,7 +158,7 @@ def run_pipeline_bench(args) -> dict:
         ckpt = args.checkpoint
         threads = pc.torch_threads or max(1, (os.cpu_count() or 2) // max(1, pc.workers))
         torch.set_num_threads(threads)
-        pred = plan.build_predictor(cfg, checkpoint=ckpt)
+        pred = build_predictor(cfg, checkpoint=ckpt)
         res = {"video": video, "model": cfg.model.name, "input_size": list(cfg.model.input_size), "batch_size": pc.batch_size,
                "workers": pc.workers, "threads": threads, "cpu_count": os.cpu_count(), "device": str(pred.device)}
 

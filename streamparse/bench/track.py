@@ -140,7 +140,7 @@ def gt_frames(gt_dir: str | Path, video: str, num_classes: int = 20) -> tuple[li
     the rendered frames and GT parts, no embedding, score 1. Returns (frames, tables, GT maps)."""
     from streamparse.data.cihp import read_image, read_label_png
     from streamparse.labelstats import instance_features
-    from streamparse.tracking.evaluate import load_gt
+    from streamparse.evaluation.tracks import load_gt
 
     info, maps = load_gt(gt_dir, video)
     gt_dir = Path(gt_dir)
@@ -227,7 +227,7 @@ def run_track_bench(data: str | Path, stores: dict[str, str | Path], base: dict 
     metrics (and per video), the trackers' CPU ms/frame on these videos, and the cost at 10 people.
     ``oracle_gt_identities`` labels each detection with the GT identity it overlaps at IoU >= 0.5:
     the ceiling of any association on these detections."""
-    from streamparse.tracking.evaluate import combine, load_gt, score_sequence, summarize, video_data
+    from streamparse.evaluation.tracks import combine, load_gt, score_sequence, summarize, video_data
     from streamparse.tracking.store import open_store, read_tables, source_ids
 
     gt_dir = Path(data) / "videos_gt"
@@ -309,7 +309,7 @@ def prepare_bench(data: str | Path, work: str | Path, *, seed: int = 2027, num_v
 
     from streamparse.config import load_config
     from streamparse.data.synth import generate_video
-    from streamparse.plan import build_predictor
+    from streamparse.engine.factory import build_predictor
 
     data, work = Path(data), Path(work)
     (data / "videos").mkdir(parents=True, exist_ok=True)
@@ -349,7 +349,7 @@ def _complete(store: Path) -> bool:
 def oracle_tracks(frames: list[dict], gt: tuple[dict, list[np.ndarray]]) -> np.ndarray:
     """Each detection labelled with the GT identity it overlaps most at IoU >= 0.5 (else 0): the best
     any association can do on these detections."""
-    from streamparse.tracking.evaluate import _pairwise_iou
+    from streamparse.evaluation.tracks import _pairwise_iou
 
     info, maps = gt
     out = []

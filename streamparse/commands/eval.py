@@ -45,7 +45,7 @@ def _open_dataset(args):
 
 
 def _load_predictor(model: list[str], device: str | None, overrides: list[str] | None = None):
-    from streamparse.plan import build_predictor, build_predictor_from_checkpoint
+    from streamparse.engine.factory import build_predictor, build_predictor_from_checkpoint
 
     ckpt = model[-1]
     if not Path(ckpt).is_file():

@@ -25,7 +25,7 @@ def format_result(res: dict) -> str:
 
 def run(args) -> int:
     from streamparse.cli import CLIError
-    from streamparse.tracking.evaluate import TrackEvalError, evaluate_store
+    from streamparse.evaluation.tracks import TrackEvalError, evaluate_store
     from streamparse.tracking.store import StoreError
 
     try:

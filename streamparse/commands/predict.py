@@ -60,7 +60,7 @@ def run(args) -> int:
     from streamparse.checkpoint import CheckpointError
     from streamparse.cli import CLIError
     from streamparse.config import ConfigError, load_config
-    from streamparse.plan import build_predictor
+    from streamparse.engine.factory import build_predictor
 
     try:  # a checkpoint's stored inference preset (converted authors' checkpoints) goes before --set
         cfg = load_config(args.config, checkpoint_preset_overrides(args.checkpoint) + list(args.set))

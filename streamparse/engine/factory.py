@@ -1,9 +1,13 @@
 """A ``Predictor`` from the plain values of the plan (``streamparse.plan.Plan.predictor``): what an
-inference actor, or a process without Ray, builds. No config object reaches here (house rule 1)."""
+inference actor, or a process without Ray, builds (``make_predictor``, ``predictor_from_plan``); and, for
+single-process callers (predict, eval, training's validation, tests), the same from a config through a
+plan (``build_predictor``, ``build_predictor_from_checkpoint``, ``predictor_for_model``)."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from streamparse.plan import config_from_checkpoint, make_plan, validation_kwargs
 
 
 def make_predictor(*, model_name: str, model_kwargs: dict, weights: dict | None, class_names: list[str], palette,
@@ -41,3 +45,31 @@ def make_predictor(*, model_name: str, model_kwargs: dict, weights: dict | None,
                      flip_perm=np.asarray(flip_perm) if flip_perm is not None else None, test_scales=tuple(test_scales),
                      amp=amp, cuda_streams=cuda_streams, preprocess=preprocess, protocol=protocol, official_params=official,
                      checkpoint_sha256=checkpoint_sha256, checkpoint_path=checkpoint_path)
+
+
+def predictor_from_plan(plan, weights: dict | None = None):
+    """A ``Predictor`` in this process from a ``Plan`` (``weights``: numpy state dict; default the plan's)."""
+    return make_predictor(**plan.predictor, weights=plan.weights if weights is None else weights)
+
+
+def build_predictor(cfg, checkpoint: str | None = None, device: str | None = None):
+    """A ``Predictor`` for the config ``cfg`` in this process (``device`` overrides ``pipeline.device``)."""
+    return predictor_from_plan(make_plan(cfg, checkpoint, device=device))
+
+
+def build_predictor_from_checkpoint(path: str, device: str | None = "auto", **model_overrides):
+    """A ``Predictor`` from a checkpoint alone: its stored model section gives the inference settings
+    (the shipped weights: 512 px, category filter 0.275, see ``configs/quality.yaml``)."""
+    return build_predictor(config_from_checkpoint(path, **model_overrides), checkpoint=path, device=device)
+
+
+def predictor_for_model(model, cfg, *, class_names: list[str], input_size: tuple[int, int], device):
+    """A ``Predictor`` around a model being trained (validation during training)."""
+    import copy
+
+    from streamparse.engine.predictor import Predictor
+    from streamparse.models.postprocess import PostprocessParams
+
+    kw = validation_kwargs(cfg, class_names)
+    return Predictor(copy.deepcopy(model), input_size=input_size, device=device, flip_perm=None, test_scales=(1.0,), amp="none",
+                     cuda_streams=False, **{**kw, "postprocess": PostprocessParams(**kw["postprocess"])})

@@ -89,7 +89,7 @@ def evaluate_model(model: nn.Module, cfg, dataset, class_names: list[str], devic
         from streamparse.evaluation.metrics import evaluate_parsing
     except ImportError:
         return None
-    from streamparse.plan import predictor_for_model
+    from streamparse.engine.factory import predictor_for_model
 
     predictor = predictor_for_model(model, cfg, class_names=class_names,
                                     input_size=(cfg.data.test_short_side, cfg.data.max_long_side), device=device)
