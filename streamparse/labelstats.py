@@ -59,35 +59,40 @@ def instance_stats(part: np.ndarray, instance: np.ndarray, num_classes: int, ima
         raise ValueError("an instance id exceeds the frame's person count")
     offset = np.concatenate([[0], np.cumsum(k)]).astype(np.int64)
     n = int(offset[-1])
-    # row of each pixel: offset[b] + id - 1 for people, n (a dump row) for the background
-    row = (offset[:-1, None] - 1 + instance.reshape(B, -1)).ravel()
-    row[instance.reshape(-1) == 0] = n
-    pa = np.bincount(row * C + part.reshape(-1), minlength=(n + 1) * C).reshape(n + 1, C)[:n]
+    # only the people's pixels are counted: their row is offset[b] + id - 1 (per-bin sums keep the pixel
+    # order, so every sum is what a pass over all pixels gives)
+    inst = instance.reshape(B, -1)
+    fb, fp = np.nonzero(inst)  # frame, pixel of every foreground pixel, in pixel order
+    r = offset[fb] - 1 + inst[fb, fp]
+    key = r * C + part.reshape(B, -1)[fb, fp]
+    pa = np.bincount(key, minlength=n * C).reshape(n, C)
     area = pa.sum(axis=1).astype(np.int64)
-    bbox = np.zeros((n, 4), np.int32)
-    if n:
-        fg = row != n
-        r = row[fg]
-        pix = np.flatnonzero(fg) % (H * W)
-        ys, xs = pix // W, pix % W
-        big = np.iinfo(np.int64).max
-        for col, vals, fn, init in ((0, xs, np.minimum, big), (1, ys, np.minimum, big), (2, xs + 1, np.maximum, 0),
-                                    (3, ys + 1, np.maximum, 0)):
-            acc = np.full(n, init, np.int64)
-            fn.at(acc, r, vals)
-            bbox[:, col] = np.where(area > 0, acc, 0)
+    bbox = _boxes(r, fp // W, fp % W, n, H, W) if n else np.zeros((0, 4), np.int32)
     rgb = np.zeros((n, C, 3), np.uint8)
     if images is not None and n:
-        key = row * C + part.reshape(-1)
-        flat = images.reshape(-1, 3)
+        px = images.reshape(B, -1, 3)[fb, fp]
         with np.errstate(invalid="ignore", divide="ignore"):
             for ch in range(3):
-                s = np.bincount(key, weights=flat[:, ch], minlength=(n + 1) * C).reshape(n + 1, C)[:n]
+                s = np.bincount(key, weights=px[:, ch], minlength=n * C).reshape(n, C)
                 rgb[..., ch] = np.where(pa > 0, np.round(s / np.maximum(pa, 1)), 0).astype(np.uint8)
     frame = np.repeat(np.arange(B, dtype=np.int64), k)
     inst_id = (np.arange(n, dtype=np.int64) - offset[frame] + 1).astype(np.uint16)
     return InstanceStats(frame=frame, inst_id=inst_id, area=area, bbox=bbox, part_area=pa.astype(np.int32),
                          part_rgb=rgb, offset=offset)
+
+
+def _boxes(r: np.ndarray, ys: np.ndarray, xs: np.ndarray, n: int, H: int, W: int) -> np.ndarray:
+    """(n,4) int32 boxes x0, y0, x1, y1 (exclusive) of rows ``r`` from their pixels' ys, xs; (0,0,0,0) for a
+    row without pixels. Occupancy of each row's columns and lines, then the first and last occupied."""
+    bbox = np.zeros((n, 4), np.int32)
+    cols = np.bincount(r * W + xs, minlength=n * W).reshape(n, W) > 0
+    lines = np.bincount(r * H + ys, minlength=n * H).reshape(n, H) > 0
+    has = cols.any(axis=1)
+    bbox[:, 0] = np.where(has, cols.argmax(axis=1), 0)
+    bbox[:, 2] = np.where(has, W - cols[:, ::-1].argmax(axis=1), 0)
+    bbox[:, 1] = np.where(has, lines.argmax(axis=1), 0)
+    bbox[:, 3] = np.where(has, H - lines[:, ::-1].argmax(axis=1), 0)
+    return bbox
 
 
 def instance_features(frames: np.ndarray, part: np.ndarray, instance: np.ndarray, inst_offset: np.ndarray,
