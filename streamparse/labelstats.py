@@ -61,16 +61,17 @@ def instance_stats(part: np.ndarray, instance: np.ndarray, num_classes: int, ima
     n = int(offset[-1])
     # only the people's pixels are counted: their row is offset[b] + id - 1 (per-bin sums keep the pixel
     # order, so every sum is what a pass over all pixels gives)
-    inst = instance.reshape(B, -1)
-    fb, fp = np.nonzero(inst)  # frame, pixel of every foreground pixel, in pixel order
-    r = offset[fb] - 1 + inst[fb, fp]
-    key = r * C + part.reshape(B, -1)[fb, fp]
+    flat = instance.reshape(-1)
+    idx = np.flatnonzero(flat)  # every foreground pixel, in pixel order
+    fb, fp = np.divmod(idx, H * W)  # its frame and pixel
+    r = offset[fb] - 1 + flat[idx]
+    key = r * C + part.reshape(-1)[idx]
     pa = np.bincount(key, minlength=n * C).reshape(n, C)
     area = pa.sum(axis=1).astype(np.int64)
     bbox = _boxes(r, fp // W, fp % W, n, H, W) if n else np.zeros((0, 4), np.int32)
     rgb = np.zeros((n, C, 3), np.uint8)
     if images is not None and n:
-        px = images.reshape(B, -1, 3)[fb, fp]
+        px = images.reshape(-1, 3)[idx]
         with np.errstate(invalid="ignore", divide="ignore"):
             for ch in range(3):
                 s = np.bincount(key, weights=px[:, ch], minlength=n * C).reshape(n, C)

@@ -47,7 +47,7 @@ def pool_executor(plan, pool: list):
 
     def make():
         return PoolExecutor(pool, lambda s: plan.source(s.uri, source_id=s.sid, start_frame=s.start_frame),
-                            batch_size=plan.batch_size, batch_timeout_s=plan.batch_timeout_s, max_frames=0)
+                            batch_size=plan.batch_size, batch_timeout_s=plan.batch_timeout_s, max_frames=plan.max_frames)
 
     return make
 
