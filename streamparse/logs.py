@@ -30,8 +30,11 @@ def ray_log_path() -> Path:
 
 
 def configure(verbose_: bool = False) -> None:
-    """Set up the terminal for a command (idempotent)."""
+    """Set up the terminal for a command (idempotent). ``-v`` is passed on to Ray's workers (they inherit
+    ``STREAMPARSE_VERBOSE``) and their lines then reach the terminal too."""
     _state["verbose"] = bool(verbose_)
+    if verbose_:
+        os.environ["STREAMPARSE_VERBOSE"] = "1"
     sp = logging.getLogger("streamparse")
     if not _state["configured"]:
         h = logging.StreamHandler(sys.stderr)
@@ -41,6 +44,13 @@ def configure(verbose_: bool = False) -> None:
         _state["configured"] = True
     sp.setLevel(logging.INFO if verbose() else logging.WARNING)
     quiet_ray()
+
+
+def configure_worker() -> None:
+    """In a Ray task or actor: streamparse's lines to stderr (forwarded to the driver's terminal only with
+    ``-v``), at info level with ``-v``."""
+    if not _state["configured"]:
+        configure(verbose())
 
 
 def quiet_ray() -> None:

@@ -12,8 +12,11 @@ def archive_video(job: dict, ctx: dict, pool: list, monitor) -> dict:
     """One archive video, on a worker: ``streamparse.archive.worker.process_video`` with the engine's
     ``PoolExecutor``. Retried by Ray (``max_retries``) when its worker or node is lost; the retry
     continues the store from its commit marker."""
+    from streamparse import logs
     from streamparse.archive.worker import process_video
     from streamparse.engine.tasks import pool_executor, reporter
+
+    logs.configure_worker()
 
     report = reporter(monitor, job["video_id"])
     res = process_video(job, ctx, lambda plan: pool_executor(plan, pool)(),

@@ -59,6 +59,8 @@ def run_job(job: Job, plan, make_executor, *, sink=None, intr: Interrupts | None
     intr = intr or Interrupts()
     sink = sink if sink is not None else open_store(job, plan)
     slots = _slots(job, plan, sink)
+    log.info("job: %d source(s) into %s (%s), batches of %d, %s", len(slots), redact_uri(str(job.store)), job.mode,
+             plan.batch_size, "resumed" if sink.resumed else "new store")
     summary = {"out": redact_uri(str(job.store)), "sources": {}, "notes": list(sink.notes), "interrupted": False,
                "error": None, "first_result_s": None, "first_write_s": None}
     ex = sched = None
@@ -91,6 +93,7 @@ def run_job(job: Job, plan, make_executor, *, sink=None, intr: Interrupts | None
                 s.errors.append(summary["error"])
     finally:
         _close(job, sink, slots, ex, summary)
+    log.info("job: %s", ", ".join(f"{s.sid} {s.writer.committed if s.writer else 0} frames" for s in slots))
     if sched is not None:
         summary["first_result_s"] = sched.first_result_s
         summary["stages_s"] = {k: round(v, 3) for k, v in sched.stage_s.items()}

@@ -56,9 +56,11 @@ def pool_executor(plan, pool: list):
 def run_task(job: dict, plan: dict, pool: list, monitor, job_id: str = "run") -> dict:
     """``streamparse run``: one job (all its sources into one store), on a worker. Cancelling the task
     (the driver's Ctrl-C) drains, flushes and returns the summary with ``interrupted``."""
+    from streamparse import logs
     from streamparse.engine.job import Job, run_job
     from streamparse.plan import Plan
 
+    logs.configure_worker()
     p = Plan.from_dict(plan)
     report = reporter(monitor, job_id)
     started = time.time()
