@@ -129,8 +129,9 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
             started_ray = init_ray(ray_address or os.environ.get("RAY_ADDRESS", ""), cfg.pipeline.object_store_memory_mb)
             intr.install()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
             report["ray_start_s"] = round(time.monotonic() - t_ray, 3)
-            pool, report["pool"], _weights_holder, plan = start_pool(plan, workers=workers)  # the holder: kept for the run
-            interrupted = _drive(plan, key, token, outdir, todo, rows, index, pool, pending, intr, report,
+            pool_ = start_pool(plan, workers=workers, wait=False)  # models build while the first videos open
+            pool, report["pool"], plan = pool_.actors, pool_.desc, pool_.plan
+            interrupted = _drive(plan, key, token, outdir, todo, rows, index, pool_, pending, intr, report,
                                  concurrency=concurrency, quarantine_after=quarantine_after, storage_options=storage_options,
                                  progress=progress, on_event=on_event)
     except (KeyboardInterrupt, SystemExit):
@@ -199,8 +200,9 @@ def _drive(plan, key, token, outdir, todo, rows, index, pool, pending, intr, rep
     if ctx["key"] != key:
         raise PipelineError("internal error: two model keys for one run")
     monitor = ProgressMonitor.remote()
-    balancer = NodeBalancer(pool)
-    conc = concurrency or max(2, 2 * len(pool))
+    balancer = NodeBalancer(pool.actors)
+    conc = concurrency or max(2, 2 * len(pool.actors))
+    pool_up = False
     report["concurrency"] = conc
     queue = deque(todo)
     bar = tqdm(total=len(todo), unit="video", desc="streamparse archive", disable=not progress, dynamic_ncols=True)
@@ -217,7 +219,7 @@ def _drive(plan, key, token, outdir, todo, rows, index, pool, pending, intr, rep
                 opts = {"name": f"archive:{v.video_id}"}
                 opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True) if node else "SPREAD"
                 job = {"video_id": v.video_id, "uri": v.uri, "store": outdir.store_url(v.video_id), "attempt": d.attempt}
-                ref = archive_video.options(**opts).remote(job, ctx, pool, monitor)
+                ref = archive_video.options(**opts).remote(job, ctx, pool.actors, monitor)
                 pending[ref] = (d, node, time.monotonic())
                 rows[v.video_id].update(action="processed", state="running", attempt=d.attempt)
                 with intr.critical():
@@ -226,6 +228,13 @@ def _drive(plan, key, token, outdir, todo, rows, index, pool, pending, intr, rep
                 if on_event:
                     on_event("dispatched", {"video_id": v.video_id, "ref": ref})
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            if not pool_up:  # an inference actor that cannot start ends the run in one line
+                try:
+                    pool_up = pool.check()
+                except PipelineError:
+                    bar.close()
+                    _cancel(pending, rows, outdir, key, intr, wait_s=5.0)
+                    raise
             for ref in ready:
                 d, node, t_disp = pending.pop(ref)
                 balancer.give(node)

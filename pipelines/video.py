@@ -98,15 +98,19 @@ def _drive(plan, job, intr, progress: bool, on_actors, t_start: float) -> tuple[
     from streamparse.engine.tasks import ProgressMonitor, run_task
 
     t_wall = time.time() - (time.monotonic() - t_start)
-    pool, _, holder, plan = start_pool(plan, workers=plan.workers)
+    pool = start_pool(plan, workers=plan.workers, wait=False)  # models build while the job opens its sources
+    plan = pool.plan
     if on_actors:
-        on_actors([a for a, _ in pool])
+        on_actors([a for a, _ in pool.actors])
     monitor = ProgressMonitor.remote()
-    node = pool[0][1]
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    node = pool.actors[0][1]
+    opts = {}
+    if node is not None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    ref = run_task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)).remote(
-        job.to_dict(), plan.to_dict(), pool, monitor)
+        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
+    ref = run_task.options(**opts).remote(job.to_dict(), plan.to_dict(), pool.actors, monitor)
+    pool_up = False
     total = sum((i.get("frames_hint") or 0) for i in job.infos.values()) or None
     if plan.max_frames and total:
         total = min(total, plan.max_frames * len(job.sources))
@@ -116,6 +120,12 @@ def _drive(plan, job, intr, progress: bool, on_actors, t_start: float) -> tuple[
     try:
         while True:
             ready, _ = ray.wait([ref], timeout=0.5)
+            if not pool_up:
+                try:
+                    pool_up = pool.check()
+                except PipelineError:
+                    ray.cancel(ref, force=True)
+                    raise
             try:
                 snap = ray.get(monitor.snapshot.remote(), timeout=5).get("run", {})
             except Exception:  # noqa: BLE001 - progress only
@@ -135,12 +145,11 @@ def _drive(plan, job, intr, progress: bool, on_actors, t_start: float) -> tuple[
         bar.close()
     summary = _result(ref, interrupted)
     summary["startup_s"] = startup_s
-    stages = {**summary.get("stages_s", {}), **stage_seconds(pool)}
+    stages = {**summary.get("stages_s", {}), **stage_seconds(pool.actors)}
     if summary.get("first_result_s") is not None and summary.get("started_wall"):  # from the start of this run
         summary["first_result_s"] = round(summary["first_result_s"] + summary.pop("started_wall") - t_wall, 3)
     summary["stages_s"] = stages
-    summary["pool"] = {"actors": len(pool), "device": plan.device}
-    del holder
+    summary["pool"] = {"actors": len(pool.actors), "device": plan.device}
     return summary, interrupted
 
 

@@ -77,6 +77,10 @@ def submit(venvs, cluster, vids, out, env_extra=None):
 def test_submit_from_the_wheel_to_nodes_without_streamparse_equals_local_archive(venvs, cluster, vids, tmp_path):
     r = submit(venvs, cluster, vids, tmp_path / "job")
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    from streamparse.commands.submit import RAY_LINE
+
+    noise = [ln for ln in (r.stdout + r.stderr).splitlines() if RAY_LINE.match(ln) or "core_worker" in ln or "(raylet)" in ln]
+    assert not noise, noise  # a quiet terminal: the job's own lines only
     local = sp(venvs["client"], "archive", vids, "--out", tmp_path / "local", "--checkpoint", "none", "--no-progress",
                *set_args(CFG))
     assert local.returncode == 0, local.stderr[-3000:]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -25,6 +26,9 @@ from pathlib import Path
 
 HELP = "submit `streamparse archive ...` as a Ray job to a cluster (prints the job id; --follow tails its logs)"
 MAX_UPLOAD = 90 * 2**20  # Ray refuses uploads near 100 MiB
+# what Ray's job manager writes into a job's log around the entrypoint's own output
+RAY_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(DEBUG|INFO|WARNING)\s|Running entrypoint for job |"
+                      r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [DIW] \d+ \d+\])")
 SECRET_ENV = ("RAY_AUTH_TOKEN",)  # never a job's env var: the token lives in a file on each node
 
 
@@ -190,9 +194,13 @@ def run(args) -> int:
         return 0
     import asyncio
 
+    from streamparse import logs
+
     async def tail():
-        async for lines in client.tail_job_logs(job_id):
-            print(lines, end="", flush=True)
+        async for chunk in client.tail_job_logs(job_id):
+            for line in chunk.splitlines(keepends=True):
+                if logs.verbose() or not RAY_LINE.match(line):  # the job's own lines; Ray's only with -v
+                    print(line, end="", flush=True)
 
     try:
         asyncio.run(tail())

@@ -1,19 +1,70 @@
 """The inference pool of a run: ``start_pool`` (one set of ``InferenceActor``s for the whole run, shared
-by every engine task: the one of ``streamparse run``, the many of an archive)."""
+by every engine task: the one of ``streamparse run``, the many of an archive). The actors build their
+models while the driver goes on (``Pool.check`` / ``Pool.wait``): a job starts decoding meanwhile."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from streamparse.engine.scheduler import PipelineError, one_line
 from streamparse.plan import Plan, decide_device
 
 
-def start_pool(plan: Plan, *, workers: int = 0, start_timeout_s: float = 600.0) -> tuple[list, dict, object, Plan]:
-    """The run's shared inference actors: [(actor, node_id)], a description and the weights holder
-    (keep it for the run: restarted actors fetch the weights from it) and the plan on the device chosen
-    (``decide_device`` from the cluster's GPUs). GPU: one actor per GPU
-    of the cluster (or ``workers``). CPU: per alive node, ``cpus // threads`` actors of ``threads``
-    torch threads (``pipeline.torch_threads``, else min(node CPUs, 8)); ``workers`` caps the total.
-    Waits until every actor is up (model built) and returns the node each one runs on."""
+@dataclass
+class Pool:
+    """The run's inference actors: ``actors`` [(actor, node id)] (the node asked for until ``wait``
+    learns where each one runs), a description, the weights holder (keep the pool for the run: a
+    restarted actor fetches the weights from it), the plan on the device chosen."""
+
+    actors: list
+    desc: dict
+    holder: object
+    plan: Plan
+    ready: list = field(default_factory=list)  # refs of each actor's node id: done when its model is built
+
+    def check(self) -> bool:
+        """True once every actor is up; a ``PipelineError`` (one line) for an actor that could not start
+        (e.g. a node lacking a package). Never blocks."""
+        import ray
+
+        done, _ = ray.wait(self.ready, num_returns=len(self.ready), timeout=0)
+        for ref in done:
+            self._get(ref, 1.0)
+        return len(done) == len(self.ready)
+
+    def wait(self, timeout_s: float = 600.0) -> "Pool":
+        """Until every actor is up (or ``PipelineError``); then ``actors`` name the node each one runs on."""
+        where = [self._get(ref, timeout_s) for ref in self.ready]
+        self.actors = [(a, node) for (a, _), node in zip(self.actors, where)]
+        self.desc["nodes"] = len(set(where))
+        return self
+
+    def _get(self, ref, timeout_s: float):
+        import ray
+
+        try:
+            return ray.get(ref, timeout=timeout_s)
+        except ray.exceptions.RayActorError as exc:
+            self.kill()
+            raise PipelineError(f"an inference actor did not start: {one_line(exc)}") from None
+        except ray.exceptions.GetTimeoutError:
+            self.kill()
+            raise PipelineError(f"the inference actors did not start within {timeout_s:.0f} s (asked for "
+                                f"{self.desc['actors']} {self.desc['device']} actor(s); does the cluster have them?)") from None
+
+    def kill(self) -> None:
+        import ray
+
+        for a, _ in self.actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def start_pool(plan: Plan, *, workers: int = 0, wait: bool = True, start_timeout_s: float = 600.0) -> Pool:
+    """The run's shared inference actors, started (models built in parallel with whatever the caller does
+    next unless ``wait``). GPU: one actor per GPU of the cluster (or ``workers``). CPU: ``_cpu_slots``."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -24,36 +75,24 @@ def start_pool(plan: Plan, *, workers: int = 0, start_timeout_s: float = 600.0) 
         plan = plan.on_device(decide_device(plan.config["pipeline"]["device"], gpus))
     except ValueError as exc:
         raise PipelineError(f"{exc} (the cluster has no GPU)") from None
-    use_gpu = plan.device.startswith("cuda")
     wname, holder = share_weights(plan.weights)  # the weights cross once; actors fetch them by name
-    pkw = plan.predictor
-    pool: list = []
-    if use_gpu:
+    actors: list = []
+    if plan.device.startswith("cuda"):
         n = workers or gpus
         threads = plan.config["pipeline"]["torch_threads"] or 2
-        for _ in range(n):
-            pool.append(InferenceActor.options(num_gpus=1, num_cpus=0.5).remote(pkw, wname, threads))
+        actors = [(InferenceActor.options(num_gpus=1, num_cpus=0.5).remote(plan.predictor, wname, threads), None)
+                  for _ in range(n)]
         desc = {"device": "cuda", "actors": n, "threads": threads}
     else:
         nodes = [nd for nd in ray.nodes() if nd.get("Alive") and nd.get("Resources", {}).get("CPU", 0) > 0]
         slots = _cpu_slots(nodes, plan.config["pipeline"]["torch_threads"], workers)
         for node, threads in slots:
-            pool.append(InferenceActor.options(num_cpus=0.5, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
-                        .remote(pkw, wname, threads))
+            strategy = NodeAffinitySchedulingStrategy(node, soft=True)
+            actors.append((InferenceActor.options(num_cpus=0.5, scheduling_strategy=strategy).remote(plan.predictor, wname, threads),
+                           node))
         desc = {"device": "cpu", "actors": len(slots), "threads": sorted({t for _, t in slots}), "nodes": len(nodes)}
-    try:  # where each actor really runs (placement is soft): video tasks go to those nodes
-        where = ray.get([a.node_id.remote() for a in pool], timeout=start_timeout_s)
-    except ray.exceptions.RayActorError as exc:  # an actor that could not start (e.g. a node lacking a package)
-        for a in pool:
-            ray.kill(a, no_restart=True)
-        raise PipelineError(f"an inference actor did not start: {one_line(exc)}") from None
-    except ray.exceptions.GetTimeoutError:
-        for a in pool:
-            ray.kill(a, no_restart=True)
-        raise PipelineError(f"the inference actors did not start within {start_timeout_s:.0f} s "
-                            f"(asked for {desc['actors']} {desc['device']} actor(s); does the cluster have them?)") from None
-    desc["nodes"] = len(set(where))
-    return list(zip(pool, where)), desc, holder, plan
+    pool = Pool(actors, desc, holder, plan, ready=[a.node_id.remote() for a, _ in actors])
+    return pool.wait(start_timeout_s) if wait else pool
 
 
 def _cpu_slots(nodes: list[dict], torch_threads: int, workers: int) -> list[tuple[str, int]]:
