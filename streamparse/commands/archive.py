@@ -46,7 +46,8 @@ def run(args) -> int:
             raise CLIError(str(exc)) from None
     from streamparse.checkpoint import CheckpointError
     from streamparse.archive.inputs import InputError
-    from streamparse.pipelines.archive import PipelineError, format_summary, run_archive
+    from streamparse.archive.report import format_summary
+    from streamparse.pipelines.archive import PipelineError, run_archive
     from streamparse.store.sink import SinkError
 
     try:
