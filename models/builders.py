@@ -11,6 +11,9 @@ sigma = 0.2, index fusion) except where noted:
 
 from __future__ import annotations
 
+import inspect
+from typing import NamedTuple
+
 from .backbone import ResNetFPNNeck
 from .fusion import Fusion
 from .heads import CategoryKernels, CenterLocator, FeatureSpaceBuilder
@@ -56,70 +59,62 @@ def _uniparser(
     )
 
 
-@register_model()
-def uniparser_r50_fpn(*, num_classes: int = 20, stride: int = 8, dcn: bool = False, **kw) -> UniParser:
-    """UniParser, ResNet-50 + FPN."""
-    return _uniparser(depth=50, num_classes=num_classes, light=False, dcn=dcn, stride=stride, **kw)
+class _Variant(NamedTuple):
+    depth: int
+    light: bool
+    dcn: bool | None  # None: a ``dcn`` keyword (default False); True / False: fixed (no ``dcn`` keyword)
+    doc: str
+    stride: int = 8  # the default of the ``stride`` keyword
+    defaults: tuple[tuple[str, object], ...] = ()  # defaults of other ``_uniparser`` keywords
 
 
-@register_model()
-def uniparser_r50_fpn_dcn(*, num_classes: int = 20, stride: int = 8, **kw) -> UniParser:
-    """UniParser, ResNet-50 + DCNv2 (stages 2-4) + FPN, as in the authors' config."""
-    return _uniparser(depth=50, num_classes=num_classes, light=False, dcn=True, stride=stride, **kw)
+_TINY = (("fpn_channels", 64), ("neck_channels", 64), ("head_channels", 32), ("num_convs", 3), ("grid", 16))
+_SMALL = (("fpn_channels", 128), ("neck_channels", 64), ("head_channels", 64), ("num_convs", 5), ("grid", 24))
+VARIANTS: dict[str, _Variant] = {
+    "uniparser_r50_fpn": _Variant(50, False, None, "UniParser, ResNet-50 + FPN."),
+    "uniparser_r50_fpn_dcn": _Variant(50, False, True, "UniParser, ResNet-50 + DCNv2 (stages 2-4) + FPN, as in the authors' config."),
+    "uniparser_r101_fpn": _Variant(101, False, None, "UniParser, ResNet-101 + FPN."),
+    "uniparser_r101_fpn_dcn": _Variant(101, False, True, "UniParser, ResNet-101 + DCNv2 + FPN (the paper's headline model)."),
+    "uniparser_r50_fpn_light": _Variant(50, True, None, "UniParser-light, ResNet-50: builders fed from one FPN stage through a 1x1 conv (128 ch)."),
+    "uniparser_r18_fpn": _Variant(18, False, None, "UniParser, ResNet-18 + FPN."),
+    "uniparser_r18_fpn_light": _Variant(18, True, None, "UniParser-light, ResNet-18 (the shipped default's architecture)."),
+    "uniparser_tiny": _Variant(10, False, False, "A tiny variant for tests: one BasicBlock per ResNet stage, 64-ch FPN, 32-ch heads with 3\n"
+                               "    convs, S = 16.", defaults=_TINY),
+    "uniparser_small": _Variant(10, True, False, "A small CPU-trainable variant (the shipped synthetic-data model): one BasicBlock per ResNet\n"
+                                "    stage, 128-ch FPN, light neck (64 ch), 64-ch builders with 5 convs, S = 24, stride 4.",
+                                stride=4, defaults=_SMALL),
+}
 
 
-@register_model()
-def uniparser_r101_fpn(*, num_classes: int = 20, stride: int = 8, dcn: bool = False, **kw) -> UniParser:
-    """UniParser, ResNet-101 + FPN."""
-    return _uniparser(depth=101, num_classes=num_classes, light=False, dcn=dcn, stride=stride, **kw)
+def _named(fn, name: str, doc: str, params: list[inspect.Parameter]):
+    """``fn`` as the builder ``name``: its name, docstring and keyword-only signature, registered."""
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    fn.__signature__ = inspect.Signature(params, return_annotation=UniParser)
+    globals()[name] = register_model()(fn)
 
 
-@register_model()
-def uniparser_r101_fpn_dcn(*, num_classes: int = 20, stride: int = 8, **kw) -> UniParser:
-    """UniParser, ResNet-101 + DCNv2 + FPN (the paper's headline model)."""
-    return _uniparser(depth=101, num_classes=num_classes, light=False, dcn=True, stride=stride, **kw)
+def _keyword(name: str, default) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=type(default).__name__)
 
 
-@register_model()
-def uniparser_r50_fpn_light(*, num_classes: int = 20, stride: int = 8, dcn: bool = False, **kw) -> UniParser:
-    """UniParser-light, ResNet-50: builders fed from one FPN stage through a 1x1 conv (128 ch)."""
-    return _uniparser(depth=50, num_classes=num_classes, light=True, dcn=dcn, stride=stride, **kw)
+def _register_variant(name: str, v: _Variant) -> None:
+    """Register the keyword-only builder ``name(*, num_classes=20, stride=v.stride[, dcn=False], **kw)``;
+    ``kw`` goes to ``_uniparser`` over the variant's defaults."""
+
+    def builder(*, num_classes: int = 20, stride: int = v.stride, **kw) -> UniParser:
+        if v.dcn is not None and "dcn" in kw:
+            raise TypeError(f"{name}() got an unexpected keyword argument 'dcn'")
+        dcn = kw.pop("dcn", False) if v.dcn is None else v.dcn
+        kw = {**dict(v.defaults), **kw}
+        return _uniparser(depth=v.depth, num_classes=num_classes, light=v.light, dcn=dcn, stride=stride, **kw)
+
+    params = [_keyword("num_classes", 20), _keyword("stride", v.stride)] + ([_keyword("dcn", False)] if v.dcn is None else [])
+    _named(builder, name, v.doc, params + [inspect.Parameter("kw", inspect.Parameter.VAR_KEYWORD)])
 
 
-@register_model()
-def uniparser_r18_fpn(*, num_classes: int = 20, stride: int = 8, dcn: bool = False, **kw) -> UniParser:
-    """UniParser, ResNet-18 + FPN."""
-    return _uniparser(depth=18, num_classes=num_classes, light=False, dcn=dcn, stride=stride, **kw)
-
-
-@register_model()
-def uniparser_r18_fpn_light(*, num_classes: int = 20, stride: int = 8, dcn: bool = False, **kw) -> UniParser:
-    """UniParser-light, ResNet-18 (the shipped default's architecture)."""
-    return _uniparser(depth=18, num_classes=num_classes, light=True, dcn=dcn, stride=stride, **kw)
-
-
-@register_model()
-def uniparser_tiny(*, num_classes: int = 20, stride: int = 8, **kw) -> UniParser:
-    """A tiny variant for tests: one BasicBlock per ResNet stage, 64-ch FPN, 32-ch heads with 3
-    convs, S = 16."""
-    kw.setdefault("fpn_channels", 64)
-    kw.setdefault("neck_channels", 64)
-    kw.setdefault("head_channels", 32)
-    kw.setdefault("num_convs", 3)
-    kw.setdefault("grid", 16)
-    return _uniparser(depth=10, num_classes=num_classes, light=False, dcn=False, stride=stride, **kw)
-
-
-@register_model()
-def uniparser_small(*, num_classes: int = 20, stride: int = 4, **kw) -> UniParser:
-    """A small CPU-trainable variant (the shipped synthetic-data model): one BasicBlock per ResNet
-    stage, 128-ch FPN, light neck (64 ch), 64-ch builders with 5 convs, S = 24, stride 4."""
-    kw.setdefault("fpn_channels", 128)
-    kw.setdefault("neck_channels", 64)
-    kw.setdefault("head_channels", 64)
-    kw.setdefault("num_convs", 5)
-    kw.setdefault("grid", 24)
-    return _uniparser(depth=10, num_classes=num_classes, light=True, dcn=False, stride=stride, **kw)
+for _name, _v in VARIANTS.items():
+    _register_variant(_name, _v)
 
 
 # ----------------------------------------------------------------------------- the authors' release
@@ -129,12 +124,16 @@ def uniparser_small(*, num_classes: int = 20, stride: int = 4, **kw) -> UniParse
 # (split neck), 4 x (conv+GN+ReLU) towers without a final conv, centre resize with
 # align_corners=True, N - 1 category kernels, kernels read at the cell's top-left pixel. Load their
 # weights with `streamparse convert-official`; run them with the official pre- and post-processing.
-OFFICIAL_VARIANTS = (
-    "uniparser_r50_fpn_dcn_official",
-    "uniparser_r50_fpn_dcn_official_light",
-    "uniparser_r101_fpn_dcn_official",
-    "uniparser_r101_fpn_dcn_official_light",
-)
+# name: (depth, light, docstring)
+_OFFICIAL = {
+    "uniparser_r50_fpn_dcn_official": (50, False, "The authors' R50 model (configs/repparsing/MHP_r50_fpn_..._DCN_fusion_metrics.py)."),
+    "uniparser_r50_fpn_dcn_official_light": (50, True, "The authors' light head on R50 (paper Tab. 6; no released config): P2 only, "
+                                                       "1x1 converts\n    with padding 1."),
+    "uniparser_r101_fpn_dcn_official": (101, False, "The authors' R101 model (configs/repparsing/MHP_r101_fpn_..._DCN_fusion_metrics.py)."),
+    "uniparser_r101_fpn_dcn_official_light": (101, True, "The authors' R101 light model (MHP_r101_..._metric_light.py, 59 classes;\n"
+                                                         "    CHIP_r101_..._cluster_light.py, 20 classes)."),
+}
+OFFICIAL_VARIANTS = tuple(_OFFICIAL)
 
 
 def _uniparser_official(*, depth: int, num_classes: int, light: bool, grid: int = 40) -> UniParser:
@@ -154,27 +153,14 @@ def _uniparser_official(*, depth: int, num_classes: int, light: bool, grid: int 
     )
 
 
-@register_model()
-def uniparser_r50_fpn_dcn_official(*, num_classes: int = 59) -> UniParser:
-    """The authors' R50 model (configs/repparsing/MHP_r50_fpn_..._DCN_fusion_metrics.py)."""
-    return _uniparser_official(depth=50, num_classes=num_classes, light=False)
+def _register_official(name: str, depth: int, light: bool, doc: str) -> None:
+    """Register the keyword-only builder ``name(*, num_classes=59)`` of one of the authors' models."""
+
+    def builder(*, num_classes: int = 59) -> UniParser:
+        return _uniparser_official(depth=depth, num_classes=num_classes, light=light)
+
+    _named(builder, name, doc, [_keyword("num_classes", 59)])
 
 
-@register_model()
-def uniparser_r50_fpn_dcn_official_light(*, num_classes: int = 59) -> UniParser:
-    """The authors' light head on R50 (paper Tab. 6; no released config): P2 only, 1x1 converts
-    with padding 1."""
-    return _uniparser_official(depth=50, num_classes=num_classes, light=True)
-
-
-@register_model()
-def uniparser_r101_fpn_dcn_official(*, num_classes: int = 59) -> UniParser:
-    """The authors' R101 model (configs/repparsing/MHP_r101_fpn_..._DCN_fusion_metrics.py)."""
-    return _uniparser_official(depth=101, num_classes=num_classes, light=False)
-
-
-@register_model()
-def uniparser_r101_fpn_dcn_official_light(*, num_classes: int = 59) -> UniParser:
-    """The authors' R101 light model (MHP_r101_..._metric_light.py, 59 classes;
-    CHIP_r101_..._cluster_light.py, 20 classes)."""
-    return _uniparser_official(depth=101, num_classes=num_classes, light=True)
+for _name, (_depth, _light, _doc) in _OFFICIAL.items():
+    _register_official(_name, _depth, _light, _doc)

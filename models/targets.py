@@ -66,58 +66,23 @@ def build_targets(
     h, w = H // stride, W // stride
     ys = np.minimum(np.arange(h) * stride + stride // 2, H - 1)
     xs = np.minimum(np.arange(w) * stride + stride // 2, W - 1)
-    heat = np.zeros((grid, grid), dtype=np.float32)
-    owner = np.full((grid, grid), -1, dtype=np.int64)
     labels_small: list[np.ndarray] = []
-    centers: list[int] = []
     boxes: list[tuple[float, float, float, float, float, float]] = []
     semantic = np.zeros((h, w), dtype=np.int64)
     for pm in persons:
-        pm = np.asarray(pm)
-        if pm.ndim != 2:
-            raise ValueError(f"person maps must be 2-D, got shape {pm.shape}")
-        if pm.shape[0] > H or pm.shape[1] > W:
-            raise ValueError(f"person map {pm.shape} larger than image_size {image_size}")
-        full = np.zeros((H, W), dtype=np.int64)
-        full[: pm.shape[0], : pm.shape[1]] = pm
-        bad = (full >= num_classes) & (full != IGNORE)
-        if bad.any():
-            raise ValueError(f"label {int(full[bad].max())} >= num_classes {num_classes}")
-        fg = (full > 0) & (full < num_classes)
-        if not fg.any():
+        placed = _place_person(pm, image_size, num_classes)
+        if placed is None:
             continue
-        yy, xx = np.nonzero(fg)
-        cy, cx = float(yy.mean()), float(xx.mean())
-        bh, bw = float(yy.max() - yy.min() + 1), float(xx.max() - xx.min() + 1)
+        full, box = placed
         small = full[np.ix_(ys, xs)]
         labels_small.append(small)
         paint = (small > 0)
         semantic = np.where(paint, small, semantic)
-        boxes.append((cy, cx, bh, bw, float(fg.sum()), 0.0))
-    # positives: bigger people first, so smaller (usually nearer-the-front) people win shared cells
-    order = sorted(range(len(boxes)), key=lambda i: -boxes[i][4])
-    for i in order:
-        cy, cx, bh, bw, _, _ = boxes[i]
-        y0 = int(np.floor(max(cy - sigma * bh / 2, 0) / H * grid))
-        y1 = int(np.floor(min(cy + sigma * bh / 2, H - 1) / H * grid))
-        x0 = int(np.floor(max(cx - sigma * bw / 2, 0) / W * grid))
-        x1 = int(np.floor(min(cx + sigma * bw / 2, W - 1) / W * grid))
-        owner[y0 : y1 + 1, x0 : x1 + 1] = i
-    for i, (cy, cx, *_rest) in enumerate(boxes):
-        gy, gx = min(int(cy / H * grid), grid - 1), min(int(cx / W * grid), grid - 1)
-        owner[gy, gx] = i  # the barycentre cell always belongs to its person
-        centers.append(gy * grid + gx)
+        boxes.append(box)
+    owner, centers = _assign_cells(boxes, image_size, grid, sigma)
+    heat = np.zeros((grid, grid), dtype=np.float32)
     heat[owner >= 0] = 1.0
-    # a barycentre cell may have been taken by a later person's barycentre: keep the one that owns it
-    center_cells = np.asarray(centers, dtype=np.int64)
-    pos = np.nonzero(owner.flatten() >= 0)[0]
-    pos_person = owner.flatten()[pos]
-    # first the barycentre cells (in person order), then the other positives
-    is_center = np.isin(pos, center_cells)
-    rest = pos[~is_center]
-    rest_person = pos_person[~is_center]
-    pos_cells = np.concatenate([center_cells, rest])
-    pos_person = np.concatenate([np.arange(len(centers)), rest_person])
+    center_cells, pos_cells, pos_person = _positives(owner, centers)
     person_labels = np.stack(labels_small) if labels_small else np.zeros((0, h, w), dtype=np.int64)
     # semantic ignore: pixels ignored in some person and not labelled by any
     if labels_small:
@@ -131,3 +96,65 @@ def build_targets(
         person_labels=torch.from_numpy(person_labels.astype(np.int64)),
         semantic=torch.from_numpy(semantic.astype(np.int64)),
     )
+
+
+def _place_person(pm, image_size: tuple[int, int], num_classes: int):
+    """One person's (h,w) part map placed at the top left of the (H,W) input, checked: (the (H,W)
+    int64 map, its box (cy, cx, box_h, box_w, area, 0) from the part pixels), or None when the person
+    has no part pixel."""
+    H, W = image_size
+    pm = np.asarray(pm)
+    if pm.ndim != 2:
+        raise ValueError(f"person maps must be 2-D, got shape {pm.shape}")
+    if pm.shape[0] > H or pm.shape[1] > W:
+        raise ValueError(f"person map {pm.shape} larger than image_size {image_size}")
+    full = np.zeros((H, W), dtype=np.int64)
+    full[: pm.shape[0], : pm.shape[1]] = pm
+    bad = (full >= num_classes) & (full != IGNORE)
+    if bad.any():
+        raise ValueError(f"label {int(full[bad].max())} >= num_classes {num_classes}")
+    fg = (full > 0) & (full < num_classes)
+    if not fg.any():
+        return None
+    yy, xx = np.nonzero(fg)
+    cy, cx = float(yy.mean()), float(xx.mean())
+    bh, bw = float(yy.max() - yy.min() + 1), float(xx.max() - xx.min() + 1)
+    return full, (cy, cx, bh, bw, float(fg.sum()), 0.0)
+
+
+def _assign_cells(boxes: list[tuple], image_size: tuple[int, int], grid: int, sigma: float) -> tuple[np.ndarray, list[int]]:
+    """Which person owns each cell of the S x S grid: (owner (S,S) int64, -1 = negative; the
+    barycentre cell of each person, gy * S + gx). Each person's (sigma * box_h, sigma * box_w)
+    rectangle is painted biggest first, so smaller (usually nearer-the-front) people win shared
+    cells; a barycentre cell always belongs to its person (a later barycentre may take it)."""
+    H, W = image_size
+    owner = np.full((grid, grid), -1, dtype=np.int64)
+    order = sorted(range(len(boxes)), key=lambda i: -boxes[i][4])
+    for i in order:
+        cy, cx, bh, bw, _, _ = boxes[i]
+        y0 = int(np.floor(max(cy - sigma * bh / 2, 0) / H * grid))
+        y1 = int(np.floor(min(cy + sigma * bh / 2, H - 1) / H * grid))
+        x0 = int(np.floor(max(cx - sigma * bw / 2, 0) / W * grid))
+        x1 = int(np.floor(min(cx + sigma * bw / 2, W - 1) / W * grid))
+        owner[y0 : y1 + 1, x0 : x1 + 1] = i
+    centers: list[int] = []
+    for i, (cy, cx, *_rest) in enumerate(boxes):
+        gy, gx = min(int(cy / H * grid), grid - 1), min(int(cx / W * grid), grid - 1)
+        owner[gy, gx] = i  # the barycentre cell always belongs to its person
+        centers.append(gy * grid + gx)
+    return owner, centers
+
+
+def _positives(owner: np.ndarray, centers: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(center_cells (P,), pos_cells (Q,), pos_person (Q,)): first the P barycentre cells in person
+    order, then the other positive cells with the person that owns each."""
+    # a barycentre cell may have been taken by a later person's barycentre: keep the one that owns it
+    center_cells = np.asarray(centers, dtype=np.int64)
+    pos = np.nonzero(owner.flatten() >= 0)[0]
+    pos_person = owner.flatten()[pos]
+    is_center = np.isin(pos, center_cells)
+    rest = pos[~is_center]
+    rest_person = pos_person[~is_center]
+    pos_cells = np.concatenate([center_cells, rest])
+    pos_person = np.concatenate([np.arange(len(centers)), rest_person])
+    return center_cells, pos_cells, pos_person

@@ -22,7 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from streamparse.archive.resume import Decision, model_key, plan_videos, record
 from streamparse.store.index import parse_index
-from streamparse.archive.outdir import ARCHIVE_JSON, INDEX, open_outdir
+from streamparse.archive.outdir import INDEX, open_outdir
+from streamparse.archive.report import (finalize_report, format_summary, read_archive_json, video_row,
+                                        write_archive_json)
 from streamparse.archive.balance import NodeBalancer
 from streamparse.archive.worker import make_context
 from streamparse.engine.pool import start_pool
@@ -34,10 +36,12 @@ from streamparse.sources.uri import redact_uri
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PipelineError", "run_archive", "start_pool"]
+__all__ = ["PipelineError", "format_summary", "run_archive", "start_pool"]
 
 
 # ----------------------------------------------------------------------------- the run
+
+
 def _verify_skips(outdir, decisions_in: list[tuple], key: str) -> dict[str, bool]:
     """video_id -> whether a video the index calls complete may be skipped: the first-MiB hash still
     matches, and the store's own attributes say complete, same input and model. In 8 threads."""
@@ -69,8 +73,6 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
     (``videos``: one row per input video; ``counts``; ``interrupted``), also written to ``report_path``
     (JSON, before the folder marker). ``on_event(name, data)``: a hook for tests (``"dispatched"``,
     ``"result"``)."""
-    import ray
-
     from streamparse.engine.raystart import init_ray
 
     t_start = time.monotonic()
@@ -99,31 +101,8 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
     try:
         outdir.lock(token)
         outdir.mark()  # first: from here on a killed run leaves a folder that --resume accepts
-        index = parse_index(outdir.read_text(INDEX) or "")
-        prev = _read_archive_json(outdir)
-        stats = {v.video_id: stat_identity(v.uri) for v in videos}
-        cands = [(v, index.last[v.video_id]) for v in videos if v.video_id in index.last
-                 and index.last[v.video_id].get("state") == "complete" and index.last[v.video_id].get("model_key") == key
-                 and same_input(index.last[v.video_id].get("input"), stats[v.video_id], head=False)]
-        verified = _verify_skips(outdir, cands, key)
-        decisions = plan_videos(videos, index, key=key, stats=stats, quarantine_after=quarantine_after,
-                                retry_quarantined=retry_quarantined, verify_complete=lambda v, last: verified.get(v.video_id, False))
-        if prev and prev.get("model_key") and prev["model_key"] != key:
-            report["notes"].append(f"the model or its config changed since the last run (checkpoint {prev.get('checkpoint_sha256')} -> "
-                                   f"{meta['checkpoint_sha256']}): finished videos are reprocessed into fresh stores")
-        _write_archive_json(outdir, plan, key, videos, prev)
-        todo = [d for d in decisions if d.action == "process"]
-        if max_videos:
-            todo = todo[:max_videos]
-        for d in decisions:
-            rows[d.video.video_id] = _row(d)
-        new_lines = [record(d.video, "pending", attempt=d.attempt - 1, input=stats[d.video.video_id], model_key=key,
-                            note=d.reason, frames=(d.previous or {}).get("frames", 0) if d.reason == "continue" else 0)
-                     for d in decisions if d.action == "process" and (d.previous or {}).get("state") != "pending"]
-        with intr.critical():
-            outdir.append_index(new_lines)
-            outdir.flush_index(force=True)
-        outdir.mark()
+        todo, index = _decide(outdir, videos, plan, key, report, rows, intr, quarantine_after=quarantine_after,
+                              retry_quarantined=retry_quarantined, max_videos=max_videos)
         if todo:
             t_ray = time.monotonic()
             started_ray = init_ray(ray_address or os.environ.get("RAY_ADDRESS", ""), cfg.pipeline.object_store_memory_mb)
@@ -139,50 +118,74 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
         _cancel(pending, rows, outdir, key, intr)
     finally:
         intr.restore()
-        _finalize(report, videos, rows, interrupted, t_start)
-        try:
-            outdir.flush_index(force=True)
-        except Exception as exc:  # noqa: BLE001
-            log.error("%s: cannot write the index: %s", outdir.label, exc)
-        if report_path and outdir.lock_obj is not None:  # before the folder marker: a report inside OUTDIR is then one of its files
-            from streamparse.store.outputs import write_json
-
-            write_json(report_path, report)
-        if outdir.lock_obj is not None:
-            try:
-                outdir.mark()
-            except Exception as exc:  # noqa: BLE001
-                log.error("%s: cannot write the folder marker: %s", outdir.label, exc)
-        outdir.close()
-        outdir.unlock()
-        for a, _ in pool:
-            try:
-                ray.kill(a, no_restart=True)
-            except Exception:  # noqa: BLE001
-                pass
-        if started_ray:
-            ray.shutdown()
+        finalize_report(report, videos, rows, interrupted, t_start)
+        _close(outdir, report, report_path, pool, started_ray)
     return report
 
 
-def _finalize(report: dict, videos, rows: dict, interrupted: bool, t_start: float) -> None:
-    report["videos"] = [rows[v.video_id] for v in videos if v.video_id in rows]
-    report["interrupted"] = interrupted
-    report["elapsed_s"] = round(time.monotonic() - t_start, 3)
-    report["counts"] = _counts(report["videos"])
-    new = sum(r.get("frames_new") or 0 for r in report["videos"])
-    report["frames_new"] = new
-    report["fps"] = round(new / report["elapsed_s"], 2) if report["elapsed_s"] > 0 else None
+def _decide(outdir, videos, plan, key: str, report: dict, rows: dict, intr, *, quarantine_after: int,
+            retry_quarantined: bool, max_videos: int) -> tuple[list, object]:
+    """What this run does with each video (skip, quarantined, process: ``plan_videos`` on the index,
+    complete videos verified against their stores), recorded before anything runs: ``archive.json``,
+    a report row per video, a ``pending`` index line per video to process, the folder marker. Returns
+    (the decisions to process, at most ``max_videos``; the index read)."""
+    meta = plan.model
+    index = parse_index(outdir.read_text(INDEX) or "")
+    prev = read_archive_json(outdir)
+    stats = {v.video_id: stat_identity(v.uri) for v in videos}
+    cands = [(v, index.last[v.video_id]) for v in videos if v.video_id in index.last
+             and index.last[v.video_id].get("state") == "complete" and index.last[v.video_id].get("model_key") == key
+             and same_input(index.last[v.video_id].get("input"), stats[v.video_id], head=False)]
+    verified = _verify_skips(outdir, cands, key)
+    decisions = plan_videos(videos, index, key=key, stats=stats, quarantine_after=quarantine_after,
+                            retry_quarantined=retry_quarantined, verify_complete=lambda v, last: verified.get(v.video_id, False))
+    if prev and prev.get("model_key") and prev["model_key"] != key:
+        report["notes"].append(f"the model or its config changed since the last run (checkpoint {prev.get('checkpoint_sha256')} -> "
+                               f"{meta['checkpoint_sha256']}): finished videos are reprocessed into fresh stores")
+    write_archive_json(outdir, plan, key, videos, prev)
+    todo = [d for d in decisions if d.action == "process"]
+    if max_videos:
+        todo = todo[:max_videos]
+    for d in decisions:
+        rows[d.video.video_id] = video_row(d)
+    new_lines = [record(d.video, "pending", attempt=d.attempt - 1, input=stats[d.video.video_id], model_key=key,
+                        note=d.reason, frames=(d.previous or {}).get("frames", 0) if d.reason == "continue" else 0)
+                 for d in decisions if d.action == "process" and (d.previous or {}).get("state") != "pending"]
+    with intr.critical():
+        outdir.append_index(new_lines)
+        outdir.flush_index(force=True)
+    outdir.mark()
+    return todo, index
 
 
-def _row(d: Decision) -> dict:
-    prev = d.previous or {}
-    row = {"video_id": d.video.video_id, "uri": d.video.redacted, "store": f"{d.video.video_id}.zarr",
-           "action": {"process": "queued", "skip": "skipped", "quarantined": "quarantined"}[d.action], "reason": d.reason,
-           "state": {"skip": "complete", "quarantined": "quarantined"}.get(d.action, "pending"),
-           "frames": prev.get("frames", 0) if d.action != "process" else 0, "frames_new": 0, "fps": None, "wall_s": None,
-           "errors": list(prev.get("errors") or []) if d.action == "quarantined" else [], "attempt": d.attempt - 1, "note": ""}
-    return row
+def _close(outdir, report: dict, report_path: str | None, pool: list, started_ray: bool) -> None:
+    """The end of a run, whatever happened: the index flushed, the report written (before the folder
+    marker, so that a report inside OUTDIR is one of its files), the marker, the lock released, the
+    pool's actors killed and a Ray this run started shut down."""
+    import ray
+
+    try:
+        outdir.flush_index(force=True)
+    except Exception as exc:  # noqa: BLE001
+        log.error("%s: cannot write the index: %s", outdir.label, exc)
+    if report_path and outdir.lock_obj is not None:  # before the folder marker: a report inside OUTDIR is then one of its files
+        from streamparse.store.outputs import write_json
+
+        write_json(report_path, report)
+    if outdir.lock_obj is not None:
+        try:
+            outdir.mark()
+        except Exception as exc:  # noqa: BLE001
+            log.error("%s: cannot write the folder marker: %s", outdir.label, exc)
+    outdir.close()
+    outdir.unlock()
+    for a, _ in pool:
+        try:
+            ray.kill(a, no_restart=True)
+        except Exception:  # noqa: BLE001
+            pass
+    if started_ray:
+        ray.shutdown()
 
 
 def _drive(plan, key, token, outdir, todo, rows, index, pool, pending, intr, report, *, concurrency, quarantine_after,
@@ -352,55 +355,3 @@ def _cancel(pending: dict, rows: dict, outdir, key: str, intr, wait_s: float = 2
         rows[d.video.video_id].update(state="pending", note="interrupted (no answer; its store resumes from its commit marker)")
 
 
-def _counts(rows: list[dict]) -> dict:
-    out = {s: 0 for s in ("complete", "failed", "quarantined", "pending", "running")}
-    for r in rows:
-        out[r["state"]] = out.get(r["state"], 0) + 1
-    out["skipped"] = sum(1 for r in rows if r["action"] == "skipped")
-    out["processed"] = sum(1 for r in rows if r["action"] == "processed")
-    return out
-
-
-def _read_archive_json(outdir) -> dict | None:
-    import json
-
-    raw = outdir.read_text(ARCHIVE_JSON)
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-def _write_archive_json(outdir, plan, key: str, videos, prev: dict | None) -> None:
-    from streamparse import __version__
-
-    history = list((prev or {}).get("history") or [])
-    if prev and prev.get("model_key") and prev.get("model_key") != key:
-        history.append({k: prev.get(k) for k in ("model_name", "checkpoint_sha256", "model_key", "updated")})
-    meta = plan.model
-    data = {"streamparse_version": __version__, "model_name": meta["model_name"], "checkpoint_sha256": meta["checkpoint_sha256"],
-            "model_key": key, "config": plan.config, "inputs": [v.redacted for v in videos],
-            "created": (prev or {}).get("created", time.time()), "updated": time.time(), "history": history}
-    outdir.write_json(ARCHIVE_JSON, data)
-
-
-def format_summary(report: dict) -> str:
-    """The short text summary printed after a run."""
-    c = report["counts"]
-    lines = [f"archive {report['outdir']}: {len(report['videos'])} video(s): {c['complete']} complete "
-             f"({c['skipped']} skipped as already done), {c['failed']} failed, {c['quarantined']} quarantined"
-             + (f", {c['pending'] + c['running']} pending" if c["pending"] + c["running"] else "")]
-    fps = f" ({report['fps']:.1f} fps overall)" if report.get("fps") else ""
-    lines.append(f"  {report['frames_new']} frame(s) parsed in {report['elapsed_s']:.1f} s{fps}")
-    for r in report["videos"]:
-        if r["state"] in ("failed", "quarantined"):
-            lines.append(f"  {r['state']}: {r['video_id']}: {'; '.join(r.get('errors') or ['?'])}")
-        elif r.get("note") and r["action"] == "processed":
-            lines.append(f"  {r['video_id']}: {r['note']}")
-    for n in report.get("notes") or []:
-        lines.append(f"  note: {n}")
-    if report.get("interrupted"):
-        lines.append("  interrupted: rerun the same command with --resume to continue")
-    return "\n".join(lines)

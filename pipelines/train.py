@@ -3,7 +3,7 @@
 ``train(cfg, work_dir, resume, num_workers, use_gpu) -> dict``: one process (``num_workers <= 1``)
 or N Ray workers with DDP (``streamparse.training.distributed``). The work dir receives
 ``config.yaml``, ``metrics.jsonl``, ``last.pt`` / ``best.pt`` / ``epoch_N.pt`` and
-``last_state.pt`` (see ``streamparse.training.loop``).
+``last_state.pt`` (see ``streamparse.training.loop`` and ``streamparse.training.build``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from streamparse.training.loop import NORMS, STATE_FILE, TrainingError, load_state, open_dataset
+from streamparse.training.build import NORMS, STATE_FILE, TrainingError, load_state, open_dataset
 
 
 def resolve_resume(work_dir: Path, resume: str | None) -> Path | None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Retrain the shipped weights (streamparse/weights/uniparser_small_synth_cihp.pt) from nothing: the ten
-# stages of configs/shipped_weights/, each generating its synthetic images and training from the
-# previous stage; ~773 min on 2 CPU cores. STAGES="8 9 10" runs a subset (earlier work dirs must exist).
+# stages of configs/shipped_weights/ (stageKK.yaml: the recipe of base.yaml and what is the stage's own),
+# each generating its synthetic images and training from the previous stage; ~773 min on 2 CPU cores. STAGES="8 9 10" runs a subset (earlier work dirs must exist).
 # The last stage's export overwrites the shipped file only with OVERWRITE_SHIPPED=1 (else it writes
 # work_dirs/shipped_stage10/export.pt). docs/weights.md lists each stage's settings and results.
 set -euo pipefail

@@ -98,6 +98,17 @@ class FrameBatch:
         )
 
 
+def _label_maps(part, instance, dims: str) -> tuple[np.ndarray, np.ndarray]:
+    """``part`` as uint8[``dims``] and ``instance`` as uint16 of the same shape (``dims``: "H, W" or
+    "B, H, W"); ``ValueError`` otherwise."""
+    part, instance = np.asarray(part), np.asarray(instance)
+    if part.ndim != len(dims.split(", ")) or part.dtype != np.uint8:
+        raise ValueError(f"part must be uint8[{dims}], got {part.dtype}{list(part.shape)}")
+    if instance.shape != part.shape or instance.dtype != np.uint16:
+        raise ValueError(f"instance must be uint16{list(part.shape)}, got {instance.dtype}{list(instance.shape)}")
+    return part, instance
+
+
 @dataclass
 class FrameParsing:
     """Multi-human parsing of one image at the image's resolution.
@@ -121,14 +132,7 @@ class FrameParsing:
     embeddings: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        self.part = np.asarray(self.part)
-        self.instance = np.asarray(self.instance)
-        if self.part.ndim != 2 or self.part.dtype != np.uint8:
-            raise ValueError(f"part must be uint8[H, W], got {self.part.dtype}{list(self.part.shape)}")
-        if self.instance.shape != self.part.shape or self.instance.dtype != np.uint16:
-            raise ValueError(
-                f"instance must be uint16{list(self.part.shape)}, got {self.instance.dtype}{list(self.instance.shape)}"
-            )
+        self.part, self.instance = _label_maps(self.part, self.instance, "H, W")
         self.scores = _as(self.scores, np.float32, "scores", 1)
         k = self.scores.shape[0]
         if self.bboxes is None or self.areas is None:
@@ -214,12 +218,7 @@ class ParsingBatch:
     source_id: str = ""
 
     def __post_init__(self) -> None:
-        self.part = np.asarray(self.part)
-        self.instance = np.asarray(self.instance)
-        if self.part.ndim != 3 or self.part.dtype != np.uint8:
-            raise ValueError(f"part must be uint8[B, H, W], got {self.part.dtype}{list(self.part.shape)}")
-        if self.instance.shape != self.part.shape or self.instance.dtype != np.uint16:
-            raise ValueError(f"instance must be uint16{list(self.part.shape)}, got {self.instance.dtype}{list(self.instance.shape)}")
+        self.part, self.instance = _label_maps(self.part, self.instance, "B, H, W")
         b = self.part.shape[0]
         for name, dt in _FRAME_DTYPES.items():
             setattr(self, name, _as(getattr(self, name), dt, name, 1))

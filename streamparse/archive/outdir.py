@@ -37,7 +37,40 @@ def _check_kind(marker: dict | None, where: str) -> None:
                           "not an archive")
 
 
-class LocalOutdir:
+class _Outdir:
+    """What both kinds of OUTDIR share: one writer (a lock taken with the job's token; its heartbeat
+    rides on the driver's progress) and the refusal that names a live writer. ``label``: the OUTDIR as
+    the user gave it; ``busy()`` and ``_new_lock(token)`` are the kind's."""
+
+    label: str
+    lock_obj = None
+
+    def busy(self) -> str | None:
+        raise NotImplementedError
+
+    def _new_lock(self, token: str):
+        raise NotImplementedError
+
+    def _refuse_if_busy(self) -> None:
+        holder = self.busy()
+        if holder:
+            raise OutputError(f"{self.label} is being written by another archive job ({holder}); wait for it or stop it")
+
+    def lock(self, token: str) -> None:
+        self._refuse_if_busy()
+        self.lock_obj = self._new_lock(token).acquire()
+
+    def heartbeat(self) -> None:
+        if self.lock_obj is not None:
+            self.lock_obj.heartbeat()
+
+    def unlock(self) -> None:
+        if self.lock_obj is not None:
+            self.lock_obj.release()
+            self.lock_obj = None
+
+
+class LocalOutdir(_Outdir):
     """An OUTDIR on a local or NFS path."""
 
     remote = False
@@ -52,9 +85,7 @@ class LocalOutdir:
     def check(self, resume: bool) -> str:
         """'new' (absent or empty) or 'archive' (ours: resume continues it); ``OutputError`` otherwise
         (a live job holding it is named first: that is the one thing to wait for)."""
-        holder = self.busy()
-        if holder:
-            raise OutputError(f"{self.path} is being written by another archive job ({holder}); wait for it or stop it")
+        self._refuse_if_busy()
         st = inspect_path(self.path)
         if st.what == "store":
             raise OutputError(f"refusing to write into {self.path}: it is a zarr store, not an archive folder")
@@ -78,23 +109,11 @@ class LocalOutdir:
 
         return WriterLock(self.path).busy() if self.path.is_dir() else None
 
-    def lock(self, token: str) -> None:
+    def _new_lock(self, token: str):
         from streamparse.store.lock import WriterLock
 
-        holder = self.busy()
-        if holder:
-            raise OutputError(f"{self.path} is being written by another archive job ({holder}); wait for it or stop it")
         self.path.mkdir(parents=True, exist_ok=True)
-        self.lock_obj = WriterLock(self.path, token=token).acquire()
-
-    def heartbeat(self) -> None:
-        if self.lock_obj is not None:
-            self.lock_obj.heartbeat()
-
-    def unlock(self) -> None:
-        if self.lock_obj is not None:
-            self.lock_obj.release()
-            self.lock_obj = None
+        return WriterLock(self.path, token=token)
 
     # -------------------------------------------------------------- files
     def read_text(self, name: str) -> str | None:
@@ -160,7 +179,7 @@ def _parse_meta(root_raw: bytes | None, group_raw: bytes | None) -> tuple[dict |
     return attrs(root_raw), (dict(g.get("status") or {}) if g is not None else None)
 
 
-class RemoteOutdir:
+class RemoteOutdir(_Outdir):
     """An OUTDIR on object storage (``s3://bucket/prefix``)."""
 
     remote = True
@@ -177,9 +196,7 @@ class RemoteOutdir:
         self._flushed = 0.0
 
     def check(self, resume: bool) -> str:
-        holder = self.busy()
-        if holder:
-            raise OutputError(f"{self.url} is being written by another archive job ({holder}); wait for it or stop it")
+        self._refuse_if_busy()
         what, why = dir_state(self.fs, self.base)
         if what == "foreign":
             raise OutputError(f"refusing to write into {self.url}: {why}")
@@ -192,21 +209,8 @@ class RemoteOutdir:
     def busy(self) -> str | None:
         return ObjectLock(self.url, storage_options=self.so).busy()
 
-    def lock(self, token: str) -> None:
-        lk = ObjectLock(self.url, storage_options=self.so, token=token)
-        holder = lk.busy()
-        if holder:
-            raise OutputError(f"{self.url} is being written by another archive job ({holder}); wait for it or stop it")
-        self.lock_obj = lk.acquire()
-
-    def heartbeat(self) -> None:
-        if self.lock_obj is not None:
-            self.lock_obj.heartbeat()
-
-    def unlock(self) -> None:
-        if self.lock_obj is not None:
-            self.lock_obj.release()
-            self.lock_obj = None
+    def _new_lock(self, token: str) -> ObjectLock:
+        return ObjectLock(self.url, storage_options=self.so, token=token)
 
     def read_text(self, name: str) -> str | None:
         self.fs.invalidate_cache(join(self.base, name))

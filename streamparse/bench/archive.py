@@ -27,9 +27,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from streamparse.bench.measure import Sampler, predict_fps, rss_tree
 
 TARGETS = {"archive_vs_run": 3.0, "archive_vs_model_only": 0.85, "first_write_median_s": 0.5, "rss_growth_pct": 5.0}
 RSS_AT_VIDEO = 5
@@ -76,14 +77,8 @@ def model_only_fps(cfg, checkpoint: str | None, paths: list[Path], threads: int)
     for p in paths:
         with FileSource(str(p)) as src:
             clips.append(np.concatenate([b.frames for b in src.batches(256)]))
-    bs = cfg.pipeline.batch_size
-    pred.predict(clips[0][:bs])  # warm-up
+    fps = predict_fps(pred, clips, cfg.pipeline.batch_size)
     n = sum(len(c) for c in clips)
-    t = time.perf_counter()
-    for c in clips:
-        for i in range(0, len(c), bs):
-            pred.predict(c[i : i + bs])
-    fps = n / (time.perf_counter() - t)
     meta = plan.resolve_model_meta(cfg, checkpoint)
     del pred
     return fps, n, meta
@@ -97,30 +92,15 @@ def _completed(index: Path) -> int:
     return sum(1 for line in text.splitlines() if '"state":"complete"' in line)
 
 
-class _TreeSampler:
+class _TreeSampler(Sampler):
     """(seconds, RSS bytes of ``pid``'s process tree, videos completed in the index) every ``interval_s``."""
 
     def __init__(self, pid: int, index: Path, interval_s: float = 0.25):
-        self.pid, self.index, self.interval_s = pid, index, interval_s
-        self.samples: list[tuple[float, int, int]] = []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._loop, daemon=True)
+        super().__init__(interval_s)
+        self.pid, self.index = pid, index
 
-    def _loop(self) -> None:
-        from streamparse.bench.pipeline import _rss_tree
-
-        t0 = time.monotonic()
-        while not self._stop.is_set():
-            self.samples.append((time.monotonic() - t0, _rss_tree(self.pid), _completed(self.index)))
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> "_TreeSampler":
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._t.join()
+    def sample(self, t: float) -> None:
+        self.samples.append((t, rss_tree(self.pid), _completed(self.index)))
 
 
 def rss_points(samples: list[tuple[float, int, int]], videos: int) -> tuple[int, float | None, float | None]:
@@ -170,50 +150,12 @@ def run_archive_bench(*, videos: int = 24, frames: int = 60, size: tuple[int, in
                "cpu_count": os.cpu_count(), "checkpoint_sha256": meta["checkpoint_sha256"], "model_only_fps": round(fps_a, 2)}
         if progress:
             print(f"bench archive: (a) model-only {fps_a:.2f} fps over {n} pre-decoded frames", flush=True)
-
-        # (b) one `streamparse run` process per video, one after another
-        per = []
-        t = time.perf_counter()
-        for p in paths:
-            t1 = time.perf_counter()
-            r = subprocess.run([sys.executable, "-m", "streamparse", "run", str(p), "--out", str(root / "run" / f"{p.stem}.zarr"),
-                                "--no-progress", *extra], capture_output=True, text=True, env=env)
-            if r.returncode != 0:
-                raise RuntimeError(f"streamparse run {p.name} failed ({r.returncode}): {(r.stderr.strip().splitlines() or ['?'])[-1]}")
-            per.append(time.perf_counter() - t1)
-        run_s = time.perf_counter() - t
-        res.update(run_s=round(run_s, 2), run_fps=round(n / run_s, 2), run_per_video_s=round(statistics.median(per), 3))
+        run_s = _sequential_runs(res, paths, root / "run", extra, env, n)
         if progress:
             print(f"bench archive: (b) {videos} sequential runs {run_s:.1f} s ({n / run_s:.2f} fps)", flush=True)
-
-        # (c) one `streamparse archive` process, end to end
-        out, report = root / "archive", root / "archive-report.json"
-        t = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "streamparse", "archive", str(root / "videos"), "--out", str(out),
-                                 "--report", str(report), "--no-progress", *extra], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env)
-        with _TreeSampler(proc.pid, out / "index.jsonl") as mem:
-            stdout, stderr = proc.communicate()
-        arc_s = time.perf_counter() - t
-        if proc.returncode != 0:
-            raise RuntimeError(f"streamparse archive failed ({proc.returncode}): {(stderr.strip().splitlines() or ['?'])[-1]}")
-        rep = json.loads(report.read_text())
-        if rep["counts"]["complete"] != videos or rep["frames_new"] != n:
-            raise RuntimeError(f"the archive completed {rep['counts']['complete']} videos / {rep['frames_new']} frames, "
-                               f"expected {videos} / {n}")
-        med, fw = first_write_median(rep["videos"])
-        later = sorted(rep["videos"], key=lambda r: r.get("queued_s") or 0.0)[1:] or rep["videos"]
-        for key in ("open_s", "first_result_s", "wall_s"):  # where a video's time goes (videos 2..N)
-            vals = [r[key] for r in later if r.get(key) is not None]
-            res[f"video_{key}_median"] = round(statistics.median(vals), 3) if vals else None
-        k, rss_k, rss_end = rss_points(mem.samples, videos)
-        res.update(archive_s=round(arc_s, 2), archive_fps=round(n / arc_s, 2), archive_ray_start_s=rep.get("ray_start_s"),
-                   archive_pool=rep.get("pool"), archive_concurrency=rep.get("concurrency"),
-                   archive_vs_run=round(run_s / arc_s, 4), archive_vs_model_only=round((n / arc_s) / fps_a, 4),
-                   first_write_median_s=med, first_write_s=fw, rss_at_video=k,
-                   rss_mb_at_video_k=round(rss_k, 1) if rss_k else None, rss_mb_at_end=round(rss_end, 1) if rss_end else None,
-                   rss_growth_pct=round(100.0 * (rss_end - rss_k) / rss_k, 2) if rss_k and rss_end else None,
-                   rss_samples=len(mem.samples))
+        out = root / "archive"
+        arc_s, rep, samples = _archive_run(root / "videos", out, root / "archive-report.json", extra, env, videos, n)
+        _archive_figures(res, rep, samples, arc_s=arc_s, run_s=run_s, fps_a=fps_a)
         store_bytes = sum(f.stat().st_size for z in out.glob("*.zarr") for f in z.rglob("*") if f.is_file())
         res["store_bytes_per_frame"] = round(store_bytes / n)
         # per-video cost beyond the model's own time (the start-up a video pays in each mode)
@@ -223,7 +165,8 @@ def run_archive_bench(*, videos: int = 24, frames: int = 60, size: tuple[int, in
         res["targets"] = dict(TARGETS)
         res["met"] = {"archive_vs_run": res["archive_vs_run"] >= TARGETS["archive_vs_run"],
                       "archive_vs_model_only": res["archive_vs_model_only"] >= TARGETS["archive_vs_model_only"],
-                      "first_write_median_s": med is not None and med <= TARGETS["first_write_median_s"],
+                      "first_write_median_s": res["first_write_median_s"] is not None
+                      and res["first_write_median_s"] <= TARGETS["first_write_median_s"],
                       "rss_growth_pct": res["rss_growth_pct"] is not None and res["rss_growth_pct"] <= TARGETS["rss_growth_pct"]}
         if keep:
             res["work"] = str(root)
@@ -231,6 +174,61 @@ def run_archive_bench(*, videos: int = 24, frames: int = 60, size: tuple[int, in
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _sequential_runs(res: dict, paths: list[Path], out: Path, extra: list[str], env: dict, n: int) -> float:
+    """(b): one ``streamparse run`` process per video, one after another; returns the total seconds."""
+    per = []
+    t = time.perf_counter()
+    for p in paths:
+        t1 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "streamparse", "run", str(p), "--out", str(out / f"{p.stem}.zarr"),
+                            "--no-progress", *extra], capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(f"streamparse run {p.name} failed ({r.returncode}): {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+        per.append(time.perf_counter() - t1)
+    run_s = time.perf_counter() - t
+    res.update(run_s=round(run_s, 2), run_fps=round(n / run_s, 2), run_per_video_s=round(statistics.median(per), 3))
+    return run_s
+
+
+def _archive_run(videos_dir: Path, out: Path, report: Path, extra: list[str], env: dict, videos: int,
+                 n: int) -> tuple[float, dict, list]:
+    """(c): one ``streamparse archive`` process end to end, its process tree's memory sampled; returns
+    (seconds, its report, the samples). Raises ``RuntimeError`` unless every video and frame completed."""
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "streamparse", "archive", str(videos_dir), "--out", str(out),
+                             "--report", str(report), "--no-progress", *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    with _TreeSampler(proc.pid, out / "index.jsonl") as mem:
+        stdout, stderr = proc.communicate()
+    arc_s = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"streamparse archive failed ({proc.returncode}): {(stderr.strip().splitlines() or ['?'])[-1]}")
+    rep = json.loads(report.read_text())
+    if rep["counts"]["complete"] != videos or rep["frames_new"] != n:
+        raise RuntimeError(f"the archive completed {rep['counts']['complete']} videos / {rep['frames_new']} frames, "
+                           f"expected {videos} / {n}")
+    return arc_s, rep, mem.samples
+
+
+def _archive_figures(res: dict, rep: dict, samples: list, *, arc_s: float, run_s: float, fps_a: float) -> None:
+    """The archive's figures against (a) and (b): fps and ratios, where a video's time goes (videos
+    2..N), the first write after a video starts, the memory growth of the process tree."""
+    n, videos = res["frames"], res["videos"]
+    med, fw = first_write_median(rep["videos"])
+    later = sorted(rep["videos"], key=lambda r: r.get("queued_s") or 0.0)[1:] or rep["videos"]
+    for key in ("open_s", "first_result_s", "wall_s"):  # where a video's time goes (videos 2..N)
+        vals = [r[key] for r in later if r.get(key) is not None]
+        res[f"video_{key}_median"] = round(statistics.median(vals), 3) if vals else None
+    k, rss_k, rss_end = rss_points(samples, videos)
+    res.update(archive_s=round(arc_s, 2), archive_fps=round(n / arc_s, 2), archive_ray_start_s=rep.get("ray_start_s"),
+               archive_pool=rep.get("pool"), archive_concurrency=rep.get("concurrency"),
+               archive_vs_run=round(run_s / arc_s, 4), archive_vs_model_only=round((n / arc_s) / fps_a, 4),
+               first_write_median_s=med, first_write_s=fw, rss_at_video=k,
+               rss_mb_at_video_k=round(rss_k, 1) if rss_k else None, rss_mb_at_end=round(rss_end, 1) if rss_end else None,
+               rss_growth_pct=round(100.0 * (rss_end - rss_k) / rss_k, 2) if rss_k and rss_end else None,
+               rss_samples=len(samples))
 
 
 def format_archive(res: dict) -> str:

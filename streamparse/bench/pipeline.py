@@ -18,88 +18,27 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-def _descendants(parent: dict[int, int], root: int | None = None) -> set[int]:
-    """Process ``root`` (default: this one) and every descendant, from a pid -> parent pid map."""
-    root = os.getpid() if root is None else root
-    tree, frontier = {root}, [root]
-    while frontier:
-        p = frontier.pop()
-        for c, pp in parent.items():
-            if pp == p and c not in tree:
-                tree.add(c)
-                frontier.append(c)
-    return tree
+from streamparse.bench.measure import Sampler, cpu_by_pid, predict_fps, rss_tree
 
 
-def _rss_tree(root: int | None = None) -> int:
-    """Resident bytes of process ``root`` (default: this one) and all its descendants (the local Ray
-    processes); Linux /proc."""
-    parent: dict[int, int] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    tree = _descendants(parent, root)
-    page = os.sysconf("SC_PAGE_SIZE")
-    total = 0
-    for p in tree:
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * page
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+class _RSSSampler(Sampler):
+    """(seconds, RSS bytes of this process tree) every ``interval_s``, and the first and last CPU time
+    seen of every process in it (by role)."""
 
-
-def _cpu_by_pid() -> dict[int, tuple[str, float]]:
-    """pid -> (role, CPU seconds so far) of this process and its descendants; roles: driver, inference
-    actors, decoder actors, other Ray processes (raylet, GCS, idle workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parent, info = {}, {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                cmd = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        pid = int(d)
-        parent[pid] = int(fields[1])
-        role = ("driver" if pid == os.getpid() else "inference actors" if "InferenceActor" in cmd
-                else "engine task (decode, write, track)" if "run_task" in cmd else "other Ray processes")
-        info[pid] = (role, (int(fields[11]) + int(fields[12])) / tick)
-    return {p: info[p] for p in _descendants(parent) if p in info}
-
-
-class _RSSSampler:
     def __init__(self, interval_s: float = 1.0):
-        self.interval_s = interval_s
-        self.samples: list[tuple[float, int]] = []
+        super().__init__(interval_s)
         self.cpu: dict[int, list] = {}  # pid -> [role, first CPU seconds seen, last seen]
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._loop, daemon=True)
 
-    def _loop(self) -> None:
-        t0 = time.monotonic()
-        while not self._stop.is_set():
-            self.samples.append((time.monotonic() - t0, _rss_tree()))
-            for pid, (role, cpu) in _cpu_by_pid().items():  # first and last CPU time seen of every process
-                first = self.cpu.setdefault(pid, [role, cpu, cpu])
-                first[0], first[2] = role, cpu
-            self._stop.wait(self.interval_s)
+    def sample(self, t: float) -> None:
+        self.samples.append((t, rss_tree()))
+        for pid, (role, cpu) in cpu_by_pid().items():  # first and last CPU time seen of every process
+            first = self.cpu.setdefault(pid, [role, cpu, cpu])
+            first[0], first[2] = role, cpu
 
     def cpu_share_pct(self, wall_s: float) -> dict[str, float]:
         """Each role's CPU use during the sampled interval, in % of one core."""
@@ -107,14 +46,6 @@ class _RSSSampler:
         for role, a, b in self.cpu.values():
             out[role] = out.get(role, 0.0) + (b - a)
         return {k: round(100.0 * v / wall_s, 1) for k, v in sorted(out.items())}
-
-    def __enter__(self) -> "_RSSSampler":
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._t.join()
 
     def summary(self) -> dict:
         rss = np.asarray([s for _, s in self.samples], dtype=float) / 2**20
@@ -140,15 +71,11 @@ def _video(args, work: Path) -> tuple[str, int]:
 
 
 def run_pipeline_bench(args) -> dict:
+    """The three measurements (module docstring) on ``args.video`` (or a generated one)."""
     import torch
 
-    from streamparse import plan
-    from streamparse.engine.factory import build_predictor
     from streamparse.config import load_config
-    from streamparse.engine.raystart import init_ray
-    from streamparse.pipelines.video import run
-    from streamparse.store.sink import ZarrSink
-    from streamparse.sources import FileSource
+    from streamparse.engine.factory import build_predictor
 
     cfg = load_config(args.config, overrides=list(args.set))
     pc = cfg.pipeline
@@ -161,69 +88,85 @@ def run_pipeline_bench(args) -> dict:
         pred = build_predictor(cfg, checkpoint=ckpt)
         res = {"video": video, "model": cfg.model.name, "input_size": list(cfg.model.input_size), "batch_size": pc.batch_size,
                "workers": pc.workers, "threads": threads, "cpu_count": os.cpu_count(), "device": str(pred.device)}
-
-        # -- model-only: pre-decoded frames straight into the batched model
-        with FileSource(video, max_frames=limit) as src:
-            info = src.info()
-            frames = np.concatenate([b.frames for b in src.batches(256)])
-        n = len(frames)
-        res.update(frames=n, width=info["width"], height=info["height"])
-        pred.predict(frames[: pc.batch_size])  # warm-up
-        t = time.perf_counter()
-        for i in range(0, n, pc.batch_size):
-            pred.predict(frames[i : i + pc.batch_size])
-        res["model_only_fps"] = round(n / (time.perf_counter() - t), 2)
-        print(f"bench pipeline: model-only {res['model_only_fps']} fps", flush=True)
-        del frames
-
-        # -- naive: decode -> model -> write, frame by frame, one process
-        meta = plan.resolve_model_meta(cfg, ckpt if ckpt else None)
-        t = time.perf_counter()
-        with ZarrSink(work / "naive.zarr", mode="create", root_attrs={}, chunk_frames=pc.chunk_frames,
-                      compressor=pc.compressor) as sink, FileSource(video, max_frames=limit) as src:
-            w = plan.open_source_writer(sink, cfg, meta, "naive", src.info())  # the same writer (and tracker) as run
-            seq = 0
-            for b in src.batches(1):
-                w.add_batch(seq, pred.parse_batch(b))
-                seq += len(b)
-            w.flush()
-        res["naive_fps"] = round(n / (time.perf_counter() - t), 2)
-        print(f"bench pipeline: naive loop {res['naive_fps']} fps", flush=True)
+        n = _model_only(res, pred, video, limit, pc.batch_size)
+        _naive(res, pred, cfg, ckpt, video, limit, work / "naive.zarr", n)
         del pred
-
-        # -- end-to-end: streamparse run (Ray started before the clock)
-        t = time.perf_counter()
-        started = init_ray(pc.ray_address, pc.object_store_memory_mb)
-        res["ray_start_s"] = round(time.perf_counter() - t, 2)
-        try:
-            with _RSSSampler() as mem:
-                t = time.perf_counter()
-                summ = run(cfg, [video], work / "e2e.zarr", checkpoint=ckpt, progress=not args.no_progress)
-                wall = time.perf_counter() - t
-        finally:
-            if started:
-                import ray
-
-                ray.shutdown()
-        written = sum(s["frames_written"] for s in summ["sources"].values())
-        if written != n:
-            raise RuntimeError(f"end-to-end run wrote {written} frames, expected {n}")
-        res["e2e_fps"] = round(n / wall, 2)
-        # steady state: from the first result (actors up, model built) to the end
-        steady = wall - summ.get("first_result_s", 0.0)
-        res["e2e_startup_s"] = summ.get("first_result_s")
-        res["e2e_steady_fps"] = round((n - pc.batch_size) / steady, 2) if steady > 0 else None
-        res["e2e_vs_model_only"] = round(res["e2e_fps"] / res["model_only_fps"], 3)
-        res["e2e_steady_vs_model_only"] = round(res["e2e_steady_fps"] / res["model_only_fps"], 3) if res["e2e_steady_fps"] else None
-        res["e2e_vs_naive"] = round(res["e2e_fps"] / res["naive_fps"], 3)
-        # where the time goes: seconds per stage (summed over actors) and each role's CPU share of the run
-        res["stages_s"] = summ.get("stages_s", {})
-        res["cpu_share_pct"] = mem.cpu_share_pct(wall)
-        res["memory"] = mem.summary()
-        res["memory"]["samples_mb"] = [round(s / 2**20, 1) for _, s in mem.samples]
+        _end_to_end(res, cfg, ckpt, video, work / "e2e.zarr", n, progress=not args.no_progress)
         return res
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _model_only(res: dict, pred, video: str, limit: int, batch_size: int) -> int:
+    """Model-only: pre-decoded frames straight into the batched model; returns the number of frames."""
+    from streamparse.sources import FileSource
+
+    with FileSource(video, max_frames=limit) as src:
+        info = src.info()
+        frames = np.concatenate([b.frames for b in src.batches(256)])
+    n = len(frames)
+    res.update(frames=n, width=info["width"], height=info["height"])
+    res["model_only_fps"] = round(predict_fps(pred, [frames], batch_size), 2)
+    print(f"bench pipeline: model-only {res['model_only_fps']} fps", flush=True)
+    return n
+
+
+def _naive(res: dict, pred, cfg, checkpoint: str | None, video: str, limit: int, out: Path, n: int) -> None:
+    """Naive: decode -> model -> write, frame by frame, one process (the same writer and tracker as run)."""
+    from streamparse import plan
+    from streamparse.sources import FileSource
+    from streamparse.store.sink import ZarrSink
+
+    pc = cfg.pipeline
+    meta = plan.resolve_model_meta(cfg, checkpoint if checkpoint else None)
+    t = time.perf_counter()
+    with ZarrSink(out, mode="create", root_attrs={}, chunk_frames=pc.chunk_frames,
+                  compressor=pc.compressor) as sink, FileSource(video, max_frames=limit) as src:
+        w = plan.open_source_writer(sink, cfg, meta, "naive", src.info())  # the same writer (and tracker) as run
+        seq = 0
+        for b in src.batches(1):
+            w.add_batch(seq, pred.parse_batch(b))
+            seq += len(b)
+        w.flush()
+    res["naive_fps"] = round(n / (time.perf_counter() - t), 2)
+    print(f"bench pipeline: naive loop {res['naive_fps']} fps", flush=True)
+
+
+def _end_to_end(res: dict, cfg, checkpoint: str | None, video: str, out: Path, n: int, *, progress: bool) -> None:
+    """End-to-end: ``streamparse run`` (Ray started before the clock), its steady state, where the time
+    goes (seconds per stage, each role's CPU share) and the memory of the process tree."""
+    from streamparse.engine.raystart import init_ray
+    from streamparse.pipelines.video import run
+
+    pc = cfg.pipeline
+    t = time.perf_counter()
+    started = init_ray(pc.ray_address, pc.object_store_memory_mb)
+    res["ray_start_s"] = round(time.perf_counter() - t, 2)
+    try:
+        with _RSSSampler() as mem:
+            t = time.perf_counter()
+            summ = run(cfg, [video], out, checkpoint=checkpoint, progress=progress)
+            wall = time.perf_counter() - t
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    written = sum(s["frames_written"] for s in summ["sources"].values())
+    if written != n:
+        raise RuntimeError(f"end-to-end run wrote {written} frames, expected {n}")
+    res["e2e_fps"] = round(n / wall, 2)
+    # steady state: from the first result (actors up, model built) to the end
+    steady = wall - summ.get("first_result_s", 0.0)
+    res["e2e_startup_s"] = summ.get("first_result_s")
+    res["e2e_steady_fps"] = round((n - pc.batch_size) / steady, 2) if steady > 0 else None
+    res["e2e_vs_model_only"] = round(res["e2e_fps"] / res["model_only_fps"], 3)
+    res["e2e_steady_vs_model_only"] = round(res["e2e_steady_fps"] / res["model_only_fps"], 3) if res["e2e_steady_fps"] else None
+    res["e2e_vs_naive"] = round(res["e2e_fps"] / res["naive_fps"], 3)
+    res["stages_s"] = summ.get("stages_s", {})
+    res["cpu_share_pct"] = mem.cpu_share_pct(wall)
+    res["memory"] = mem.summary()
+    res["memory"]["samples_mb"] = [round(s / 2**20, 1) for _, s in mem.samples]
 
 
 def format_pipeline(res: dict) -> str:

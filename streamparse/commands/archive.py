@@ -30,20 +30,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-
-    from streamparse.plan import checkpoint_preset_overrides
     from streamparse.cli import CLIError
-    from streamparse.config import ConfigError, load_config
+    from streamparse.commands.common import load_run_config
 
-    overrides = checkpoint_preset_overrides(args.checkpoint) + list(args.set)
-    for flag, key in (("device", "pipeline.device"), ("batch_size", "pipeline.batch_size")):
-        v = getattr(args, flag)
-        if v is not None:
-            overrides.append(f"{key}={v}")
-    try:
-        cfg = load_config(args.config, overrides)
-    except ConfigError as exc:
-        raise CLIError(str(exc)) from None
+    cfg = load_run_config(args, (("device", "pipeline.device"), ("batch_size", "pipeline.batch_size")))
     for name in ("workers", "concurrency", "max_videos"):
         if getattr(args, name) < 0:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 0")
@@ -56,7 +46,8 @@ def run(args) -> int:
             raise CLIError(str(exc)) from None
     from streamparse.checkpoint import CheckpointError
     from streamparse.archive.inputs import InputError
-    from streamparse.pipelines.archive import PipelineError, format_summary, run_archive
+    from streamparse.archive.report import format_summary
+    from streamparse.pipelines.archive import PipelineError, run_archive
     from streamparse.store.sink import SinkError
 
     try:

@@ -56,16 +56,12 @@ def run(args) -> int:
 
     import numpy as np
 
-    from streamparse.plan import checkpoint_preset_overrides
     from streamparse.checkpoint import CheckpointError
     from streamparse.cli import CLIError
-    from streamparse.config import ConfigError, load_config
+    from streamparse.commands.common import load_run_config
     from streamparse.engine.factory import build_predictor
 
-    try:  # a checkpoint's stored inference preset (converted authors' checkpoints) goes before --set
-        cfg = load_config(args.config, checkpoint_preset_overrides(args.checkpoint) + list(args.set))
-    except ConfigError as exc:
-        raise CLIError(str(exc)) from None
+    cfg = load_run_config(args, ())
     from streamparse.store.outputs import OutputError, prepare_output, write_json
 
     if args.overlay and Path(args.overlay).suffix.lower() != ".png":

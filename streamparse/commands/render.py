@@ -6,9 +6,9 @@ HELP = "draw a store's part colours, person outlines and track ids over its vide
 
 
 def add_arguments(p) -> None:
-    p.add_argument("store", metavar="OUT.zarr", help="a streamparse store (path or fsspec URL)")
-    p.add_argument("--video", required=True, help="the video the store was made from")
-    p.add_argument("--source", help="source id in the store (default: its only source)")
+    from streamparse.commands.common import add_store_and_video
+
+    add_store_and_video(p)
     p.add_argument("--start", type=float, help="first second to render")
     p.add_argument("--end", type=float, help="render up to this second (exclusive)")
     p.add_argument("--out", required=True, help="output MP4 file")

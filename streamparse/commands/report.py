@@ -6,9 +6,9 @@ HELP = "a self-contained HTML report of a store: summary, people and tracks over
 
 
 def add_arguments(p) -> None:
-    p.add_argument("store", metavar="OUT.zarr", help="a streamparse store (path or fsspec URL)")
-    p.add_argument("--video", required=True, help="the video the store was made from")
-    p.add_argument("--source", help="source id in the store (default: its only source)")
+    from streamparse.commands.common import add_store_and_video
+
+    add_store_and_video(p)
     p.add_argument("--out", required=True, help="output HTML file")
     p.add_argument("--clip-seconds", type=float, default=5.0, help="length of the embedded overlay clip (default 5)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if streamparse wrote it")

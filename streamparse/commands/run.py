@@ -24,22 +24,13 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from streamparse.plan import checkpoint_preset_overrides
-    from streamparse.cli import CLIError
-    from streamparse.config import ConfigError, load_config
+    from streamparse.commands.common import load_run_config
 
-    # a checkpoint's stored inference preset (converted authors' checkpoints) goes before --set
-    overrides = checkpoint_preset_overrides(args.checkpoint) + list(args.set)
-    for flag, key in (("device", "pipeline.device"), ("batch_size", "pipeline.batch_size"), ("workers", "pipeline.workers"),
-                      ("max_frames", "pipeline.max_frames"), ("ray_address", "pipeline.ray_address")):
-        v = getattr(args, flag)
-        if v is not None:
-            overrides.append(f"{key}={v}")
-    try:
-        cfg = load_config(args.config, overrides)
-    except ConfigError as exc:
-        raise CLIError(str(exc)) from None
+    cfg = load_run_config(args, (("device", "pipeline.device"), ("batch_size", "pipeline.batch_size"),
+                                 ("workers", "pipeline.workers"), ("max_frames", "pipeline.max_frames"),
+                                 ("ray_address", "pipeline.ray_address")))
     # config errors are reported above, before anything heavy is imported or any path is touched
+    from streamparse.cli import CLIError
     from streamparse.store.outputs import OutputError, prepare_output
 
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "create"

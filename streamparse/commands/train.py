@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from streamparse.data import DatasetError
     from streamparse.pipelines.train import train
-    from streamparse.training.loop import TrainingError
+    from streamparse.training.build import TrainingError
 
     try:
         summary = train(cfg, work_dir, resume=args.resume, num_workers=args.num_workers, use_gpu=args.gpu,

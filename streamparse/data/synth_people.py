@@ -83,107 +83,149 @@ def _sample_person(rng: np.random.Generator, fmt: str, cx: float, foot: float, h
                    colour=colour, tex=tex, light=float(rng.uniform(-0.4, 0.4)))
 
 
-def _draw_person(lab: np.ndarray, p: _Person, ox: float, oy: float) -> None:
-    """Draw the person's label map into ``lab`` (canvas whose top-left is image pixel (ox, oy))."""
-    h, o, ids = p.height, p.outfit, p.ids
-    x0, y0 = p.cx - ox, p.foot - h - oy
-    s = 1.0 if p.front else -1.0  # image-x direction of the person's left side
+class _Pen:
+    """Draws one person's parts into a label map ``lab`` (canvas whose top-left is image pixel (ox, oy))
+    in person units: ``P(u, v)`` is u heights right of the person's centre line and v heights below
+    the top of the head; a part whose label id is 0 in the format is not drawn."""
 
-    def P(u, v):
-        return np.array([x0 + u * h, y0 + v * h])
+    def __init__(self, lab: np.ndarray, p: _Person, ox: float, oy: float):
+        self.lab, self.h, self.ids = lab, p.height, p.ids
+        self.x0, self.y0 = p.cx - ox, p.foot - p.height - oy
 
-    def poly(part, pts):
-        if ids[part]:
-            cv2.fillPoly(lab, [np.round(np.asarray(pts) * _ONE).astype(np.int32)], ids[part], cv2.LINE_8, _SHIFT)
+    def P(self, u, v):
+        return np.array([self.x0 + u * self.h, self.y0 + v * self.h])
 
-    def ell(part, c, ax, a0=0, a1=360):
-        if ids[part]:
-            cv2.ellipse(lab, (round(c[0] * _ONE), round(c[1] * _ONE)), (max(1, round(ax[0] * h * _ONE)), max(1, round(ax[1] * h * _ONE))),
-                        0, a0, a1, ids[part], -1, cv2.LINE_8, _SHIFT)
+    def poly(self, part, pts):
+        if self.ids[part]:
+            cv2.fillPoly(self.lab, [np.round(np.asarray(pts) * _ONE).astype(np.int32)], self.ids[part], cv2.LINE_8, _SHIFT)
 
-    def limb(part, a, b, w0, w1):
+    def ell(self, part, c, ax, a0=0, a1=360):
+        if self.ids[part]:
+            h = self.h
+            cv2.ellipse(self.lab, (round(c[0] * _ONE), round(c[1] * _ONE)),
+                        (max(1, round(ax[0] * h * _ONE)), max(1, round(ax[1] * h * _ONE))),
+                        0, a0, a1, self.ids[part], -1, cv2.LINE_8, _SHIFT)
+
+    def limb(self, part, a, b, w0, w1):
+        """A tapered segment from ``a`` (half-width w0 heights, rounded end) to ``b`` (half-width w1)."""
         d = b - a
         n = np.array([-d[1], d[0]]) / max(float(np.hypot(*d)), 1e-6)
-        poly(part, [a + n * w0 * h, b + n * w1 * h, b - n * w1 * h, a - n * w0 * h])
-        ell(part, a, (w0, w0))
+        self.poly(part, [a + n * w0 * self.h, b + n * w1 * self.h, b - n * w1 * self.h, a - n * w0 * self.h])
+        self.ell(part, a, (w0, w0))
 
-    def along(a, ang, length, side):
-        return a + np.array([side * math.sin(ang), math.cos(ang)]) * length * h
+    def along(self, a, ang, length, side):
+        """The point ``length`` heights from ``a`` at angle ``ang`` from straight down, outwards on ``side``."""
+        return a + np.array([side * math.sin(ang), math.cos(ang)]) * length * self.h
 
-    rx, ry, sw, hw = p.body
-    head = P(0, 0.075)
-    if o["long_hair"]:
-        poly("hair", [P(-rx, 0.07), P(rx, 0.07), P(rx * 1.35, 0.27), P(-rx * 1.35, 0.27)])
-    # legs (skin), socks, shoes
+
+def _draw_person(lab: np.ndarray, p: _Person, ox: float, oy: float) -> None:
+    """Draw the person's label map into ``lab`` (canvas whose top-left is image pixel (ox, oy)), back to
+    front: long hair, legs, the lower garment, the torso and what is worn on it, arms, head."""
+    pen = _Pen(lab, p, ox, oy)
+    s = 1.0 if p.front else -1.0  # image-x direction of the person's left side
+    rx, _, _, _ = p.body
+    if p.outfit["long_hair"]:
+        pen.poly("hair", [pen.P(-rx, 0.07), pen.P(rx, 0.07), pen.P(rx * 1.35, 0.27), pen.P(-rx * 1.35, 0.27)])
+    legs = _draw_legs(pen, p, s)
+    _draw_lower(pen, p, legs)
+    torso = _draw_torso(pen, p, s)
+    _draw_arms(pen, p, s, torso)
+    _draw_head(pen, p)
+
+
+def _draw_legs(pen: _Pen, p: _Person, s: float) -> dict:
+    """Legs (skin), socks and shoes, walking at the person's phase; returns leg -> (hip, knee, ankle, side)."""
+    hw = p.body[3]
     legs = {}
     for side, leg in ((s, "l"), (-s, "r")):
         swing = (1 if leg == "l" else -1) * p.stride * math.sin(p.phase)
-        hip = P(side * hw * 0.5, 0.5)
-        knee = along(hip, 0.04 + swing, 0.22, side)
-        ankle = along(knee, 0.02 + swing * 0.6, 0.21, side)
+        hip = pen.P(side * hw * 0.5, 0.5)
+        knee = pen.along(hip, 0.04 + swing, 0.22, side)
+        ankle = pen.along(knee, 0.02 + swing * 0.6, 0.21, side)
         legs[leg] = (hip, knee, ankle, side)
-        limb(f"{leg}_leg", hip, knee, 0.05, 0.038)
-        limb(f"{leg}_leg", knee, ankle, 0.036, 0.025)
-        if o["socks"]:
-            limb("socks", knee + (ankle - knee) * 0.75, ankle, 0.028, 0.026)
-        ell(f"{leg}_shoe", ankle + np.array([side * 0.008 * h, 0.03 * h]), (0.034, 0.021))
-    # lower garment
+        pen.limb(f"{leg}_leg", hip, knee, 0.05, 0.038)
+        pen.limb(f"{leg}_leg", knee, ankle, 0.036, 0.025)
+        if p.outfit["socks"]:
+            pen.limb("socks", knee + (ankle - knee) * 0.75, ankle, 0.028, 0.026)
+        pen.ell(f"{leg}_shoe", ankle + np.array([side * 0.008 * p.height, 0.03 * p.height]), (0.034, 0.021))
+    return legs
+
+
+def _draw_lower(pen: _Pen, p: _Person, legs: dict) -> None:
+    """Pants or shorts over the legs, or a skirt (a dress is drawn with the torso)."""
+    o, hw, P = p.outfit, p.body[3], pen.P
     if o["lower"] in ("pants", "shorts"):
         part = o["lower"]
         for hip, knee, ankle, _ in legs.values():
             end = ankle + (knee - ankle) * 0.1 if part == "pants" else hip + (knee - hip) * 0.6
-            limb(part, hip, knee if part == "pants" else end, 0.058, 0.045)
+            pen.limb(part, hip, knee if part == "pants" else end, 0.058, 0.045)
             if part == "pants":
-                limb(part, knee, end, 0.043, 0.033)
-        poly(part, [P(-hw, 0.46), P(hw, 0.46), P(hw * 0.95, 0.57), P(0, 0.6), P(-hw * 0.95, 0.57)])
+                pen.limb(part, knee, end, 0.043, 0.033)
+        pen.poly(part, [P(-hw, 0.46), P(hw, 0.46), P(hw * 0.95, 0.57), P(0, 0.6), P(-hw * 0.95, 0.57)])
     elif o["lower"] == "skirt":
-        poly("skirt", [P(-hw * 1.02, 0.45), P(hw * 1.02, 0.45), P(hw * 1.7, o["hem"]), P(-hw * 1.7, o["hem"])])
-    # neck, torso (upper clothes or dress), coat, backpack, scarf
-    poly("neck", [P(-0.022, 0.12), P(0.022, 0.12), P(0.022, 0.19), P(-0.022, 0.19)])
+        pen.poly("skirt", [P(-hw * 1.02, 0.45), P(hw * 1.02, 0.45), P(hw * 1.7, o["hem"]), P(-hw * 1.7, o["hem"])])
+
+
+def _draw_torso(pen: _Pen, p: _Person, s: float) -> str:
+    """Neck, torso (upper clothes or dress), v-neck, coat, backpack, scarf; returns the torso's part."""
+    o, P = p.outfit, pen.P
+    _, _, sw, hw = p.body
+    pen.poly("neck", [P(-0.022, 0.12), P(0.022, 0.12), P(0.022, 0.19), P(-0.022, 0.19)])
     torso = "dress" if o["lower"] == "dress" else "upper"
-    poly(torso, [P(-sw, 0.175), P(sw, 0.175), P(sw * 0.92, 0.32), P(hw, 0.5), P(-hw, 0.5), P(-sw * 0.92, 0.32)])
+    pen.poly(torso, [P(-sw, 0.175), P(sw, 0.175), P(sw * 0.92, 0.32), P(hw, 0.5), P(-hw, 0.5), P(-sw * 0.92, 0.32)])
     if torso == "dress":
-        poly("dress", [P(-hw, 0.48), P(hw, 0.48), P(hw * 1.8, o["hem"]), P(-hw * 1.8, o["hem"])])
+        pen.poly("dress", [P(-hw, 0.48), P(hw, 0.48), P(hw * 1.8, o["hem"]), P(-hw * 1.8, o["hem"])])
     if o["vneck"] and p.front:
-        poly("neck", [P(-0.03, 0.174), P(0.03, 0.174), P(0, 0.235)])
+        pen.poly("neck", [P(-0.03, 0.174), P(0.03, 0.174), P(0, 0.235)])
     if o["coat"]:
         for side in (-1, 1):
-            poly("coat", [P(side * 0.015, 0.18), P(side * sw, 0.172), P(side * sw * 0.95, 0.32),
-                          P(side * (hw + 0.025), o["hem"] - 0.03), P(side * 0.015, o["hem"] - 0.03)])
+            pen.poly("coat", [P(side * 0.015, 0.18), P(side * sw, 0.172), P(side * sw * 0.95, 0.32),
+                              P(side * (hw + 0.025), o["hem"] - 0.03), P(side * 0.015, o["hem"] - 0.03)])
     if o["backpack"]:
         if p.front:
             for side in (-1, 1):
-                limb("backpack", P(side * 0.06, 0.178), P(side * 0.065, 0.36), 0.012, 0.012)
+                pen.limb("backpack", P(side * 0.06, 0.178), P(side * 0.065, 0.36), 0.012, 0.012)
         else:
-            poly("backpack", [P(-0.085, 0.21), P(0.085, 0.21), P(0.09, 0.44), P(-0.09, 0.44)])
+            pen.poly("backpack", [P(-0.085, 0.21), P(0.085, 0.21), P(0.09, 0.44), P(-0.09, 0.44)])
     if o["scarf"]:
-        poly("scarf", [P(-0.042, 0.15), P(0.042, 0.15), P(0.048, 0.205), P(-0.048, 0.205)])
-        limb("scarf", P(s * 0.02, 0.19), P(s * 0.03, 0.32), 0.018, 0.02)
-    # arms: sleeve over the upper arm (and forearm), skin, hands or gloves
+        pen.poly("scarf", [P(-0.042, 0.15), P(0.042, 0.15), P(0.048, 0.205), P(-0.048, 0.205)])
+        pen.limb("scarf", P(s * 0.02, 0.19), P(s * 0.03, 0.32), 0.018, 0.02)
+    return torso
+
+
+def _draw_arms(pen: _Pen, p: _Person, s: float, torso: str) -> None:
+    """Arms (skin) swinging with the walk, the sleeves over them (the coat's, else the torso's), hands or gloves."""
+    o, sw = p.outfit, p.body[2]
     sleeve_part = "coat" if o["coat"] else torso
     sleeve = 2 if o["coat"] else o["sleeve"]
     for k, (side, arm) in enumerate(((s, "l"), (-s, "r"))):
         out, elbow = p.arms[2 * k], p.arms[2 * k + 1]
         out += 0.12 * math.sin(p.phase + k * math.pi)
-        sh = P(side * (sw - 0.025), 0.2)
-        el = along(sh, out, 0.16, side)
-        wr = along(el, out + elbow, 0.15, side)
-        limb(f"{arm}_arm", sh, el, 0.03, 0.026)
-        limb(f"{arm}_arm", el, wr, 0.026, 0.021)
+        sh = pen.P(side * (sw - 0.025), 0.2)
+        el = pen.along(sh, out, 0.16, side)
+        wr = pen.along(el, out + elbow, 0.15, side)
+        pen.limb(f"{arm}_arm", sh, el, 0.03, 0.026)
+        pen.limb(f"{arm}_arm", el, wr, 0.026, 0.021)
         if sleeve >= 1:
-            limb(sleeve_part, sh, sh + (el - sh) * (1.0 if sleeve == 2 else 0.55), 0.036, 0.031)
+            pen.limb(sleeve_part, sh, sh + (el - sh) * (1.0 if sleeve == 2 else 0.55), 0.036, 0.031)
         if sleeve == 2:
-            limb(sleeve_part, el, el + (wr - el) * 0.88, 0.031, 0.026)
-        ell("glove" if o["gloves"] else f"{arm}_hand", along(wr, out + elbow, 0.02, side), (0.024, 0.024))
-    # head: hair, face, sunglasses, hat
-    ell("hair", head, (rx * 1.08, ry * 1.05))
+            pen.limb(sleeve_part, el, el + (wr - el) * 0.88, 0.031, 0.026)
+        pen.ell("glove" if o["gloves"] else f"{arm}_hand", pen.along(wr, out + elbow, 0.02, side), (0.024, 0.024))
+
+
+def _draw_head(pen: _Pen, p: _Person) -> None:
+    """Hair, the face and sunglasses (facing the camera), a hat."""
+    o, P = p.outfit, pen.P
+    rx, ry, _, _ = p.body
+    head = P(0, 0.075)
+    pen.ell("hair", head, (rx * 1.08, ry * 1.05))
     if p.front:
-        ell("face", head + np.array([0, 0.012 * h]), (rx * 0.86, ry * 0.86))
+        pen.ell("face", head + np.array([0, 0.012 * p.height]), (rx * 0.86, ry * 0.86))
         if o["glasses"]:
-            poly("sunglasses", [P(-rx * 0.8, 0.07), P(rx * 0.8, 0.07), P(rx * 0.75, 0.088), P(-rx * 0.75, 0.088)])
+            pen.poly("sunglasses", [P(-rx * 0.8, 0.07), P(rx * 0.8, 0.07), P(rx * 0.75, 0.088), P(-rx * 0.75, 0.088)])
     if o["hat"]:
-        ell("hat", P(0, 0.045), (rx * 1.05, ry * 0.72), 180, 360)
-        ell("hat", P(0, 0.045), (rx * 1.6, 0.012))
+        pen.ell("hat", P(0, 0.045), (rx * 1.05, ry * 0.72), 180, 360)
+        pen.ell("hat", P(0, 0.045), (rx * 1.6, 0.012))
 
 
 def _person_pixels(p: _Person, lab: np.ndarray, ys: np.ndarray, xs: np.ndarray, ox: float, oy: float,

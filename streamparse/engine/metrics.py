@@ -11,6 +11,7 @@ metric labels.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -21,11 +22,12 @@ _LOCK = threading.Lock()
 
 
 def _ray_metric(kind: str, name: str, desc: str, tag_keys: tuple[str, ...]):
-    """A process-wide ray.util.metrics object, or None outside Ray."""
+    """A process-wide ray.util.metrics object, or None outside Ray. Ray is never imported here: inside
+    Ray (a worker, or a driver that started it) it is imported already; elsewhere there is nothing to
+    export to."""
+    ray = sys.modules.get("ray")
     try:
-        import ray
-
-        if not ray.is_initialized():
+        if ray is None or not ray.is_initialized():
             return None
         from ray.util import metrics
     except Exception:  # noqa: BLE001 - metrics are best effort
@@ -56,44 +58,38 @@ class SourceMetrics:
         self._t0 = time.monotonic()
         self._lock = threading.Lock()
 
+    def _export(self, kind: str, name: str, desc: str, value: float, **labels: str) -> None:
+        """Add ``value`` to the counter, or set the gauge, ``name`` of this source (labelled ``source`` and
+        ``labels``) when exporting inside Ray."""
+        if not self.export:
+            return
+        m = _ray_metric(kind, name, desc, ("source", *labels))
+        if m is not None:
+            tags = {"source": self.source_id, **labels}
+            m.inc(value, tags=tags) if kind == "counter" else m.set(value, tags=tags)
+
     def count(self, stage: str, n: int = 1) -> None:
         with self._lock:
             self.frames[stage] += n
-        if self.export and n:
-            m = _ray_metric("counter", "streamparse_frames_total", "frames per source and stage", ("source", "stage"))
-            if m is not None:
-                m.inc(n, tags={"source": self.source_id, "stage": stage})
+        if n:
+            self._export("counter", "streamparse_frames_total", "frames per source and stage", n, stage=stage)
 
     def drop(self, reason: str, n: int = 1) -> None:
         with self._lock:
             self.dropped[reason] += n
-        if self.export and n:
-            m = _ray_metric("counter", "streamparse_dropped_total", "dropped frames per source and reason", ("source", "reason"))
-            if m is not None:
-                m.inc(n, tags={"source": self.source_id, "reason": reason})
+        if n:
+            self._export("counter", "streamparse_dropped_total", "dropped frames per source and reason", n, reason=reason)
 
     def set_reconnects(self, reconnects: int, segments: int) -> None:
         with self._lock:
             new = max(0, reconnects - self.reconnects)
             self.reconnects, self.segments = reconnects, segments
-        if self.export:
-            c = _ray_metric("counter", "streamparse_reconnects_total", "reconnects per source", ("source",))
-            g = _ray_metric("gauge", "streamparse_segments", "segments per source", ("source",))
-            if c is not None and new:
-                c.inc(new, tags={"source": self.source_id})
-            if g is not None:
-                g.set(segments, tags={"source": self.source_id})
+        if new:
+            self._export("counter", "streamparse_reconnects_total", "reconnects per source", new)
+        self._export("gauge", "streamparse_segments", "segments per source", segments)
 
     def observe_lag(self, lag_s: float) -> None:
-        with self._lock:
-            self.lag_s = lag_s
-            self.lags.append(lag_s)
-            if len(self.lags) > 100_000:
-                self.lags = self.lags[-50_000:]
-        if self.export:
-            g = _ray_metric("gauge", "streamparse_lag_seconds", "now - grab time of the frame being written", ("source",))
-            if g is not None:
-                g.set(lag_s, tags={"source": self.source_id})
+        self.observe_lags([lag_s])
 
     def observe_lags(self, lags_s) -> None:
         """Many frames' lags at once (a written batch)."""
@@ -105,10 +101,7 @@ class SourceMetrics:
             self.lags.extend(lags)
             if len(self.lags) > 100_000:
                 self.lags = self.lags[-50_000:]
-        if self.export:
-            g = _ray_metric("gauge", "streamparse_lag_seconds", "now - grab time of the frame being written", ("source",))
-            if g is not None:
-                g.set(lags[-1], tags={"source": self.source_id})
+        self._export("gauge", "streamparse_lag_seconds", "now - grab time of the frame being written", lags[-1])
 
     def fps(self, stage: str = "written") -> float:
         dt = time.monotonic() - self._t0
@@ -129,8 +122,5 @@ class SourceMetrics:
                 "lag_p50_s": float(np.percentile(lags, 50)) if lags.size else None,
                 "lag_p95_s": float(np.percentile(lags, 95)) if lags.size else None,
             }
-        if self.export:
-            g = _ray_metric("gauge", "streamparse_fps", "written frames per second", ("source",))
-            if g is not None:
-                g.set(out["fps"], tags={"source": self.source_id})
+        self._export("gauge", "streamparse_fps", "written frames per second", out["fps"])
         return out

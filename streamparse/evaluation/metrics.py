@@ -151,6 +151,36 @@ def _check_pred_labels(p: np.ndarray, n: int, what: str) -> np.ndarray:
     return p.astype(np.uint8 if n <= 256 else np.int32, copy=False)
 
 
+def _checked_image(n: int, where: str, gt_persons, preds, semantic_pred, semantic_gt):
+    """One image's inputs as label maps, checked (``ValueError`` naming ``where``): (GT maps, predicted
+    maps, their scores, semantic prediction, semantic GT, the common (H, W) or None)."""
+    gts = [_as_label_map(g, f"{where}, GT person {i}") for i, g in enumerate(gt_persons)]
+    pmaps, scores = [], []
+    for j, item in enumerate(preds):
+        try:
+            pm, sc = item
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}, prediction {j}: expected a (part map, score) pair") from None
+        pm = _as_label_map(pm, f"{where}, prediction {j}")
+        pm = _check_pred_labels(pm, n, f"{where}, prediction {j}")
+        sc = float(sc)
+        if not math.isfinite(sc):
+            raise ValueError(f"{where}, prediction {j}: score {sc} is not finite")
+        pmaps.append(pm)
+        scores.append(sc)
+    shapes = {a.shape for a in gts + pmaps}
+    if semantic_pred is not None:
+        semantic_pred = _as_label_map(semantic_pred, f"{where}, semantic prediction")
+        semantic_pred = _check_pred_labels(semantic_pred, n, f"{where}, semantic prediction")
+        shapes.add(semantic_pred.shape)
+    if semantic_gt is not None:
+        semantic_gt = _as_label_map(semantic_gt, f"{where}, semantic GT")
+        shapes.add(semantic_gt.shape)
+    if len(shapes) > 1:
+        raise ValueError(f"{where}: GT and prediction maps differ in shape: {sorted(shapes)}")
+    return gts, pmaps, scores, semantic_pred, semantic_gt, (shapes.pop() if shapes else None)
+
+
 # ----------------------------------------------------------------------------------- evaluator
 class ParsingEvaluator:
     """Streaming AP^p / PCP / semantic-mIoU evaluator.
@@ -205,37 +235,20 @@ class ParsingEvaluator:
             semantic_gt: HxW semantic GT (replaces the painted annotations).
         Raises ValueError (naming the image index) on bad shapes, dtypes, labels or scores.
         """
-        n, idx = self.num_classes, self.num_images
-        where = f"image {idx}"
-        gts = [_as_label_map(g, f"{where}, GT person {i}") for i, g in enumerate(gt_persons)]
-        pmaps, scores = [], []
-        for j, item in enumerate(preds):
-            try:
-                pm, sc = item
-            except (TypeError, ValueError):
-                raise ValueError(f"{where}, prediction {j}: expected a (part map, score) pair") from None
-            pm = _as_label_map(pm, f"{where}, prediction {j}")
-            pm = _check_pred_labels(pm, n, f"{where}, prediction {j}")
-            sc = float(sc)
-            if not math.isfinite(sc):
-                raise ValueError(f"{where}, prediction {j}: score {sc} is not finite")
-            pmaps.append(pm)
-            scores.append(sc)
-        shapes = {a.shape for a in gts + pmaps}
-        if semantic_pred is not None:
-            semantic_pred = _as_label_map(semantic_pred, f"{where}, semantic prediction")
-            semantic_pred = _check_pred_labels(semantic_pred, n, f"{where}, semantic prediction")
-            shapes.add(semantic_pred.shape)
-        if semantic_gt is not None:
-            semantic_gt = _as_label_map(semantic_gt, f"{where}, semantic GT")
-            shapes.add(semantic_gt.shape)
-        if len(shapes) > 1:
-            raise ValueError(f"{where}: GT and prediction maps differ in shape: {sorted(shapes)}")
-        shape = shapes.pop() if shapes else None
-
-        # --- AP^p / PCP: GT records (MHP drops people with no pixel > 0) and pairwise IoU
+        where = f"image {self.num_images}"
+        gts, pmaps, scores, semantic_pred, semantic_gt, shape = _checked_image(
+            self.num_classes, where, gt_persons, preds, semantic_pred, semantic_gt)
         gt_fg = [_foreground(g) for g in gts]
         nonempty = [bool((lab > 0).any()) for _, lab in gt_fg]
+        self._add_people(gt_fg, nonempty, pmaps, scores)
+        if self.semantic and shape is not None:
+            self._add_semantic(gt_fg, nonempty, pmaps, scores, semantic_pred, semantic_gt, shape)
+        self.num_images += 1
+
+    def _add_people(self, gt_fg: list, nonempty: list[bool], pmaps: list[np.ndarray], scores: list[float]) -> None:
+        """AP^p / PCP records: the GT people kept (MHP drops those with no pixel > 0), and per
+        prediction its score, the GT it matches best (by mean part IoU) and that match's IoUs."""
+        n = self.num_classes
         kept = [f for f, ok in zip(gt_fg, nonempty) if ok or self.protocol == "prcnn"]
         for _, lab in kept:
             self._pcp_d.append(int(np.count_nonzero(np.bincount(lab[(lab > 0) & (lab < n)], minlength=n))))
@@ -261,25 +274,25 @@ class ParsingEvaluator:
             self._best_iou.append(best_iou)
         self.npos += len(kept)
 
-        # --- semantic confusion matrix
-        if self.semantic and shape is not None:
-            if self.protocol == "prcnn" and semantic_pred is None and not pmaps:
-                pass  # Parsing R-CNN writes no PNG for an image without detections
-            else:
-                if semantic_pred is None:
-                    order = np.argsort(np.asarray(scores, dtype=np.float64), kind="stable")  # highest on top
-                    if self.semseg_score_thresh is not None:
-                        order = [o for o in order if scores[o] >= self.semseg_score_thresh]
-                    semantic_pred = paint_persons(pmaps, order, shape)
-                if semantic_gt is None:  # annotations in order, later over earlier, pixels > 0
-                    semantic_gt = np.zeros(shape[0] * shape[1], dtype=np.int64)
-                    for (fg, lab), ok in zip(gt_fg, nonempty):
-                        if ok:
-                            on = lab > 0
-                            semantic_gt[fg[on]] = lab[on]
-                self.hist += fast_hist(semantic_gt, semantic_pred, n)
-                self.num_semantic_images += 1
-        self.num_images += 1
+    def _add_semantic(self, gt_fg: list, nonempty: list[bool], pmaps: list[np.ndarray], scores: list[float],
+                      semantic_pred: np.ndarray | None, semantic_gt: np.ndarray | None, shape: tuple[int, int]) -> None:
+        """The image's semantic confusion matrix; a missing prediction is the people painted by score
+        (highest on top), a missing GT the annotations painted in order."""
+        if self.protocol == "prcnn" and semantic_pred is None and not pmaps:
+            return  # Parsing R-CNN writes no PNG for an image without detections
+        if semantic_pred is None:
+            order = np.argsort(np.asarray(scores, dtype=np.float64), kind="stable")  # highest on top
+            if self.semseg_score_thresh is not None:
+                order = [o for o in order if scores[o] >= self.semseg_score_thresh]
+            semantic_pred = paint_persons(pmaps, order, shape)
+        if semantic_gt is None:  # annotations in order, later over earlier, pixels > 0
+            semantic_gt = np.zeros(shape[0] * shape[1], dtype=np.int64)
+            for (fg, lab), ok in zip(gt_fg, nonempty):
+                if ok:
+                    on = lab > 0
+                    semantic_gt[fg[on]] = lab[on]
+        self.hist += fast_hist(semantic_gt, semantic_pred, self.num_classes)
+        self.num_semantic_images += 1
 
     # ------------------------------------------------------------------ results
     def compute(self) -> dict:

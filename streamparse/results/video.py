@@ -104,22 +104,13 @@ def render_video(result, source: str, video: str | Path, out: str | Path, *, sta
     import time
 
     import av
-    import cv2
     from tqdm import tqdm
-
-    from streamparse.store.outputs import generator_mark
 
     chk = check_video(result, source, video)
     rows = select_rows(result, source, start, end)
-    pf = result._per_frame(source)
-    want = {int(pf["pts"][r]): int(r) for r in rows}
-    names = result.class_names
-    legend_ids = None
-    if legend and result.schema_version >= 2:
-        tot = result._per_instance(source, ("inst_part_area",))["inst_part_area"].sum(axis=0)
-        legend_ids = [int(c) for c in np.flatnonzero(tot) if c > 0] or None
-    ov = Overlay(result.palette, alpha=alpha, legend=names if legend else None, legend_ids=legend_ids)
-    offs, counts, ids, texts, boxes, keys = frame_labels(result, source)
+    pts = result._per_frame(source)["pts"]
+    ov = _overlay(result, source, legend, alpha)
+    labels = frame_labels(result, source)
     W, H = chk.width, chk.height
     scale = min(1.0, max_width / W) if max_width else 1.0
     ow, oh = (int(round(W * scale)) // 2 * 2, int(round(H * scale)) // 2 * 2)  # yuv420p needs even sizes
@@ -131,38 +122,19 @@ def render_video(result, source: str, video: str | Path, out: str | Path, *, sta
     bar = tqdm(total=len(rows), desc=f"render {source}", unit="frame", disable=not progress)
     try:
         with av.open(str(video)) as inp, av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as oc:
-            ist = inp.streams.video[0]
-            ist.thread_type = "AUTO"
-            oc.metadata["comment"] = generator_mark()
-            ost = oc.add_stream("libx264", rate=Fraction(chk.fps).limit_denominator(1001))
-            ost.width, ost.height, ost.pix_fmt = ow, oh, "yuv420p"
-            ost.time_base = chk.time_base
-            ost.options = {"crf": str(crf), "preset": preset}
-            first_pts = int(pf["pts"][rows[0]])
-            if rows[0] > 0:
-                inp.seek(first_pts, stream=ist, backward=True, any_frame=False)
-            for fr in inp.decode(ist):
-                if fr.pts is None or fr.pts not in want:
-                    if fr.pts is not None and fr.pts > int(pf["pts"][rows[-1]]):
-                        break
-                    continue
+            ost = _h264_stream(oc, chk, (ow, oh), crf, preset)
+            first_pts = int(pts[rows[0]])
+            for row, fr in _decode_at(inp, pts, rows):
                 f = next(maps)
-                if f.row != want[fr.pts]:
+                if f.row != row:
                     raise RenderError(f"{video}: decoded frame pts {fr.pts} out of order (expected store row {f.row})")
-                img = fr.to_ndarray(format="rgb24")
-                s = int(offs[f.row])
-                labels = [(int(ids[s + j]), texts[s + j], boxes[s + j], keys[s + j]) for j in range(int(counts[f.row]))]
-                drawn = ov.draw(img, f.part, f.instance, labels)
-                if (ow, oh) != (W, H):
-                    drawn = cv2.resize(drawn, (ow, oh), interpolation=cv2.INTER_AREA)
+                drawn = _draw(ov, fr.to_ndarray(format="rgb24"), f, labels, (ow, oh))
                 vf = av.VideoFrame.from_ndarray(drawn, format="rgb24")
                 vf.pts, vf.time_base = fr.pts - first_pts, chk.time_base
                 for p in ost.encode(vf):
                     oc.mux(p)
                 n += 1
                 bar.update(1)
-                if n == len(rows):
-                    break
             for p in ost.encode():
                 oc.mux(p)
         if n != len(rows):
@@ -176,6 +148,62 @@ def render_video(result, source: str, video: str | Path, out: str | Path, *, sta
     dt = time.perf_counter() - t0
     return {"frames": n, "seconds": round(dt, 3), "fps": round(n / max(dt, 1e-9), 1), "out": str(out),
             "size": [ow, oh]}
+
+
+def _overlay(result, source: str, legend: bool, alpha: float) -> Overlay:
+    """The drawer of ``source``'s frames; its legend lists the classes the source has pixels of
+    (schema v2; every class in a v1 store)."""
+    legend_ids = None
+    if legend and result.schema_version >= 2:
+        tot = result._per_instance(source, ("inst_part_area",))["inst_part_area"].sum(axis=0)
+        legend_ids = [int(c) for c in np.flatnonzero(tot) if c > 0] or None
+    return Overlay(result.palette, alpha=alpha, legend=result.class_names if legend else None, legend_ids=legend_ids)
+
+
+def _h264_stream(oc, chk: VideoCheck, size: tuple[int, int], crf: int, preset: str):
+    """The libx264 yuv420p stream of (W, H) ``size`` in the output ``oc``, at the input's rate and time base;
+    the file is marked as streamparse's."""
+    from streamparse.store.outputs import generator_mark
+
+    oc.metadata["comment"] = generator_mark()
+    ost = oc.add_stream("libx264", rate=Fraction(chk.fps).limit_denominator(1001))
+    ost.width, ost.height, ost.pix_fmt = size[0], size[1], "yuv420p"
+    ost.time_base = chk.time_base
+    ost.options = {"crf": str(crf), "preset": preset}
+    return ost
+
+
+def _decode_at(inp, pts: np.ndarray, rows: np.ndarray) -> Iterator[tuple[int, object]]:
+    """Yield (row, decoded frame) of the open input at the store ``rows`` (whose pts are ``pts[rows]``),
+    in order: seek to the first (when it is not the video's first), stop after the last."""
+    ist = inp.streams.video[0]
+    ist.thread_type = "AUTO"
+    want = {int(pts[r]): int(r) for r in rows}
+    if rows[0] > 0:
+        inp.seek(int(pts[rows[0]]), stream=ist, backward=True, any_frame=False)
+    n = 0
+    for fr in inp.decode(ist):
+        if fr.pts is None or fr.pts not in want:
+            if fr.pts is not None and fr.pts > int(pts[rows[-1]]):
+                break
+            continue
+        yield want[fr.pts], fr
+        n += 1
+        if n == len(rows):
+            break
+
+
+def _draw(ov: Overlay, img: np.ndarray, f, labels: tuple, size: tuple[int, int]) -> np.ndarray:
+    """One frame's overlay (its people labelled from ``frame_labels``), resized to (W, H) ``size``."""
+    import cv2
+
+    offs, counts, ids, texts, boxes, keys = labels
+    s = int(offs[f.row])
+    people = [(int(ids[s + j]), texts[s + j], boxes[s + j], keys[s + j]) for j in range(int(counts[f.row]))]
+    drawn = ov.draw(img, f.part, f.instance, people)
+    if (drawn.shape[1], drawn.shape[0]) != tuple(size):
+        drawn = cv2.resize(drawn, size, interpolation=cv2.INTER_AREA)
+    return drawn
 
 
 def decode_rows(result, source: str, video: str | Path, rows) -> Iterator[tuple[int, np.ndarray]]:

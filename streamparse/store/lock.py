@@ -39,6 +39,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def describe_holder(h: dict | None) -> str:
+    """A lock holder's record ({pid, host, started, ...}) in words, for the refusal messages."""
+    if not h:
+        return "unknown holder"
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.get("started", 0)))
+    return f"pid {h.get('pid')} on {h.get('host')}, since {started}"
+
+
 class WriterLock:
     """One writer per store: an advisory lock file ``<store>/.streamparse.lock``.
 
@@ -134,12 +142,7 @@ class WriterLock:
             return self
         raise OutputError(f"{self.store}: could not take the writer lock (it keeps changing)")
 
-    @staticmethod
-    def _describe(h: dict | None) -> str:
-        if not h:
-            return "unknown holder"
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.get("started", 0)))
-        return f"pid {h.get('pid')} on {h.get('host')}, since {started}"
+    _describe = staticmethod(describe_holder)
 
     def heartbeat(self) -> None:
         if self.fd is not None:

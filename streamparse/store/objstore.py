@@ -31,6 +31,7 @@ import time
 import uuid
 from datetime import timezone
 
+from streamparse.store.lock import _pid_alive, describe_holder
 from streamparse.store.outputs import DIR_MARKER, LOCK_NAME, OutputError
 
 log = logging.getLogger(__name__)
@@ -135,12 +136,7 @@ class ObjectLock:
         age = time.time() - lm.replace(tzinfo=lm.tzinfo or timezone.utc).timestamp() if lm is not None else 0.0
         return rec, info.get("ETag"), max(0.0, age)
 
-    @staticmethod
-    def describe(h: dict | None) -> str:
-        if not h:
-            return "unknown holder"
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.get("started", 0)))
-        return f"pid {h.get('pid')} on {h.get('host')}, since {started}"
+    describe = staticmethod(describe_holder)
 
     def busy(self) -> str | None:
         """A description of a live holder, or None (free, stale, or ours to supersede)."""
@@ -153,8 +149,6 @@ class ObjectLock:
         if age >= self.stale_s:
             return True
         if rec.get("host") == socket.gethostname() and rec.get("pid"):
-            from streamparse.store.lock import _pid_alive
-
             if int(rec["pid"]) == os.getpid() or not _pid_alive(int(rec["pid"])):
                 return True
         return bool(self.supersede and rec.get("token") and self._pid_dead_or_remote(rec))
@@ -163,8 +157,6 @@ class ObjectLock:
     def _pid_dead_or_remote(rec: dict) -> bool:
         if rec.get("host") != socket.gethostname():
             return True
-        from streamparse.store.lock import _pid_alive
-
         return not _pid_alive(int(rec.get("pid") or 0))
 
     # ------------------------------------------------------------------ writing

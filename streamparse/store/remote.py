@@ -1,7 +1,8 @@
 """``RemoteZarrSink``: the ``ZarrSink`` of a store on object storage (``s3://bucket/prefix/x.zarr``).
 
 Writes go through zarr's ``FsspecStore`` (s3fs); ``SourceWriter`` is the local one (whole chunks, then
-the commit marker). What differs from a local store:
+the commit marker) and the construction is ``ZarrSink``'s (``ZarrSink._open``, through its hooks).
+What differs from a local store:
 
 - ownership: the store path must be absent, a streamparse store (``zarr.json`` with
   ``streamparse_schema_version``) or hold only our lock object; anything else is refused (the objects
@@ -15,13 +16,11 @@ the commit marker). What differs from a local store:
 
 from __future__ import annotations
 
-import json
 import logging
 
 from streamparse.store.objstore import LockLost, ObjectLock, filesystem, store_state, zarr_store
-from streamparse.store.outputs import LOCK_NAME, OutputError
-from streamparse.store.schema import SCHEMA_VERSION
-from streamparse.store.sink import SinkError, SourceWriter, ZarrSink, _compressors, check_compatible
+from streamparse.store.outputs import LOCK_NAME
+from streamparse.store.sink import SinkError, ZarrSink, check_compatible, refuse_unresumable
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +32,20 @@ class RemoteZarrSink(ZarrSink):
 
     def __init__(self, url: str, *, mode: str = "create", root_attrs: dict | None = None, chunk_frames: int = 16,
                  compressor: str = "zstd", storage_options: dict | None = None, lock_token: str | None = None):
-        import zarr
-
         self.path = self.url = str(url).rstrip("/")
-        self.chunk_frames = int(chunk_frames)
-        self.compressor = compressor
-        _compressors(compressor)
-        if mode not in ("create", "overwrite", "resume"):
-            raise ValueError(f"mode must be create, overwrite or resume, got {mode!r}")
+        self.storage_options = storage_options
         self.fs, self.fpath = filesystem(self.url, storage_options)
-        self.lock = ObjectLock(self.url, storage_options=storage_options, token=lock_token,
-                               supersede=lock_token is not None, on_lost=self._lost)
+        self._open(mode, root_attrs, chunk_frames, compressor, lock_token)  # ZarrSink's, through the hooks below
+
+    # -------------------------------------------------------------- the hooks of ZarrSink._open
+    def _new_lock(self, lock_token: str | None) -> ObjectLock:
+        """A lease on conditional PUTs; when it is lost, every writer of the sink stops (``_lost``)."""
+        return ObjectLock(self.url, storage_options=self.storage_options, token=lock_token,
+                          supersede=lock_token is not None, on_lost=self._lost)
+
+    def _state(self, mode: str) -> str:
+        """``objstore.store_state`` of the URL, after the refusals of ``mode``: a live writer, objects
+        that are not ours, a store that ``create`` would overwrite."""
         holder = self.lock.busy()
         if holder:
             raise SinkError(f"{self.url} is being written by another process ({holder}); wait for it to finish or stop it")
@@ -52,32 +54,20 @@ class RemoteZarrSink(ZarrSink):
             raise SinkError(f"refusing to write {self.url}: it holds objects that streamparse did not write")
         if mode == "create" and what == "store":
             raise SinkError(f"output {self.url} exists: pass --resume to continue it or --overwrite to replace it")
-        self.created = what in ("absent", "lock-only")
-        self.was_empty_dir = False
-        try:
-            self.lock.acquire()
-        except OutputError as exc:
-            raise SinkError(str(exc)) from None
-        self.resumed = mode == "resume" and what == "store"
-        self.notes: list[str] = []
-        self.writers: dict[str, SourceWriter] = {}
-        try:
-            self.store = zarr_store(self.url, storage_options)
-            first = json.loads(json.dumps({**(root_attrs or {}), "streamparse_schema_version": SCHEMA_VERSION}))
-            if self.resumed:
-                self.root = zarr.open_group(self.store, mode="r+", zarr_format=3)
-                self._check_resumable(root_attrs or {})
-                if root_attrs:
-                    self.root.update_attributes(first)  # one write of zarr.json
-            else:
-                if what == "store":  # overwrite: ours (checked), cleared under our lock
-                    self._clear()
-                # born with every root attribute, in ONE write of zarr.json: a writer killed here leaves
-                # a store that is whole or absent (attrs.update would rewrite it once per key)
-                self.root = zarr.create_group(store=self.store, zarr_format=3, overwrite=False, attributes=first)
-        except BaseException:
-            self.lock.release()
-            raise
+        return what
+
+    def _zarr_store(self):
+        """zarr's ``FsspecStore`` of the URL (kept as ``self.store``)."""
+        self.store = zarr_store(self.url, self.storage_options)
+        return self.store
+
+    def _open_resumed(self, store, root_attrs: dict):
+        """The root group, verified through the open store (``_check_resumable`` reads ``self.root``)."""
+        import zarr
+
+        self.root = zarr.open_group(store, mode="r+", zarr_format=3)
+        self._check_resumable(root_attrs)
+        return self.root
 
     def _lost(self) -> None:
         for w in self.writers.values():
@@ -93,12 +83,7 @@ class RemoteZarrSink(ZarrSink):
         from streamparse.store.check import uncommitted_notes, verify_open_store
 
         rep = verify_open_store(self.root, self.url)
-        if rep.schema_version != SCHEMA_VERSION:
-            raise SinkError(f"cannot resume {self.url}: it is a schema v{rep.schema_version} store, this streamparse "
-                            f"writes v{SCHEMA_VERSION} (write a new store)")
-        problem = rep.first_problem()
-        if problem:
-            raise SinkError(f"cannot resume {self.url}: the store is damaged: {problem} (--overwrite replaces it)")
+        refuse_unresumable(self.url, rep)
         for msg in uncommitted_notes(str(self.url), rep):
             log.warning("%s", msg)
             self.notes.append(msg)

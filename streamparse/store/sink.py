@@ -1,9 +1,9 @@
 """ZarrSink: writes schema v2 (see README "Output") -- one zarr v3 group per run, one subgroup per source.
 
-Writes are chunk-aligned along time: results are buffered (and reordered by their frame sequence
-number) until ``chunk_frames`` consecutive frames are ready, then written as whole chunks; only
-after the data is written is the source's ``status.frames_written`` attribute advanced (the commit
-marker). zarr's local store writes every file atomically (temporary file + rename), so a crash or a
+Writes are chunk-aligned along time: each source's ``SourceWriter`` (``streamparse.store.writer``)
+buffers results (and reorders them by their frame sequence number) until ``chunk_frames``
+consecutive frames are ready, then writes them as whole chunks; only after the data is written is
+the source's ``status.frames_written`` attribute advanced (the commit marker). zarr's local store writes every file atomically (temporary file + rename), so a crash or a
 full disk leaves at most data past the commit marker, which ``resume`` truncates away.
 
 Safety (README "Safety of outputs"): the store path goes through ``outputs.prepare_output``; one
@@ -15,12 +15,10 @@ permission lost) stops that source with ``state="error"`` and the OS error in ``
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,21 +28,14 @@ from streamparse.store.outputs import RESERVE_NAME, OutputError, clear_store, pr
 from streamparse.store.ome import ome_image_label
 from streamparse.store.schema import PER_FRAME, PER_INSTANCE, SCHEMA_VERSION, inst_dims
 from streamparse.store.check import group_ids, uncommitted_notes, verify_store
-from streamparse.structures import ParsingBatch
+from streamparse.store.writer import SinkError, SinkWriteError, SourceWriter
+
+__all__ = ["RESERVE_BYTES", "SinkError", "SinkWriteError", "SourceWriter", "ZarrSink", "check_compatible", "check_store",
+           "verify_store"]
 
 log = logging.getLogger(__name__)
 
 RESERVE_BYTES = 256 * 1024
-_ARRAY_CONFIG = {"write_empty_chunks": True}  # every chunk is stored: a missing chunk file means damage
-
-
-class SinkError(RuntimeError):
-    pass
-
-
-class SinkWriteError(SinkError):
-    """A write to the store failed (disk full, I/O error, permission); the source's commit marker still
-    names the last frame whose arrays were all written."""
 
 
 def _compressors(name: str):
@@ -70,156 +61,15 @@ def check_compatible(path, old: dict, root_attrs: dict) -> None:
                         f"({old.get('tracker')!r}); resume with the same ones, or re-track it later with `streamparse track`")
 
 
-class SourceWriter:
-    """Writes one source's arrays. Batches come in as ``add_batch(seq, ParsingBatch)`` -- ``seq`` = the
-    row of the batch's first frame (0, 1, 2, ... per frame in emission order; frame_index may have
-    gaps for live drops), in any order; they are written in row order, in runs that end on a chunk
-    boundary (whole chunks), and only then is the commit marker advanced.
-
-    ``tracker`` (optional, e.g. ``streamparse.tracking.tracker.Tracker``): assigns ``inst_track`` to each run of
-    frames in row order just before it is written; its ``state()`` is stored with every commit marker
-    (``status.tracker_state``), and a resumed writer continues from the stored state (``from_state``), so
-    a resumed run assigns the same ids as an uninterrupted one."""
-
-    def __init__(self, group, chunk_frames: int, on_commit=None, on_write_error=None, tracker=None):
-        self.g = group
-        self.chunk = int(chunk_frames)
-        self.pending: dict[int, ParsingBatch] = {}
-        self._arrays = {name: group[name].with_config(_ARRAY_CONFIG) for name in ("part", "instance", *PER_FRAME, *PER_INSTANCE)}
-        st = dict(self.g.attrs.get("status", {}))
-        self.committed = int(st.get("frames_written", 0))
-        self.n_inst = int(st.get("instances_written", 0))
-        self.next_seq = self.committed
-        self.failed: str | None = None
-        self._on_commit = on_commit
-        self._on_write_error = on_write_error
-        self.tracker = tracker
-        if tracker is not None and self.committed and st.get("tracker_state"):
-            self.tracker = type(tracker).from_state(st["tracker_state"])
-        self._truncate(self.committed, self.n_inst)
-
-    def _truncate(self, t: int, n: int) -> None:
-        for name in ("part", "instance", *PER_FRAME):
-            a = self._arrays[name]
-            if a.shape[0] != t:
-                a.resize((t, *a.shape[1:]))
-        for name in PER_INSTANCE:
-            a = self._arrays[name]
-            if a.shape[0] != n:
-                a.resize((n, *a.shape[1:]))
-
-    def add_batch(self, seq: int, batch: ParsingBatch) -> None:
-        """Queue ``batch`` (its frames are rows seq .. seq + len - 1) and write every whole chunk ready."""
-        if self.failed:
-            raise SinkWriteError(self.failed)
-        if not isinstance(batch, ParsingBatch):
-            raise TypeError(f"add_batch takes a ParsingBatch, got {type(batch).__name__}")
-        for name in ("part", "inst_embedding", "inst_part_area", "inst_part_rgb"):
-            got, want = getattr(batch, name).shape[1:], self._arrays[name].shape[1:]
-            if got != want:
-                raise SinkError(f"{self.g.path}: {name} of shape (., {', '.join(map(str, got))}) does not fit the store's "
-                                f"(., {', '.join(map(str, want))})")
-        if seq < self.next_seq or seq in self.pending:
-            raise SinkError(f"frame sequence {seq} delivered twice (next expected {self.next_seq})")
-        if len(batch):
-            self.pending[seq] = batch
-        self._drain(final=False)
-
-    def _ready(self) -> list[int]:
-        """Rows of the pending batches that continue the written ones without a gap, in order."""
-        run, s = [], self.next_seq
-        while s in self.pending:
-            run.append(s)
-            s += len(self.pending[s])
-        return run
-
-    def _drain(self, final: bool) -> None:
-        run = self._ready()
-        total = sum(len(self.pending[s]) for s in run)
-        if not total:
-            return
-        # whole chunks: write up to the last chunk boundary reachable (all of it when final)
-        end = self.committed + total
-        stop = end if final else (end // self.chunk) * self.chunk
-        n = stop - self.committed
-        if n <= 0:
-            return
-        data = ParsingBatch.concat([self.pending.pop(s) for s in run])
-        if n < len(data):
-            self.pending[self.next_seq + n] = data.slice(n, len(data))
-            data = data.slice(0, n)
-        if self.tracker is not None:  # in row order, right before the rows are written
-            data.inst_track = self.tracker.update_batch(data.to_dict())
-        self._write(data)
-
-    def flush(self) -> None:
-        if self.failed:
-            return
-        self._drain(final=True)
-
-    @property
-    def backlog(self) -> int:
-        return sum(len(b) for b in self.pending.values())
-
-    def _write(self, batch: ParsingBatch) -> None:
-        t0, t1 = self.committed, self.committed + len(batch)
-        try:
-            self._write_arrays(batch, t0, t1)
-        except OSError as exc:
-            self.failed = (f"write failed at frames {t0}-{t1 - 1}: {exc.strerror or exc} (errno {exc.errno}); "
-                           f"frames 0-{t0 - 1} are committed")
-            self.pending.clear()
-            if self._on_write_error is not None:
-                self._on_write_error()
-            try:
-                self.set_status(state="error", complete=False, errors=[*self.errors(), self.failed])
-            except OSError as exc2:
-                log.error("%s: cannot record the write error in the store either: %s", self.g.path, exc2)
-            raise SinkWriteError(self.failed) from None
-
-    def _write_arrays(self, b: ParsingBatch, t0: int, t1: int) -> None:
-        a = self._arrays
-        i0, i1 = self.n_inst, self.n_inst + b.num_instances
-        grow = [(a[name], t1) for name in ("part", "instance", *PER_FRAME)]
-        writes = [(a["part"], t0, b.part), (a["instance"], t0, b.instance), (a["inst_offset"], t0, i0 + b.inst_offset[:-1])]
-        writes += [(a[name], t0, getattr(b, name)) for name in ("frame_index", "pts", "time", "segment", "wallclock")]
-        if i1 > i0:
-            grow += [(a[name], i1) for name in PER_INSTANCE]
-            writes += [(a[name], i0, getattr(b, name)) for name in PER_INSTANCE]
-        _grow_and_write(grow, writes)
-        marker = {"frames_written": t1, "instances_written": i1}
-        if self.tracker is not None:
-            marker["tracker_state"] = self.tracker.state()
-        self.set_status(**marker)  # the commit marker, after the data
-        self.committed, self.n_inst, self.next_seq = t1, i1, self.next_seq + (t1 - t0)
-        if self._on_commit is not None:
-            self._on_commit()
-
-    def errors(self) -> list:
-        return list(dict(self.g.attrs.get("status", {})).get("errors", []) or [])
-
-    def set_status(self, **kw) -> None:
-        st = dict(self.g.attrs.get("status", {}))
-        st.update(kw)
-        st["updated"] = time.time()
-        self.g.attrs["status"] = st
-
-
-def _grow_and_write(grow: list, writes: list) -> None:
-    """Every array of a chunk at once: ``grow`` [(array, new length)], then ``writes`` [(array, first row,
-    values)], each step in one pass of zarr's event loop (one wait instead of one per array). The first
-    failure is raised once every write has ended, so the commit marker that follows is never ahead of the
-    data."""
-    from zarr.core.sync import sync
-
-    async def go() -> None:
-        for step in ([a.async_array.resize((n, *a.shape[1:])) for a, n in grow],
-                     [a.async_array.setitem(slice(r, r + len(v)), v) for a, r, v in writes]):
-            for res in await asyncio.gather(*step, return_exceptions=True):
-                if isinstance(res, BaseException):
-                    raise res
-
-    sync(go())
+def refuse_unresumable(where, rep, listing: str = "") -> None:
+    """``SinkError`` when the verified store ``rep`` (a ``StoreReport``) may not be continued: it is of
+    another schema version, or damaged (``listing``: where to see every problem)."""
+    if rep.schema_version != SCHEMA_VERSION:
+        raise SinkError(f"cannot resume {where}: it is a schema v{rep.schema_version} store, this streamparse "
+                        f"writes v{SCHEMA_VERSION} (write a new store)")
+    problem = rep.first_problem()
+    if problem:
+        raise SinkError(f"cannot resume {where}: the store is damaged: {problem} ({listing}--overwrite replaces it)")
 
 
 def _check_path(path: Path, mode: str, lock: WriterLock):
@@ -236,13 +86,7 @@ def _check_path(path: Path, mode: str, lock: WriterLock):
 def _verify_resumable(path: Path, root_attrs: dict):
     """A store ``--resume`` may continue: this schema version, undamaged, written for the same model."""
     rep = verify_store(path)
-    if rep.schema_version != SCHEMA_VERSION:
-        raise SinkError(f"cannot resume {path}: it is a schema v{rep.schema_version} store, this streamparse "
-                        f"writes v{SCHEMA_VERSION} (write a new store)")
-    problem = rep.first_problem()
-    if problem:
-        raise SinkError(f"cannot resume {path}: the store is damaged: {problem} (verify_store lists all; "
-                        "--overwrite replaces it)")
+    refuse_unresumable(path, rep, "verify_store lists all; ")
     import zarr
 
     check_compatible(path, dict(zarr.open_group(str(path), mode="r").attrs), root_attrs)
@@ -277,43 +121,73 @@ class ZarrSink:
 
     def __init__(self, path: str | Path, *, mode: str = "create", root_attrs: dict | None = None,
                  chunk_frames: int = 16, compressor: str = "zstd", store=None, lock_token: str | None = None):
+        self.path = Path(path)
+        self._store = store
+        self._open(mode, root_attrs, chunk_frames, compressor, lock_token)
+
+    def _open(self, mode: str, root_attrs: dict | None, chunk_frames: int, compressor: str, lock_token: str | None) -> None:
+        """The construction every sink shares (``RemoteZarrSink`` too): check the arguments, refuse what
+        may not be touched, take the writer lock, then open (resume) or create the root group -- born
+        with every root attribute in ONE write of zarr.json, so a writer killed here leaves a store that
+        is whole or absent. What differs by where the store is lives in the hooks ``_new_lock``,
+        ``_state``, ``_zarr_store``, ``_open_resumed`` and ``_clear``."""
         import zarr
 
-        self.path = Path(path)
         self.chunk_frames = int(chunk_frames)
         self.compressor = compressor
         _compressors(compressor)  # a bad name fails before anything is created
         if mode not in ("create", "overwrite", "resume"):
             raise ValueError(f"mode must be create, overwrite or resume, got {mode!r}")
-        self.lock = WriterLock(self.path, token=lock_token, supersede=lock_token is not None)
-        state = _check_path(self.path, mode, self.lock)
-        self.created = state.what == "absent"  # we made the path: we may remove it again if nothing is committed
-        self.was_empty_dir = state.what == "empty-dir"
+        self.notes: list[str] = []
+        self.writers: dict[str, SourceWriter] = {}
+        self.lock = self._new_lock(lock_token)
+        what = self._state(mode)
+        self.created = what in ("absent", "lock-only")  # we made it: we may remove it again if nothing is committed
+        self.was_empty_dir = what == "empty-dir"
         try:
             self.lock.acquire()
         except OutputError as exc:
             raise SinkError(str(exc)) from None
-        self.resumed = mode == "resume" and state.what == "store"
-        self.notes: list[str] = []
+        self.resumed = mode == "resume" and what == "store"
         try:
+            store = self._zarr_store()
             first = json.loads(json.dumps({**(root_attrs or {}), "streamparse_schema_version": SCHEMA_VERSION}))
             if self.resumed:
-                self._check_resumable(root_attrs or {})
-                self.root = zarr.open_group(store if store is not None else str(self.path), mode="r+")
+                self.root = self._open_resumed(store, root_attrs or {})
                 if root_attrs:
                     self.root.update_attributes(first)  # one write of zarr.json
             else:
-                if state.what == "store":  # overwrite: ours (checked), cleared under our lock
-                    clear_store(self.path)
-                # born with every root attribute, in ONE write of zarr.json: a writer killed here leaves
-                # a store that is whole or absent (attrs.update would rewrite it once per key)
-                self.root = zarr.create_group(store=store if store is not None else str(self.path), zarr_format=3,
-                                              overwrite=False, attributes=first)
+                if what == "store":  # overwrite: ours (checked), cleared under our lock
+                    self._clear()
+                self.root = zarr.create_group(store=store, zarr_format=3, overwrite=False, attributes=first)
         except BaseException:
             self.lock.release()
             raise
         self._reserve()
-        self.writers: dict[str, SourceWriter] = {}
+
+    # -------------------------------------------------------------- where the store is (hooks of _open)
+    def _new_lock(self, lock_token: str | None) -> WriterLock:
+        """The writer lock (``lock_token``: an archive task's, which takes over a lock left by an earlier attempt)."""
+        return WriterLock(self.path, token=lock_token, supersede=lock_token is not None)
+
+    def _state(self, mode: str) -> str:
+        """What is at the path (``PathState.what``), after the refusals of ``mode`` that touch nothing."""
+        return _check_path(self.path, mode, self.lock).what
+
+    def _zarr_store(self):
+        """What zarr writes through: the ``store`` given, else the local path."""
+        return self._store if self._store is not None else str(self.path)
+
+    def _open_resumed(self, store, root_attrs: dict):
+        """The root group of a store being resumed, verified first."""
+        import zarr
+
+        self._check_resumable(root_attrs)
+        return zarr.open_group(store, mode="r+")
+
+    def _clear(self) -> None:
+        """Remove the store's content (``--overwrite``; the lock stays)."""
+        clear_store(self.path)
 
     def _check_resumable(self, root_attrs: dict) -> None:
         rep = _verify_resumable(self.path, root_attrs)

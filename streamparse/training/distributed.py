@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from streamparse.training.loop import SUMMARY_FILE, TrainingError, load_state, run_training
+from streamparse.training.build import SUMMARY_FILE, TrainingError, load_state
+from streamparse.training.loop import run_training
 
 LOCAL_RAY_TEMP_DIR = "/tmp/sp-train-ray"  # short: unix socket paths are capped at 107 bytes
 

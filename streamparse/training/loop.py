@@ -1,7 +1,9 @@
 """The training loop: one explicit function that every worker runs (nanoGPT style).
 
 ``run_training(cfg, work_dir, device=..., rank=..., world_size=...)`` builds the data, the model,
-SGD and the lr schedule, optionally restores ``last_state.pt``, and trains. With
+SGD and the lr schedule, optionally restores ``last_state.pt`` (those pieces: ``training/build.py``),
+and trains: ``_train_epoch`` runs ``_train_step`` per batch and ``_log_step`` every ``log_interval``;
+``_end_epoch`` evaluates and writes the checkpoints and the resume state. With
 ``world_size > 1`` the process group must already exist (Ray Train's ``TorchTrainer`` or the
 actor launcher in ``distributed.py`` create it); the model is wrapped in DDP, rank 0 writes
 every file. Files in ``work_dir``: ``config.yaml``, ``metrics.jsonl``, ``last.pt``, ``best.pt``,
@@ -16,10 +18,10 @@ whatever the split into workers (2 workers x batch 1 == 1 worker x batch 2).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -27,58 +29,26 @@ import torch
 from torch import nn
 
 from streamparse.store.outputs import finish_dir
-
+from streamparse.training.build import (
+    STATE_FILE,
+    STATE_FORMAT,
+    SUMMARY_FILE,
+    Optimization,
+    TrainData,
+    TrainingError,
+    build_optimization,
+    build_train_model,
+    check_train_setup,
+    model_kwargs,
+    open_train_data,
+    parallel_model,
+    restore_or_init,
+)
 from streamparse.training.data import AugmentedDataset, Collate, GlobalBatchSampler, TrainAugment
-from streamparse.training.steps import LOSS_KEYS, LRSchedule, get_rng_state, per_image_loss, seed_everything, set_rng_state, set_train_mode
+from streamparse.training.steps import LOSS_KEYS, get_rng_state, per_image_loss, seed_everything, set_train_mode
 
-STATE_FORMAT = "streamparse-train-state-v1"
-STATE_FILE = "last_state.pt"
-SUMMARY_FILE = "summary.json"  # rank 0's return value of the last run
-NORMS = ("frozen_bn", "bn", "syncbn")
-OPTIMIZERS = ("sgd", "adamw")
-CPU_AMP = ("none", "bf16")
-
-
-class TrainingError(ValueError):
-    """A bad training setup (data, config, resume state); the message says what to fix."""
-
-
-def open_dataset(fmt: str, root: str, split: str):
-    from streamparse.data import DATASETS
-
-    if fmt not in DATASETS:
-        raise TrainingError(f"data.format must be one of {', '.join(DATASETS)}, got {fmt!r}")
-    if not root:
-        raise TrainingError("data.root is not set (give it in the config or with --set data.root=DIR)")
-    if not Path(root).is_dir():
-        raise TrainingError(f"data root not found: {root}")
-    return DATASETS[fmt](root, split)
-
-
-def model_kwargs(cfg) -> dict:
-    return {"num_classes": int(cfg.model.num_classes)}
-
-
-def build_train_model(cfg) -> nn.Module:
-    from streamparse.models import build_model
-
-    return build_model(cfg.model.name, **model_kwargs(cfg))
-
-
-def init_weights(model: nn.Module, source: str, cfg) -> None:
-    """Load ``source`` ("default" = the shipped weights, or a checkpoint path) into ``model``
-    (float32). The checkpoint must hold the same model and number of classes."""
-    from streamparse import checkpoint as ck
-
-    try:
-        path = ck.resolve_checkpoint(source, cfg.model.name, cfg.model.num_classes) if source == "default" else source
-        loaded, _ = ck.build_from_checkpoint(path, expect_model=cfg.model.name, expect_num_classes=cfg.model.num_classes)
-    except ck.CheckpointError as exc:
-        raise TrainingError(f"train.init_from: {exc}") from None
-    try:
-        model.load_state_dict(loaded.state_dict())
-    except RuntimeError as exc:  # same name and classes, other builder kwargs
-        raise TrainingError(f"train.init_from: {path} does not fit the model: {str(exc).splitlines()[0][:300]}") from None
+# moved to training/build.py in 0.3.0, still importable from here
+from streamparse.training.build import NORMS, init_weights, load_state, open_dataset  # noqa: E402,F401
 
 
 def evaluate_model(model: nn.Module, cfg, dataset, class_names: list[str], device: torch.device,
@@ -107,19 +77,6 @@ def evaluate_model(model: nn.Module, cfg, dataset, class_names: list[str], devic
     return json.loads(json.dumps({k: res.get(k) for k in keep}, default=float))
 
 
-# ----------------------------------------------------------------------------- state
-def load_state(path: str | Path) -> dict:
-    from streamparse.checkpoint import torch_load
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / STATE_FILE
-    state = torch_load(path, "resume state", TrainingError)
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise TrainingError(f"{path} is not a streamparse training state (expected format {STATE_FORMAT!r})")
-    return state
-
-
 class MetricsLog:
     """Appends one JSON object per line to ``metrics.jsonl`` (rank 0 only; no-op elsewhere)."""
 
@@ -137,6 +94,188 @@ class MetricsLog:
 
 
 # ----------------------------------------------------------------------------- the loop
+@dataclass
+class TrainRun:
+    """One worker's run: what it was built from and where the loop stands (``epoch``, ``batch_in_epoch``,
+    ``iteration``, the best AP^p_vol so far, the last evaluation and losses; ``in_step`` while an
+    optimizer step is half done, when an interrupt must not save the state)."""
+
+    cfg: object
+    work_dir: Path
+    device: torch.device
+    rank: int
+    world_size: int
+    data: TrainData
+    model: nn.Module  # the module whose weights are saved (``net`` may wrap it in DDP)
+    net: nn.Module
+    opt: Optimization
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    iteration: int = 0
+    best: float | None = None
+    last_eval: dict | None = None
+    last_losses: dict = field(default_factory=dict)
+    in_step: bool = False
+    log: MetricsLog | None = None
+    ckpt_meta: dict = field(default_factory=dict)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _save_state(run: TrainRun, epoch: int, batch_in_epoch: int) -> None:
+    """``last_state.pt``: everything ``--resume`` needs to continue exactly from (epoch, batch_in_epoch)."""
+    from streamparse import checkpoint as ck
+    from streamparse.config import to_dict
+
+    o = run.opt
+    ck.atomic_save({"format": STATE_FORMAT, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "iteration": run.iteration,
+                    "model": {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()},
+                    "optimizer": o.optimizer.state_dict(), "scaler": o.scaler.state_dict() if o.use_amp else None,
+                    "schedule": {"base_lr": o.schedule.base_lr, "warmup_iters": o.schedule.warmup_iters,
+                                 "warmup_ratio": o.schedule.warmup_ratio, "steps": list(o.schedule.steps),
+                                 "gamma": o.schedule.gamma},
+                    "rng": get_rng_state(), "best_metric": run.best, "global_batch": run.data.global_batch,
+                    "world_size": run.world_size, "config": to_dict(run.cfg)}, run.work_dir / STATE_FILE)
+    finish_dir(run.work_dir, "training")  # every file here is ours (README "Safety of outputs")
+
+
+def _train_step(run: TrainRun, batch) -> tuple[float, dict, torch.Tensor]:
+    """One optimizer step on one local batch at the schedule's lr; returns (lr, the per-image-mean
+    losses, the gradient norm before clipping)."""
+    tc, o, device = run.cfg.train, run.opt, run.device
+    run.in_step = True
+    lr = o.schedule(run.iteration, run.epoch)
+    for group in o.optimizer.param_groups:
+        group["lr"] = lr
+    images = batch.images.to(device, non_blocking=device.type == "cuda")
+    targets = [t.to(device) for t in batch.targets]
+    with o.autocast():
+        out = run.net(images, centers=[t.pos_cells for t in targets], compute_parsing=False)
+    losses = per_image_loss(o.loss_fn, out, targets)
+    o.optimizer.zero_grad(set_to_none=True)
+    o.scaler.scale(losses["loss"]).backward()
+    o.scaler.unscale_(o.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(o.params, tc.grad_clip) if tc.grad_clip > 0 else torch.zeros(())
+    o.scaler.step(o.optimizer)
+    o.scaler.update()
+    run.iteration += 1
+    run.batch_in_epoch += 1
+    run.in_step = False
+    return lr, losses, grad_norm
+
+
+def _log_step(run: TrainRun, bar, lr: float, losses: dict, grad_norm: torch.Tensor, *, data_s: float, t_step: float,
+              progress: bool) -> None:
+    """The losses averaged over the workers (a non-finite loss stops the run) to the progress bar,
+    ``metrics.jsonl`` and, with several workers, a printed line."""
+    tc, epoch, world_size = run.cfg.train, run.epoch, run.world_size
+    vals = torch.stack([losses[k].detach().float() for k in LOSS_KEYS] + [grad_norm.detach().float().to(run.device)])
+    if world_size > 1:
+        torch.distributed.all_reduce(vals)
+        vals /= world_size
+    last = run.last_losses = dict(zip(LOSS_KEYS + ("grad_norm",), (round(float(v), 6) for v in vals.cpu())))
+    if not all(math.isfinite(last[k]) for k in LOSS_KEYS):  # (grad_norm may be inf under AMP)
+        raise TrainingError(f"non-finite loss at iteration {run.iteration}: {last}")
+    bar.set_postfix(loss=f"{last['loss']:.3f}", c=f"{last['loss_center']:.3f}",
+                    ins=f"{last['loss_aux_ins']:.3f}", cate=f"{last['loss_aux_cate']:.3f}",
+                    par=f"{last['loss_par']:.3f}", met=f"{last['loss_metric']:.3f}", lr=f"{lr:.2e}")
+    run.log.write(type="train", epoch=epoch + 1, iter=run.iteration, lr=lr, **last,
+                  data_s=data_s, step_s=round(time.perf_counter() - t_step, 4))
+    if progress and run.main and world_size > 1:  # no progress bar through Ray's log forwarding
+        print(f"epoch {epoch + 1}/{tc.epochs} iter {run.iteration} lr {lr:.2e} "
+              + " ".join(f"{k} {v:.4f}" for k, v in last.items()), flush=True)
+
+
+def _train_epoch(run: TrainRun, samples, collate, progress: bool) -> None:
+    """The rest of the current epoch: this worker's share of every global batch from ``batch_in_epoch``
+    on (the sampler's order depends only on the seed and the epoch), logged every ``log_interval``."""
+    from tqdm import tqdm
+
+    tc, dc, device = run.cfg.train, run.cfg.data, run.device
+    set_train_mode(run.net, tc.norm)
+    sampler = GlobalBatchSampler(len(run.data.train_set), batch_size=tc.batch_size, world_size=run.world_size,
+                                 rank=run.rank, seed=tc.seed, epoch=run.epoch, start_batch=run.batch_in_epoch,
+                                 batch_key=dc.scale_per_batch)
+    loader = torch.utils.data.DataLoader(samples, batch_sampler=sampler, collate_fn=collate, num_workers=tc.num_workers,
+                                         pin_memory=device.type == "cuda")
+    bar = tqdm(total=run.data.iters_per_epoch, initial=run.batch_in_epoch, desc=f"epoch {run.epoch + 1}/{tc.epochs}",
+               disable=not (progress and run.main and run.world_size == 1), dynamic_ncols=True, leave=True)
+    t_data = time.perf_counter()
+    for batch in loader:
+        t_step = time.perf_counter()
+        lr, losses, grad_norm = _train_step(run, batch)
+        bar.update(1)
+        if run.iteration % max(tc.log_interval, 1) == 0 or run.batch_in_epoch == run.data.iters_per_epoch:
+            _log_step(run, bar, lr, losses, grad_norm, data_s=round(t_step - t_data, 4), t_step=t_step, progress=progress)
+        t_data = time.perf_counter()
+    bar.close()
+
+
+def _end_epoch(run: TrainRun, progress: bool) -> None:
+    """Rank 0 after an epoch: evaluate when due (a better AP^p_vol writes ``best.pt``), then ``last.pt``,
+    ``epoch_N.pt`` when due and the resume state. Other ranks go on and wait at the next all-reduce."""
+    from streamparse import checkpoint as ck
+
+    tc, dc, epoch, iteration = run.cfg.train, run.cfg.data, run.epoch, run.iteration
+    if run.data.val_set is not None and tc.eval_interval > 0 and (epoch % tc.eval_interval == 0 or epoch == tc.epochs):
+        t0 = time.perf_counter()
+        run.last_eval = evaluate_model(run.model, run.cfg, run.data.val_set, run.data.class_names, run.device,
+                                       progress=progress and run.world_size == 1)
+        if run.last_eval is not None:
+            run.log.write(type="eval", epoch=epoch, iter=iteration, split=dc.val_split,
+                          seconds=round(time.perf_counter() - t0, 3), **run.last_eval)
+            score = run.last_eval.get("AP_p_vol")
+            score = -1.0 if score is None else float(score)
+            if run.best is None or score > run.best:
+                run.best = score
+                ck.save_checkpoint(run.work_dir / "best.pt", run.model, **run.ckpt_meta,
+                                   extra={"epoch": epoch, "iteration": iteration, "metrics": run.last_eval})
+    extra = {"epoch": epoch, "iteration": iteration, "metrics": run.last_eval}
+    ck.save_checkpoint(run.work_dir / "last.pt", run.model, **run.ckpt_meta, extra=extra)
+    if tc.checkpoint_interval > 0 and epoch % tc.checkpoint_interval == 0:
+        ck.save_checkpoint(run.work_dir / f"epoch_{epoch}.pt", run.model, **run.ckpt_meta, extra=extra)
+    _save_state(run, epoch, 0)
+
+
+def _open_work_dir(run: TrainRun) -> None:
+    """Rank 0: the work dir with ``config.yaml``, marked as streamparse's; every rank: its metrics log
+    (written on rank 0 only) and what every checkpoint carries besides the weights."""
+    from streamparse.config import save_config, to_dict
+
+    if run.main:
+        run.work_dir.mkdir(parents=True, exist_ok=True)
+        save_config(run.cfg, run.work_dir / "config.yaml")
+    run.log = MetricsLog(run.work_dir / "metrics.jsonl", enabled=run.main)
+    if run.main:
+        finish_dir(run.work_dir, "training")
+    run.ckpt_meta = dict(model_name=run.cfg.model.name, model_kwargs=model_kwargs(run.cfg),
+                         class_names=run.data.class_names, config=to_dict(run.cfg))
+
+
+def _summary(run: TrainRun, t_start: float) -> dict:
+    """The run's summary (written to ``summary.json`` on rank 0)."""
+    work_dir = run.work_dir
+    summary = {
+        "work_dir": str(work_dir),
+        "epochs": run.epoch,
+        "iterations": run.iteration,
+        "world_size": run.world_size,
+        "global_batch": run.data.global_batch,
+        "last_checkpoint": str(work_dir / "last.pt"),
+        "best_checkpoint": str(work_dir / "best.pt") if run.main and (work_dir / "best.pt").is_file() else None,
+        "best_AP_p_vol": run.best,
+        "last_eval": run.last_eval,
+        "last_losses": run.last_losses,
+        "seconds": round(time.perf_counter() - t_start, 3),
+    }
+    if run.main:
+        (work_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        finish_dir(work_dir, "training")
+    return summary
+
+
 def run_training(
     cfg,
     work_dir: str | Path,
@@ -150,209 +289,37 @@ def run_training(
 ) -> dict:
     """Train per ``cfg`` (a ``streamparse.config.Config``); returns a summary dict (rank 0's is
     complete; other ranks return the same keys without eval results)."""
-    from tqdm import tqdm
-
-    from streamparse import checkpoint as ck
-    from streamparse.config import save_config, to_dict
-    from streamparse.models.losses import UniParserLoss
-
     tc, dc = cfg.train, cfg.data
     device = torch.device(device)
-    work_dir = Path(work_dir)
-    main = rank == 0
-    if tc.norm not in NORMS:
-        raise TrainingError(f"train.norm must be one of {', '.join(NORMS)}, got {tc.norm!r}")
-    if tc.optimizer not in OPTIMIZERS:
-        raise TrainingError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {tc.optimizer!r}")
-    if tc.cpu_amp not in CPU_AMP:
-        raise TrainingError(f"train.cpu_amp must be one of {', '.join(CPU_AMP)}, got {tc.cpu_amp!r}")
-    if tc.norm == "syncbn" and world_size > 1 and device.type != "cuda":
-        raise TrainingError("train.norm=syncbn needs CUDA workers (--gpu); use frozen_bn or bn on CPU")
+    check_train_setup(tc, device, world_size)
     t_start = time.perf_counter()
+    data = open_train_data(cfg, main=rank == 0, world_size=world_size)
 
-    # -- data
-    train_set = open_dataset(dc.format, dc.root, dc.train_split)
-    space = train_set.label_space
-    class_names = list(space.names)
-    if space.num_classes != cfg.model.num_classes:
-        raise TrainingError(f"model.num_classes={cfg.model.num_classes} but data.format={dc.format} has {space.num_classes} classes")
-    global_batch = tc.batch_size * world_size
-    iters_per_epoch = GlobalBatchSampler.batches_per_epoch(len(train_set), global_batch)
-    if iters_per_epoch == 0:
-        raise TrainingError(f"{len(train_set)} training images < one global batch of {global_batch} images")
-    val_set = None
-    if main and tc.eval_interval > 0:
-        try:
-            val_set = open_dataset(dc.format, dc.root, dc.val_split)
-        except (ValueError, OSError) as exc:
-            print(f"train: no evaluation ({exc}); best.pt will not be written")
-
-    # -- model, optimizer, schedule (identical init on every rank: same seed)
-    seed_everything(tc.seed)
+    seed_everything(tc.seed)  # identical init on every rank: same seed
     model = build_train_model(cfg).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if tc.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=tc.lr_per_image * global_batch, momentum=tc.momentum, weight_decay=tc.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=tc.lr_per_image * global_batch, weight_decay=tc.weight_decay)
-    schedule = LRSchedule(base_lr=tc.lr_per_image * global_batch, warmup_iters=tc.warmup_iters,
-                          warmup_ratio=tc.warmup_ratio, steps=tuple(tc.lr_steps), gamma=tc.lr_gamma)
-    use_amp = bool(tc.amp) and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
-    if device.type == "cpu" and tc.cpu_amp == "bf16":
-        autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731 (no scaler: bf16 has fp32's range)
-    loss_fn = UniParserLoss(weights=tuple(tc.loss_weights), cihp_variant=tc.cihp_variant)
+    opt = build_optimization(tc, model, data.global_batch, device)
+    epoch, batch_in_epoch, iteration, best = restore_or_init(cfg, model, opt, resume_state, data.global_batch, main=rank == 0)
+    model, net = parallel_model(model, tc.norm, device, world_size, wrap_model)
+    run = TrainRun(cfg, Path(work_dir), device, rank, world_size, data, model, net, opt,
+                   epoch=epoch, batch_in_epoch=batch_in_epoch, iteration=iteration, best=best)
 
-    epoch, batch_in_epoch, iteration, best = 0, 0, 0, None
-    if resume_state is not None:
-        saved_model = (resume_state.get("config") or {}).get("model", {})
-        for key in ("name", "num_classes"):
-            if saved_model.get(key) != getattr(cfg.model, key):
-                raise TrainingError(f"the resume state was trained with model.{key}={saved_model.get(key)!r}, "
-                                    f"the config has {getattr(cfg.model, key)!r}")
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        if resume_state.get("scaler"):
-            scaler.load_state_dict(resume_state["scaler"])
-        epoch, batch_in_epoch = int(resume_state["epoch"]), int(resume_state["batch_in_epoch"])
-        iteration, best = int(resume_state["iteration"]), resume_state.get("best_metric")
-        saved_batch = int(resume_state.get("global_batch", global_batch))
-        if saved_batch != global_batch:  # not exact any more: keep the number of images seen this epoch
-            batch_in_epoch = batch_in_epoch * saved_batch // global_batch
-            if main:
-                print(f"train: warning: resuming with a global batch of {global_batch} images (the state was "
-                      f"saved with {saved_batch}): the lr and the data order change")
-        set_rng_state(resume_state["rng"])
-    elif tc.init_from:
-        init_weights(model, tc.init_from, cfg)
-        if main:
-            print(f"train: initialised from {tc.init_from}")
-    if tc.norm == "syncbn" and world_size > 1:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    net = model
-    if world_size > 1:
-        net = wrap_model(model) if wrap_model is not None else nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-
-    collate = Collate(num_classes=space.num_classes, grid=model.grid, stride=model.stride)
-    augment = TrainAugment(short_sides=dc.short_side, max_long_side=dc.max_long_side, flip_prob=dc.flip_prob, label_space=space)
-    data = AugmentedDataset(train_set, augment, seed=tc.seed)
-
-    if main:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, work_dir / "config.yaml")
-    log = MetricsLog(work_dir / "metrics.jsonl", enabled=main)
-    if main:
-        finish_dir(work_dir, "training")
-    ckpt_meta = dict(model_name=cfg.model.name, model_kwargs=model_kwargs(cfg), class_names=class_names, config=to_dict(cfg))
-    last_eval, last_losses = None, {}
-
-    def save_state(epoch_: int, batch_: int) -> None:
-        ck.atomic_save({"format": STATE_FORMAT, "epoch": epoch_, "batch_in_epoch": batch_, "iteration": iteration,
-               "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-               "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if use_amp else None,
-               "schedule": {"base_lr": schedule.base_lr, "warmup_iters": schedule.warmup_iters,
-                            "warmup_ratio": schedule.warmup_ratio, "steps": list(schedule.steps), "gamma": schedule.gamma},
-               "rng": get_rng_state(), "best_metric": best, "global_batch": global_batch, "world_size": world_size,
-               "config": to_dict(cfg)}, work_dir / STATE_FILE)
-        finish_dir(work_dir, "training")  # every file here is ours (README "Safety of outputs")
-
-    in_step = False
+    collate = Collate(num_classes=data.space.num_classes, grid=model.grid, stride=model.stride)
+    augment = TrainAugment(short_sides=dc.short_side, max_long_side=dc.max_long_side, flip_prob=dc.flip_prob,
+                           label_space=data.space)
+    samples = AugmentedDataset(data.train_set, augment, seed=tc.seed)
+    _open_work_dir(run)
     try:
-        while epoch < tc.epochs:
-            set_train_mode(net, tc.norm)
-            sampler = GlobalBatchSampler(len(train_set), batch_size=tc.batch_size, world_size=world_size, rank=rank,
-                                         seed=tc.seed, epoch=epoch, start_batch=batch_in_epoch,
-                                         batch_key=dc.scale_per_batch)
-            loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=tc.num_workers,
-                                                 pin_memory=device.type == "cuda")
-            bar = tqdm(total=iters_per_epoch, initial=batch_in_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}",
-                       disable=not (progress and main and world_size == 1), dynamic_ncols=True, leave=True)
-            t_data = time.perf_counter()
-            for batch in loader:
-                t_step = time.perf_counter()
-                in_step = True
-                lr = schedule(iteration, epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                images = batch.images.to(device, non_blocking=device.type == "cuda")
-                targets = [t.to(device) for t in batch.targets]
-                with autocast():
-                    out = net(images, centers=[t.pos_cells for t in targets], compute_parsing=False)
-                losses = per_image_loss(loss_fn, out, targets)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(losses["loss"]).backward()
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip) if tc.grad_clip > 0 else torch.zeros(())
-                scaler.step(optimizer)
-                scaler.update()
-                iteration += 1
-                batch_in_epoch += 1
-                in_step = False
-
-                bar.update(1)
-                if iteration % max(tc.log_interval, 1) == 0 or batch_in_epoch == iters_per_epoch:
-                    vals = torch.stack([losses[k].detach().float() for k in LOSS_KEYS] + [grad_norm.detach().float().to(device)])
-                    if world_size > 1:
-                        torch.distributed.all_reduce(vals)
-                        vals /= world_size
-                    last_losses = dict(zip(LOSS_KEYS + ("grad_norm",), (round(float(v), 6) for v in vals.cpu())))
-                    if not all(math.isfinite(last_losses[k]) for k in LOSS_KEYS):  # (grad_norm may be inf under AMP)
-                        raise TrainingError(f"non-finite loss at iteration {iteration}: {last_losses}")
-                    bar.set_postfix(loss=f"{last_losses['loss']:.3f}", c=f"{last_losses['loss_center']:.3f}",
-                                    ins=f"{last_losses['loss_aux_ins']:.3f}", cate=f"{last_losses['loss_aux_cate']:.3f}",
-                                    par=f"{last_losses['loss_par']:.3f}", met=f"{last_losses['loss_metric']:.3f}", lr=f"{lr:.2e}")
-                    log.write(type="train", epoch=epoch + 1, iter=iteration, lr=lr, **last_losses,
-                              data_s=round(t_step - t_data, 4), step_s=round(time.perf_counter() - t_step, 4))
-                    if progress and main and world_size > 1:  # no progress bar through Ray's log forwarding
-                        print(f"epoch {epoch + 1}/{tc.epochs} iter {iteration} lr {lr:.2e} "
-                              + " ".join(f"{k} {v:.4f}" for k, v in last_losses.items()), flush=True)
-                t_data = time.perf_counter()
-            bar.close()
-            epoch, batch_in_epoch = epoch + 1, 0
-
-            if main:  # evaluation and checkpoints (other ranks go on and wait at the next all-reduce)
-                if val_set is not None and tc.eval_interval > 0 and (epoch % tc.eval_interval == 0 or epoch == tc.epochs):
-                    t0 = time.perf_counter()
-                    last_eval = evaluate_model(model, cfg, val_set, class_names, device, progress=progress and world_size == 1)
-                    if last_eval is not None:
-                        log.write(type="eval", epoch=epoch, iter=iteration, split=dc.val_split,
-                                  seconds=round(time.perf_counter() - t0, 3), **last_eval)
-                        score = last_eval.get("AP_p_vol")
-                        score = -1.0 if score is None else float(score)
-                        if best is None or score > best:
-                            best = score
-                            ck.save_checkpoint(work_dir / "best.pt", model, **ckpt_meta,
-                                               extra={"epoch": epoch, "iteration": iteration, "metrics": last_eval})
-                extra = {"epoch": epoch, "iteration": iteration, "metrics": last_eval}
-                ck.save_checkpoint(work_dir / "last.pt", model, **ckpt_meta, extra=extra)
-                if tc.checkpoint_interval > 0 and epoch % tc.checkpoint_interval == 0:
-                    ck.save_checkpoint(work_dir / f"epoch_{epoch}.pt", model, **ckpt_meta, extra=extra)
-                save_state(epoch, 0)
+        while run.epoch < tc.epochs:
+            _train_epoch(run, samples, collate, progress)
+            run.epoch, run.batch_in_epoch = run.epoch + 1, 0
+            if run.main:  # evaluation and checkpoints
+                _end_epoch(run, progress)
     except KeyboardInterrupt:
-        if main and world_size == 1 and not in_step and iteration > 0:
-            save_state(epoch, batch_in_epoch)
-            print(f"\ntrain: interrupted; state saved at epoch {epoch + 1}, batch {batch_in_epoch} "
+        if run.main and world_size == 1 and not run.in_step and run.iteration > 0:
+            _save_state(run, run.epoch, run.batch_in_epoch)
+            print(f"\ntrain: interrupted; state saved at epoch {run.epoch + 1}, batch {run.batch_in_epoch} "
                   f"(continue with --resume auto)")
         raise
     finally:
-        log.close()
-
-    summary = {
-        "work_dir": str(work_dir),
-        "epochs": epoch,
-        "iterations": iteration,
-        "world_size": world_size,
-        "global_batch": global_batch,
-        "last_checkpoint": str(work_dir / "last.pt"),
-        "best_checkpoint": str(work_dir / "best.pt") if main and (work_dir / "best.pt").is_file() else None,
-        "best_AP_p_vol": best,
-        "last_eval": last_eval,
-        "last_losses": last_losses,
-        "seconds": round(time.perf_counter() - t_start, 3),
-    }
-    if main:
-        (work_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=float) + "\n")
-        finish_dir(work_dir, "training")
-    return summary
+        run.log.close()
+    return _summary(run, t_start)
