@@ -194,9 +194,6 @@ def _drive(plan, key, token, outdir, todo, rows, index, pool, pending, intr, rep
     import ray
     from tqdm import tqdm
 
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from streamparse.archive.tasks import archive_video
     from streamparse.engine.tasks import ProgressMonitor
 
     ctx = make_context(plan, lock_token=token, storage_options=storage_options)
@@ -216,20 +213,7 @@ def _drive(plan, key, token, outdir, todo, rows, index, pool, pending, intr, rep
     try:
         while queue or pending:
             while queue and len(pending) < conc:
-                d = queue.popleft()
-                v = d.video
-                node = balancer.take()
-                opts = {"name": f"archive:{v.video_id}"}
-                opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True) if node else "SPREAD"
-                job = {"video_id": v.video_id, "uri": v.uri, "store": outdir.store_url(v.video_id), "attempt": d.attempt}
-                ref = archive_video.options(**opts).remote(job, ctx, pool.actors, monitor)
-                pending[ref] = (d, node, time.monotonic())
-                rows[v.video_id].update(action="processed", state="running", attempt=d.attempt)
-                with intr.critical():
-                    outdir.append_index([record(v, "running", attempt=d.attempt, input=stat_identity(v.uri), model_key=key,
-                                                note=d.reason)])
-                if on_event:
-                    on_event("dispatched", {"video_id": v.video_id, "ref": ref})
+                _dispatch(queue.popleft(), ctx, key, outdir, pool, balancer, monitor, pending, rows, intr, on_event)
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
             if not pool_up:  # an inference actor that cannot start ends the run in one line
                 try:
@@ -275,6 +259,28 @@ def _drive(plan, key, token, outdir, todo, rows, index, pool, pending, intr, rep
         return True
     bar.close()
     return False
+
+
+def _dispatch(d: Decision, ctx: dict, key: str, outdir, pool, balancer, monitor, pending: dict, rows: dict, intr,
+              on_event) -> None:
+    """One video task, on the node with the fewest videos per inference actor, and its "running" line."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from streamparse.archive.tasks import archive_video
+
+    v = d.video
+    node = balancer.take()
+    opts = {"name": f"archive:{v.video_id}"}
+    opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True) if node else "SPREAD"
+    job = {"video_id": v.video_id, "uri": v.uri, "store": outdir.store_url(v.video_id), "attempt": d.attempt}
+    ref = archive_video.options(**opts).remote(job, ctx, pool.actors, monitor)
+    pending[ref] = (d, node, time.monotonic())
+    rows[v.video_id].update(action="processed", state="running", attempt=d.attempt)
+    with intr.critical():
+        outdir.append_index([record(v, "running", attempt=d.attempt, input=stat_identity(v.uri), model_key=key,
+                                    note=d.reason)])
+    if on_event:
+        on_event("dispatched", {"video_id": v.video_id, "ref": ref})
 
 
 def _result(ref, d: Decision) -> dict:

@@ -174,9 +174,9 @@ def _grow_and_write(grow: list, writes: list) -> None:
     from zarr.core.sync import sync
 
     async def go() -> None:
-        for step in ([a.async_array.resize((n, *a.shape[1:])) for a, n in grow],
-                     [a.async_array.setitem(slice(r, r + len(v)), v) for a, r, v in writes]):
-            for res in await asyncio.gather(*step, return_exceptions=True):
+        for step in (lambda: [a.async_array.resize((n, *a.shape[1:])) for a, n in grow],
+                     lambda: [a.async_array.setitem(slice(r, r + len(v)), v) for a, r, v in writes]):
+            for res in await asyncio.gather(*step(), return_exceptions=True):  # (made only when the step runs)
                 if isinstance(res, BaseException):
                     raise res
 
