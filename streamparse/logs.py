@@ -55,7 +55,8 @@ def configure_worker() -> None:
 
 def quiet_ray() -> None:
     """Ray's Python loggers to ``ray_log_path()`` (and the terminal with ``-v``), never to the terminal
-    by default. Call before ``ray.init(configure_logging=False)``."""
+    by default. Call after importing Ray (it attaches a handler of its own then) and before
+    ``ray.init(configure_logging=False)``."""
     path = ray_log_path()
     handlers: list[logging.Handler] = []
     try:
@@ -69,9 +70,9 @@ def quiet_ray() -> None:
         handlers.append(logging.StreamHandler(sys.stderr))
     for name in RAY_LOGGERS:
         lg = logging.getLogger(name)
-        for h in list(lg.handlers):
+        for h in list(lg.handlers):  # ours of an earlier call, and the one Ray attaches when it is imported
+            lg.removeHandler(h)
             if getattr(h, "_streamparse", False):
-                lg.removeHandler(h)
                 h.close()
         for h in handlers:
             h._streamparse = True  # ours: replaced on the next call

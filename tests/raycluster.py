@@ -125,11 +125,15 @@ def _serve(temp_dir: str, dash: int, agent: int, head_cpus: int, node_cpus: int,
     import ray._private.utils as u
     from ray.cluster_utils import Cluster
 
+    write = u.write_ray_address
     u.write_ray_address = lambda *a, **k: None  # keep other ray.init() calls on this machine away from us
     cu.reset_ray_address = lambda *a, **k: None
     c = Cluster(initialize_head=True, head_node_args=dict(
         num_cpus=head_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=dash,
         dashboard_agent_listen_port=agent, temp_dir=temp_dir, object_store_memory=store_mb * 2**20, node_ip_address="127.0.0.1"))
+    # the address in the cluster's OWN temp dir: the job server hands it to every job's driver (without it, Ray
+    # would look for a GCS among the machine's processes and could pick another test run's cluster)
+    write(c.address, temp_dir)
     n2 = c.add_node(num_cpus=node_cpus, object_store_memory=store_mb * 2**20, node_ip_address="127.0.0.1")
     raylet = next(p.process.pid for p in n2.all_processes["raylet"])
     print(json.dumps({"gcs": c.address, "node2": n2.node_id, "raylet2": raylet}), flush=True)

@@ -38,7 +38,7 @@ def venvs(tmp_path_factory):
     make_venv(client, str(dists["wheel"]))
     nodes = d / "nodes"
     make_venv(nodes, *wheel_requirements(dists["wheel"]))
-    r = subprocess.run([nodes / "bin" / "python", "-c", "import streamparse"], capture_output=True, text=True)
+    r = subprocess.run([nodes / "bin" / "python", "-c", "import streamparse"], capture_output=True, text=True, cwd=d)
     assert r.returncode != 0 and "No module named 'streamparse'" in r.stderr  # the nodes lack streamparse
     return {"client": client, "nodes": nodes}
 

@@ -178,6 +178,10 @@ def run(args) -> int:
         raise CLIError(f"{out} is being written by another archive job ({holder}); wait for it or stop it")
     from ray.job_submission import JobSubmissionClient, JobStatus
 
+    from streamparse import logs
+
+    logs.quiet_ray()  # Ray's upload notices to the log file (the terminal with -v)
+
     entry = entrypoint(argv, args.python)
     with tempfile.TemporaryDirectory(prefix="sp-submit-") as tmp:
         mods = [str(p) for p in stage_package(Path(tmp))]
@@ -193,8 +197,6 @@ def run(args) -> int:
     if not args.follow:
         return 0
     import asyncio
-
-    from streamparse import logs
 
     async def tail():
         async for chunk in client.tail_job_logs(job_id):
