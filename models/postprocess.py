@@ -31,8 +31,14 @@ class PostprocessParams:
     mask_thresh: float = 0.5  # theta_mask on the fused score
     merge_cos: float = 0.95  # centres whose kernels have cosine >= this are one person (> 1 = off)
     cate_score_thresh: float = 0.0  # per-person category filter (authors' cate_score_thr; 0 = off)
+    # low-score candidates (``models.candidates``): peaks in (candidate_thresh, center_thresh], kept
+    # apart from the people for the tracker's second stage; candidate_thresh >= center_thresh: none
+    candidate_thresh: float = 1.0
+    max_candidates: int = 16
 
     def __post_init__(self) -> None:
+        if self.max_candidates < 0:
+            raise ValueError(f"max_candidates must be >= 0, got {self.max_candidates}")
         if self.center_pool < 1 or self.center_pool % 2 == 0:
             raise ValueError(f"center_pool must be an odd window >= 1, got {self.center_pool}")
         if self.max_instances < 1:

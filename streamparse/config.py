@@ -30,6 +30,11 @@ class ModelConfig:
     center_pool: int = 3  # local-maximum window on the centre heatmap (odd; 1 = off)
     merge_cos: float = 0.95  # merge centres whose instance kernels have cosine >= this (> 1 = off)
     cate_score_thresh: float = 0.15  # per-person category filter (authors' cate_score_thr; 0 = off)
+    # low-score candidates for the tracker's second stage: heatmap peaks in (candidate_thresh,
+    # center_thresh], parsed beside the people (never taking their pixels) and stored apart (cand_*);
+    # candidate_thresh >= center_thresh: none. Not computed with test-time augmentation or protocol official.
+    candidate_thresh: float = 0.03
+    max_candidates: int = 16  # candidates per frame at most (highest centre scores)
     test_flip: bool = False  # horizontal-flip test-time augmentation (2x the network work)
     # test-time scales, factors of input_size; 1.0 (the reference grid) must be among them; the
     # passes are averaged (with test_flip: each also mirrored), costing one network pass each
@@ -48,11 +53,12 @@ class ModelConfig:
         _range(sec, "num_classes", self.num_classes, 2)
         if len(self.input_size) != 2 or min(self.input_size) < 16 or self.input_size[0] > self.input_size[1]:
             raise ConfigError(f"model.input_size: expected [short side, max long side] with 16 <= short <= long, got {list(self.input_size)}")
-        for k in ("center_thresh", "mask_thresh", "cate_score_thresh"):
+        for k in ("center_thresh", "mask_thresh", "cate_score_thresh", "candidate_thresh"):
             _range(sec, k, getattr(self, k), 0.0, 1.0)
         _one_of(sec, "preprocess", self.preprocess, ("default", "official"))
         _one_of(sec, "protocol", self.protocol, ("default", "official"))
         _range(sec, "max_instances", self.max_instances, 1)
+        _range(sec, "max_candidates", self.max_candidates, 0, 255)
         if self.center_pool < 1 or self.center_pool % 2 == 0:
             raise ConfigError(f"model.center_pool: must be an odd window >= 1, got {self.center_pool}")
         _range(sec, "merge_cos", self.merge_cos, -1.0, 2.0)
@@ -234,6 +240,16 @@ class TrackConfig:
     reid_speed: float = 1.0
     min_part_frac: float = 0.02  # a part counts in the colour signature from this fraction of the person
     min_shared_frac: float = 0.1  # colour signatures are compared when the shared parts cover this much of both
+    # second stage: a confirmed track left unmatched takes a low-score candidate (model.candidate_thresh)
+    # whose mask overlaps its predicted mask at IoU >= recover_iou (0 = off) and whose cost is <= max_cost,
+    # for at most recover_frames frames in a row without a detection
+    recover_iou: float = 0.3
+    recover_frames: int = 5
+    # offline only (`streamparse track`): also track the source backwards and join the two passes
+    # (offline_backward), and paint masks interpolated between a track's rows over gaps of up to
+    # interp_frames frames (0 = none)
+    offline_backward: bool = True
+    interp_frames: int = 10
 
     def __post_init__(self) -> None:
         if self.iou_mode not in ("motion", "static"):
@@ -246,12 +262,15 @@ class TrackConfig:
         if self.w_iou + self.w_emb + self.w_col <= 0:
             raise ConfigError("track: at least one of w_iou, w_emb, w_col must be > 0")
         for name in ("iou_gate", "max_cost", "reid_cost", "motion_momentum", "appearance_momentum", "emb_momentum", "birth_score",
-                     "birth_overlap", "min_part_frac", "min_shared_frac"):
+                     "birth_overlap", "min_part_frac", "min_shared_frac", "recover_iou"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"track.{name} must be in [0, 1], got {v}")
         if not 0 <= self.iou_max_gap <= 1000:
             raise ConfigError(f"track.iou_max_gap must be in [0, 1000], got {self.iou_max_gap}")
+        for name in ("recover_frames", "interp_frames"):
+            if not 0 <= getattr(self, name) <= 1000:
+                raise ConfigError(f"track.{name} must be in [0, 1000], got {getattr(self, name)}")
         if not 1 <= self.confirm_frames <= 100:
             raise ConfigError(f"track.confirm_frames must be in [1, 100], got {self.confirm_frames}")
         if not 0.0 <= self.reid_speed <= 100.0:

@@ -211,7 +211,8 @@ def _model(cfg: Config, checkpoint: str | None, load_weights: bool) -> tuple[dic
 def postprocess_kwargs(mc: ModelConfig) -> dict:
     """``PostprocessParams`` keyword values from the config's model section."""
     return {"center_thresh": mc.center_thresh, "center_pool": mc.center_pool, "max_instances": mc.max_instances,
-            "mask_thresh": mc.mask_thresh, "merge_cos": mc.merge_cos, "cate_score_thresh": mc.cate_score_thresh}
+            "mask_thresh": mc.mask_thresh, "merge_cos": mc.merge_cos, "cate_score_thresh": mc.cate_score_thresh,
+            "candidate_thresh": mc.candidate_thresh, "max_candidates": mc.max_candidates}
 
 
 def live_kwargs(live: LiveConfig) -> dict:

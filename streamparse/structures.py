@@ -175,7 +175,9 @@ class FrameParsing:
 PER_FRAME_FIELDS = ("frame_index", "pts", "time", "wallclock", "segment")
 _FRAME_DTYPES = {"frame_index": np.int64, "pts": np.int64, "time": np.float64, "wallclock": np.float64, "segment": np.uint16}
 _INST_DTYPES = {"inst_id": np.uint16, "inst_score": np.float32, "inst_bbox": np.int32, "inst_area": np.int64,
-                "inst_track": np.uint32, "inst_embedding": np.float16, "inst_part_area": np.int32, "inst_part_rgb": np.uint8}
+                "inst_track": np.uint32, "inst_embedding": np.float16, "inst_part_area": np.int32, "inst_part_rgb": np.uint8,
+                "inst_origin": np.uint8}
+_CAND_KEYS = ("cand_offset", "cand_score", "cand_bbox", "cand_embedding", "cand_part_area", "cand_part_rgb", "cand_crop")
 _INST_NDIM = {"inst_bbox": 2, "inst_embedding": 2, "inst_part_area": 2, "inst_part_rgb": 3}
 
 
@@ -195,6 +197,10 @@ class ParsingBatch:
         inst_part_area: int32[N, C] pixels of each part class inside the person.
         inst_part_rgb: uint8[N, C, 3] mean RGB of each part of the person in the frame (0 where absent).
         inst_track: uint32[N] track id per source (1..; 0 = none yet): assigned by the writer's tracker.
+        inst_origin: uint8[N] where the row comes from: 0 detected, 1 recovered (the tracker's second
+            stage took a candidate), 2 interpolated (offline ``streamparse track``); the parser gives 0.
+        cand: the frames' low-score candidates, the compact CSR table of ``streamparse.candidates``
+            (``cand_offset`` (B+1,), ``cand_*`` (Nc, ...), ``cand_crop`` (P,)); None = none.
         time_base: (num, den); source_id: the source's id.
     """
 
@@ -214,6 +220,8 @@ class ParsingBatch:
     inst_part_area: np.ndarray
     inst_part_rgb: np.ndarray
     inst_track: np.ndarray | None = None
+    inst_origin: np.ndarray | None = None
+    cand: dict | None = None
     time_base: tuple[int, int] = (1, 1)
     source_id: str = ""
 
@@ -227,6 +235,8 @@ class ParsingBatch:
         self.inst_offset = _as(self.inst_offset, np.int64, "inst_offset", 1)
         if self.inst_track is None:
             self.inst_track = np.zeros(np.asarray(self.inst_id).shape[0], np.uint32)
+        if self.inst_origin is None:
+            self.inst_origin = np.zeros(np.asarray(self.inst_id).shape[0], np.uint8)
         for name, dt in _INST_DTYPES.items():
             arr = getattr(self, name)
             if name == "inst_embedding" and np.asarray(arr).dtype != np.float16:  # float kernels become float16
@@ -244,6 +254,7 @@ class ParsingBatch:
         if self.inst_part_rgb.shape[1:] != (self.inst_part_area.shape[1], 3):
             raise ValueError(f"inst_part_rgb must be uint8[N, C, 3] with C = {self.inst_part_area.shape[1]}, got "
                              f"{list(self.inst_part_rgb.shape)}")
+        self.cand = _check_cand(self.cand, b, self.inst_embedding.shape[1], self.inst_part_area.shape[1])
         self.time_base = (int(self.time_base[0]), int(self.time_base[1]))
 
     def __len__(self) -> int:
@@ -266,7 +277,7 @@ class ParsingBatch:
         return ParsingBatch(part=self.part[start:stop], instance=self.instance[start:stop],
                             **{k: getattr(self, k)[start:stop] for k in PER_FRAME_FIELDS},
                             inst_offset=self.inst_offset[start : stop + 1] - a,
-                            **{k: getattr(self, k)[a:b] for k in _INST_DTYPES},
+                            **{k: getattr(self, k)[a:b] for k in _INST_DTYPES}, cand=_slice_cand(self.cand, start, stop),
                             time_base=self.time_base, source_id=self.source_id)
 
     @staticmethod
@@ -278,10 +289,12 @@ class ParsingBatch:
                             **{k: np.concatenate([getattr(b, k) for b in batches]) for k in PER_FRAME_FIELDS},
                             inst_offset=np.concatenate([[0], np.cumsum(counts)]),
                             **{k: np.concatenate([getattr(b, k) for b in batches]) for k in _INST_DTYPES},
+                            cand=_concat_cand([b.cand for b in batches]),
                             time_base=batches[0].time_base, source_id=batches[0].source_id)
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("part", "instance", *PER_FRAME_FIELDS, "inst_offset", *_INST_DTYPES)}
+        d.update(self.cand)
         d["time_base"] = np.asarray(self.time_base, dtype=np.int64)
         d["source_id"] = self.source_id
         return d
@@ -289,8 +302,9 @@ class ParsingBatch:
     @classmethod
     def from_dict(cls, d: dict) -> "ParsingBatch":
         tb = d.get("time_base", (1, 1))
-        return cls(**{k: d[k] for k in ("part", "instance", *PER_FRAME_FIELDS, "inst_offset", *_INST_DTYPES)},
-                   time_base=(int(tb[0]), int(tb[1])), source_id=str(d.get("source_id", "")))
+        cand = {k: d[k] for k in _CAND_KEYS} if "cand_offset" in d else None
+        return cls(**{k: d[k] for k in ("part", "instance", *PER_FRAME_FIELDS, "inst_offset", *_INST_DTYPES) if k in d},
+                   cand=cand, time_base=(int(tb[0]), int(tb[1])), source_id=str(d.get("source_id", "")))
 
 
 def instance_table(instance: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -307,3 +321,41 @@ def instance_boxes_areas(instance: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     """Boxes int32[k, 4] (x0, y0, x1, y1; exclusive ends) and areas int64[k] of ids 1..k of one map."""
     boxes, areas, _ = instance_table(np.asarray(instance)[None], np.array([k]))
     return boxes, areas
+
+
+def _check_cand(cand: dict | None, b: int, dim: int, num_classes: int) -> dict:
+    """The compact candidate table of B frames (``streamparse.candidates``), checked; None -> empty."""
+    from streamparse.candidates import CAND_FIELDS, CAND_NDIM, crop_sizes, empty
+
+    if cand is None:
+        return empty(b, dim, num_classes)
+    out = {"cand_offset": _as(cand["cand_offset"], np.int64, "cand_offset", 1), "cand_crop": _as(cand["cand_crop"], np.uint8, "cand_crop", 1)}
+    for k, dt in CAND_FIELDS.items():
+        out[k] = _as(np.asarray(cand[k], dtype=dt) if k == "cand_embedding" else cand[k], dt, k, CAND_NDIM[k])
+    off, n = out["cand_offset"], out["cand_score"].shape[0]
+    if off.shape[0] != b + 1 or off[0] != 0 or off[-1] != n or (b and np.any(off[1:] < off[:-1])):
+        raise ValueError(f"cand_offset must be {b + 1} non-decreasing offsets from 0 to {n}, got {off.tolist()[:8]}")
+    want = {"cand_bbox": (4,), "cand_embedding": (dim,), "cand_part_area": (num_classes,), "cand_part_rgb": (num_classes, 3)}
+    for k in CAND_FIELDS:
+        if out[k].shape[0] != n or out[k].shape[1:] != want.get(k, ()):
+            raise ValueError(f"{k} must have shape ({n}, {', '.join(map(str, want.get(k, ())))}), got {list(out[k].shape)}")
+    if int(crop_sizes(out["cand_bbox"]).sum()) != out["cand_crop"].shape[0]:
+        raise ValueError("cand_crop does not hold one crop per candidate box")
+    return out
+
+
+def _slice_cand(cand: dict, start: int, stop: int) -> dict:
+    from streamparse.candidates import CAND_FIELDS, crop_sizes
+
+    a, b = int(cand["cand_offset"][start]), int(cand["cand_offset"][stop])
+    sizes = np.concatenate([[0], np.cumsum(crop_sizes(cand["cand_bbox"]))])
+    return {"cand_offset": cand["cand_offset"][start:stop + 1] - a, **{k: cand[k][a:b] for k in CAND_FIELDS},
+            "cand_crop": cand["cand_crop"][sizes[a]:sizes[b]]}
+
+
+def _concat_cand(cands: list[dict]) -> dict:
+    from streamparse.candidates import CAND_FIELDS
+
+    counts = np.concatenate([np.diff(c["cand_offset"]) for c in cands])
+    return {"cand_offset": np.concatenate([[0], np.cumsum(counts)]), **{k: np.concatenate([c[k] for c in cands]) for k in CAND_FIELDS},
+            "cand_crop": np.concatenate([c["cand_crop"] for c in cands])}

@@ -109,7 +109,7 @@ def test_disk_that_stays_full_still_leaves_a_trusted_marker(tmp_path, reference)
     """No room even for the status: the store keeps its last commit marker (state still 'running'), the
     error reaches the caller, and the store resumes."""
     out = tmp_path / "o.zarr"
-    store = faulty_local(out, fail_on_chunk=3, match="part/c/")  # no reserve: the disk stays full
+    store = faulty_local(out, fail_on_chunk=3, match="cam/part/c/")  # no reserve: the disk stays full
     with pytest.raises(SinkWriteError, match="No space left"):
         write(out, range(22), store=store)
     st = dict(zarr.open_group(str(out / "cam"), mode="r").attrs)["status"]

@@ -25,8 +25,10 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from streamparse.models.candidates import candidate_cells, parse_candidates
 from streamparse.models.postprocess import PostprocessParams, parse_image, pick_centres
 from streamparse.engine.preprocess import Preprocessor, frames_to_tensor
+from streamparse import candidates
 from streamparse.labelstats import instance_stats
 from streamparse.structures import FrameBatch, FrameParsing, ParsingBatch
 
@@ -50,6 +52,7 @@ class _Maps:
     instance: np.ndarray  # uint16 (B,H,W)
     scores: list[np.ndarray]  # B x float32 (K_b,)
     kernels: list[np.ndarray]  # B x float16 (K_b, D): each kept person's unit instance kernel
+    cand: tuple | None = None  # low-score candidates: (part (B,H,W), instance (B,H,W), B scores, B kernels)
 
 
 class Predictor:
@@ -246,7 +249,8 @@ class Predictor:
         self.stage_s["network"] += t2 - t1
         heat = out.heatmap.float()
         p = self.params
-        maps, scores, kernels = [], [], []
+        cout = self._candidate_outputs(out, heat)
+        maps, scores, kernels, cscores, ckernels = [], [], [], [], []
         for i in range(b):
             parsed = parse_image(
                 heat=heat[i, 0], cells=out.centers[i], ins_kernels=out.ins_kernels[i].float(), ins_maps=out.ins_maps[i],
@@ -254,19 +258,43 @@ class Predictor:
                 stride=self.model.stride, out_size=(nh, nw), mask_thresh=p.mask_thresh, merge_cos=p.merge_cos,
                 cate_score_thresh=p.cate_score_thresh,
             )
-            maps.append(self.preprocess.to_frame(torch.stack([parsed.part, parsed.instance]), (H, W)).to(torch.int32))
+            m = [parsed.part, parsed.instance]
+            if cout is not None:
+                c = parse_candidates(heat=heat[i, 0], cells=cout.centers[i], ins_kernels=cout.ins_kernels[i].float(),
+                                     ins_maps=cout.ins_maps[i], cate_maps=cout.cate_maps[i],
+                                     parsing=None if cout.parsing is None else cout.parsing[i], det_instance=parsed.instance,
+                                     det_kernels=parsed.kernels, stride=self.model.stride, out_size=(nh, nw),
+                                     mask_thresh=p.mask_thresh, merge_cos=p.merge_cos, cate_score_thresh=p.cate_score_thresh)
+                m += [c.part, c.instance]
+                cscores.append(c.scores.float())
+                ckernels.append(c.kernels.to(torch.float16))
+            maps.append(self.preprocess.to_frame(torch.stack(m), (H, W)).to(torch.int32))
             scores.append(parsed.scores.float())
             kernels.append(parsed.kernels.to(torch.float16))
         stacked = torch.stack(maps) if maps else torch.zeros((0, 2, H, W), dtype=torch.int32)
         if self.device.type == "cuda":  # start the device-to-host copies, then wait once
             stacked = stacked.to("cpu", non_blocking=True)
-            scores = [s.to("cpu", non_blocking=True) for s in scores]
-            kernels = [k.to("cpu", non_blocking=True) for k in kernels]
+            scores, kernels, cscores, ckernels = ([s.to("cpu", non_blocking=True) for s in x] for x in (scores, kernels, cscores, ckernels))
             torch.cuda.current_stream(self.device).synchronize()
+        cand = None
+        if cout is not None:
+            cand = (stacked[:, 2].numpy().astype(np.uint8), stacked[:, 3].numpy().astype(np.uint8),
+                    [s.numpy() for s in cscores], [k.numpy() for k in ckernels])
         maps = _Maps(part=stacked[:, 0].numpy().astype(np.uint8), instance=stacked[:, 1].numpy().astype(np.uint16),
-                     scores=[s.numpy() for s in scores], kernels=[k.numpy() for k in kernels])
+                     scores=[s.numpy() for s in scores], kernels=[k.numpy() for k in kernels], cand=cand)
         self.stage_s["postprocess"] += time.perf_counter() - t2
         return maps
+
+    def _candidate_outputs(self, out, heat: torch.Tensor):
+        """The per-person outputs at each frame's low-score candidate centres (``models.candidates``), or
+        None when candidates are off (``candidate_thresh >= center_thresh``, no ``max_candidates``, or
+        test-time augmentation)."""
+        p = self.params
+        if p.candidate_thresh >= p.center_thresh or p.max_candidates < 1 or self.flip_perm is not None or len(self.test_scales) > 1:
+            return None
+        cells = [candidate_cells(heat[i, 0], low=p.candidate_thresh, high=p.center_thresh, pool=p.center_pool,
+                                 max_k=p.max_candidates) for i in range(heat.shape[0])]
+        return self.model.instances(out, cells, compute_parsing=False)
 
     def _infer(self, frames: np.ndarray) -> _Maps:
         dev = self._to_device(frames)
@@ -289,8 +317,13 @@ class Predictor:
         t0 = time.perf_counter()
         counts = np.array([len(s) for s in m.scores], dtype=np.int64)
         st = instance_stats(m.part, m.instance, self.num_classes, fb.frames, counts)  # areas, boxes, part areas/colours
+        cand = None
+        if m.cand is not None:  # compact: box crops (only numpy crosses Ray)
+            cp, ci, cs, ck = m.cand
+            cand = candidates.from_maps(cp, ci, np.array([len(s) for s in cs]), np.concatenate(cs), np.concatenate(ck),
+                                        self.num_classes, fb.frames)
         self.stage_s["instance_table"] += time.perf_counter() - t0
-        return ParsingBatch(
+        return ParsingBatch(cand=cand, 
             part=m.part, instance=m.instance, frame_index=fb.frame_index, pts=fb.pts, time=fb.time,
             wallclock=fb.wallclock, segment=fb.segment, inst_offset=st.offset, inst_id=st.inst_id,
             inst_score=np.concatenate(m.scores), inst_bbox=st.bbox, inst_area=st.area,

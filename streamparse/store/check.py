@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamparse.store.schema import MAPS, PER_FRAME, READABLE_VERSIONS, instance_arrays
+from streamparse.store.schema import MAPS, PER_FRAME, READABLE_VERSIONS, V2_LATER, instance_arrays, rows_axis
 
 
 @dataclass
@@ -119,8 +119,9 @@ def verify_source(group, sid: str, *, deep: bool = True, version: int = 2) -> So
     rep = SourceReport(sid, int(st.get("frames_written", 0) or 0), int(st.get("instances_written", 0) or 0),
                        str(st.get("state", "")))
     t, n = rep.frames_written, rep.instances_written
+    rows_of = {"frames": t, "instances": n, "candidates": int(st.get("candidates_written", 0) or 0)}
     names = [*MAPS, *PER_FRAME, *instance_arrays(version)]
-    arrays = {}
+    arrays = {name: group[name] for name in (V2_LATER if version >= 2 else ()) if name in group}  # optional
     for name in names:
         try:
             arrays[name] = group[name]
@@ -131,19 +132,19 @@ def verify_source(group, sid: str, *, deep: bool = True, version: int = 2) -> So
                 rep.incomplete = True
             return rep
     for name, a in arrays.items():
-        rows = n if name.startswith("inst_") and name != "inst_offset" else t
+        axis = rows_axis(name)
+        rows = rows_of[axis]
         if a.shape[0] < rows:
             rep.problems.append(f"array {name} has {a.shape[0]} rows, the commit marker says {rows}")
         elif a.shape[0] > rows:
-            if rows == t:
+            if axis == "frames":
                 rep.uncommitted_frames = max(rep.uncommitted_frames, a.shape[0] - rows)
             else:
                 rep.uncommitted_instances = max(rep.uncommitted_instances, a.shape[0] - rows)
     if rep.problems:
         return rep
     for name, a in arrays.items():
-        rows = n if name.startswith("inst_") and name != "inst_offset" else t
-        _check_array(a, name, rows, deep, rep)
+        _check_array(a, name, rows_of[rows_axis(name)], deep, rep)
         if rep.problems:
             return rep
     if t:

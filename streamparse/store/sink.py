@@ -25,8 +25,8 @@ import numpy as np
 
 from streamparse.store.lock import WriterLock
 from streamparse.store.outputs import RESERVE_NAME, OutputError, clear_store, prepare_output
-from streamparse.store.ome import ome_image_label
-from streamparse.store.schema import PER_FRAME, PER_INSTANCE, SCHEMA_VERSION, inst_dims
+from streamparse.store.arrays import create_source_group, missing_arrays
+from streamparse.store.schema import SCHEMA_VERSION
 from streamparse.store.check import group_ids, uncommitted_notes, verify_store
 from streamparse.store.writer import SinkError, SinkWriteError, SourceWriter
 
@@ -226,7 +226,7 @@ class ZarrSink:
         embeddings of ``embedding_dim``) or, in a resumed store, continued from its commit marker."""
         H, W = int(size[0]), int(size[1])
         g = self.root[source_id] if source_id in self.root else None
-        if g is not None and self.committed(source_id) == 0 and any(n not in g for n in ("part", "instance", *PER_FRAME, *PER_INSTANCE)):
+        if g is not None and self.committed(source_id) == 0 and missing_arrays(g):
             del self.root[source_id]  # a group whose creation was interrupted, nothing committed: ours to redo
             g = None
         if g is None:
@@ -249,31 +249,8 @@ class ZarrSink:
         return w
 
     def _create_source(self, source_id: str, info: dict, H: int, W: int, class_names: list[str], palette, dim: int):
-        g = self.root.create_group(source_id)
-        comp = _compressors(self.compressor)
-        ch = self.chunk_frames
-        flag_values = list(range(len(class_names)))
-        g.create_array("part", shape=(0, H, W), chunks=(ch, H, W), dtype="uint8", fill_value=0, compressors=comp,
-                       dimension_names=("time", "y", "x"),
-                       attributes={"flag_values": flag_values, "flag_meanings": " ".join(n.replace(" ", "_") for n in class_names),
-                                   "class_names": list(class_names),
-                                   "palette": (np.asarray(palette).tolist() if palette is not None else None),
-                                   "long_name": "part category per pixel (0 = background)",
-                                   "ome": ome_image_label(class_names, palette)})
-        g.create_array("instance", shape=(0, H, W), chunks=(ch, H, W), dtype="uint16", fill_value=0, compressors=comp,
-                       dimension_names=("time", "y", "x"),
-                       attributes={"long_name": "person id per pixel (0 = background, 1..K)"})
-        for name, dt in PER_FRAME.items():
-            g.create_array(name, shape=(0,), chunks=(max(1024, ch),), dtype=dt, fill_value=0, dimension_names=("time",))
-        n_cls = len(class_names)
-        inner = {"inst_bbox": (4,), "inst_embedding": (int(dim),), "inst_part_area": (n_cls,), "inst_part_rgb": (n_cls, 3)}
-        for name, dt in PER_INSTANCE.items():
-            rest = inner.get(name, ())
-            g.create_array(name, shape=(0, *rest), chunks=(4096, *rest), dtype=dt, fill_value=0, dimension_names=inst_dims(name))
-        g.attrs["source"] = json.loads(json.dumps(info))
-        g.attrs["status"] = {"state": "running", "complete": False, "frames_written": 0, "instances_written": 0,
-                             "dropped": 0, "errors": []}
-        return g
+        return create_source_group(self.root, source_id, info, (H, W), class_names, palette, dim,
+                                   chunk_frames=self.chunk_frames, compressors=_compressors(self.compressor))
 
     def any_committed(self) -> bool:
         return any(self.committed(sid) > 0 for sid in group_ids(self.path))

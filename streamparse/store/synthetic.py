@@ -214,8 +214,12 @@ def write_store(path: str | Path, sources: dict[str, SyntheticSource], *, chunk_
                 a = g[name]
                 a.resize((T, *a.shape[1:]))
                 a[keep:T] = (n0 + b.inst_offset[:-1]) if name == "inst_offset" else getattr(b, name)
+            for name in ("cand_part", "cand_instance", "cand_offset"):  # no candidates
+                a = g[name]
+                a.resize((T, *a.shape[1:]))
+                a[keep:T] = 0
             for name in ("inst_id", "inst_score", "inst_bbox", "inst_area", "inst_track", "inst_embedding",
-                         "inst_part_area", "inst_part_rgb"):
+                         "inst_part_area", "inst_part_rgb", "inst_origin"):
                 a = g[name]
                 a.resize((n0 + b.num_instances, *a.shape[1:]))
                 a[n0:] = getattr(b, name)
@@ -228,12 +232,12 @@ def write_v1_store(path: str | Path, sources: dict[str, SyntheticSource], *, chu
     attributes (the layout of streamparse 0.1)."""
     import zarr
 
-    from streamparse.store.schema import V2_ARRAYS
+    from streamparse.store.schema import V2_ARRAYS, V2_LATER
 
     write_store(path, sources, chunk_frames=chunk_frames, class_names=class_names, palette=palette)
     root = zarr.open_group(str(path), mode="r+")
     for sid in sources:
-        for name in V2_ARRAYS:
+        for name in (*V2_ARRAYS, *V2_LATER):
             del root[sid][name]
         root[sid]["part"].attrs.pop("ome", None) if hasattr(root[sid]["part"].attrs, "pop") else None
     attrs = dict(root.attrs)

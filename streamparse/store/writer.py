@@ -10,11 +10,10 @@ a local store (``streamparse.store.sink.ZarrSink``) and one on object storage
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
-from streamparse.store.schema import PER_FRAME, PER_INSTANCE
+from streamparse.store.arrays import ALL_ARRAYS, missing_arrays, truncate, write_rows
 from streamparse.structures import ParsingBatch
 
 log = logging.getLogger(__name__)
@@ -37,8 +36,9 @@ class SourceWriter:
     gaps for live drops), in any order; they are written in row order, in runs that end on a chunk
     boundary (whole chunks), and only then is the commit marker advanced.
 
-    ``tracker`` (optional, e.g. ``streamparse.tracking.tracker.Tracker``): assigns ``inst_track`` to each run of
-    frames in row order just before it is written; its ``state()`` is stored with every commit marker
+    ``tracker`` (optional, e.g. ``streamparse.tracking.tracker.Tracker``): ``track_batch`` gives each run of
+    frames its ``inst_track`` (and the rows the tracker adds: people it recovered from the frames' low-score
+    candidates) in row order just before it is written; its ``state()`` is stored with every commit marker
     (``status.tracker_state``), and a resumed writer continues from the stored state (``from_state``), so
     a resumed run assigns the same ids as an uninterrupted one."""
 
@@ -46,10 +46,15 @@ class SourceWriter:
         self.g = group
         self.chunk = int(chunk_frames)
         self.pending: dict[int, ParsingBatch] = {}
-        self._arrays = {name: group[name].with_config(_ARRAY_CONFIG) for name in ("part", "instance", *PER_FRAME, *PER_INSTANCE)}
+        missing = missing_arrays(group)
+        if missing:
+            raise SinkError(f"cannot continue {group.path}: it was written by an earlier streamparse without {missing[0]} "
+                            "(write a new store)")
+        self._arrays = {name: group[name].with_config(_ARRAY_CONFIG) for name in ALL_ARRAYS}
         st = dict(self.g.attrs.get("status", {}))
         self.committed = int(st.get("frames_written", 0))
         self.n_inst = int(st.get("instances_written", 0))
+        self.n_cand = int(st.get("candidates_written", 0))
         self.next_seq = self.committed
         self.failed: str | None = None
         self._on_commit = on_commit
@@ -57,17 +62,7 @@ class SourceWriter:
         self.tracker = tracker
         if tracker is not None and self.committed and st.get("tracker_state"):
             self.tracker = type(tracker).from_state(st["tracker_state"])
-        self._truncate(self.committed, self.n_inst)
-
-    def _truncate(self, t: int, n: int) -> None:
-        for name in ("part", "instance", *PER_FRAME):
-            a = self._arrays[name]
-            if a.shape[0] != t:
-                a.resize((t, *a.shape[1:]))
-        for name in PER_INSTANCE:
-            a = self._arrays[name]
-            if a.shape[0] != n:
-                a.resize((n, *a.shape[1:]))
+        truncate(self._arrays, self.committed, self.n_inst, self.n_cand)
 
     def add_batch(self, seq: int, batch: ParsingBatch) -> None:
         """Queue ``batch`` (its frames are rows seq .. seq + len - 1) and write every whole chunk ready."""
@@ -109,8 +104,8 @@ class SourceWriter:
         if n < len(data):
             self.pending[self.next_seq + n] = data.slice(n, len(data))
             data = data.slice(0, n)
-        if self.tracker is not None:  # in row order, right before the rows are written
-            data.inst_track = self.tracker.update_batch(data.to_dict())
+        if self.tracker is not None:  # in row order, right before the rows are written (and any it adds)
+            data = self.tracker.track_batch(data)
         self._write(data)
 
     def flush(self) -> None:
@@ -139,20 +134,12 @@ class SourceWriter:
             raise SinkWriteError(self.failed) from None
 
     def _write_arrays(self, b: ParsingBatch, t0: int, t1: int) -> None:
-        a = self._arrays
-        i0, i1 = self.n_inst, self.n_inst + b.num_instances
-        grow = [(a[name], t1) for name in ("part", "instance", *PER_FRAME)]
-        writes = [(a["part"], t0, b.part), (a["instance"], t0, b.instance), (a["inst_offset"], t0, i0 + b.inst_offset[:-1])]
-        writes += [(a[name], t0, getattr(b, name)) for name in ("frame_index", "pts", "time", "segment", "wallclock")]
-        if i1 > i0:
-            grow += [(a[name], i1) for name in PER_INSTANCE]
-            writes += [(a[name], i0, getattr(b, name)) for name in PER_INSTANCE]
-        _grow_and_write(grow, writes)
-        marker = {"frames_written": t1, "instances_written": i1}
+        i1, c1 = write_rows(self._arrays, b, t0, self.n_inst, self.n_cand)
+        marker = {"frames_written": t1, "instances_written": i1, "candidates_written": c1}
         if self.tracker is not None:
             marker["tracker_state"] = self.tracker.state()
         self.set_status(**marker)  # the commit marker, after the data
-        self.committed, self.n_inst, self.next_seq = t1, i1, self.next_seq + (t1 - t0)
+        self.committed, self.n_inst, self.n_cand, self.next_seq = t1, i1, c1, self.next_seq + (t1 - t0)
         if self._on_commit is not None:
             self._on_commit()
 
@@ -164,20 +151,3 @@ class SourceWriter:
         st.update(kw)
         st["updated"] = time.time()
         self.g.attrs["status"] = st
-
-
-def _grow_and_write(grow: list, writes: list) -> None:
-    """Every array of a chunk at once: ``grow`` [(array, new length)], then ``writes`` [(array, first row,
-    values)], each step in one pass of zarr's event loop (one wait instead of one per array). The first
-    failure is raised once every write has ended, so the commit marker that follows is never ahead of the
-    data."""
-    from zarr.core.sync import sync
-
-    async def go() -> None:
-        for step in (lambda: [a.async_array.resize((n, *a.shape[1:])) for a, n in grow],
-                     lambda: [a.async_array.setitem(slice(r, r + len(v)), v) for a, r, v in writes]):
-            for res in await asyncio.gather(*step(), return_exceptions=True):  # (made only when the step runs)
-                if isinstance(res, BaseException):
-                    raise res
-
-    sync(go())
