@@ -336,16 +336,16 @@ def test_store_is_schema_v2_and_track_reproduces_online_ids(tracked_store, capsy
         assert tuple(g[name].metadata.dimension_names) == dims
     online = g["inst_track"][:]
     assert online.max() >= 3 and set(np.unique(online[online > 0])) == set(range(1, online.max() + 1))  # no skipped id
-    # offline, same parameters: identical ids
+    # the online tracker replayed, same parameters: identical ids
     zarr.open_group(str(store), mode="r+")["clip"]["inst_track"][:] = 0
-    assert _cli("track", store) == 0
+    assert _cli("track", store, "--online") == 0
     assert np.array_equal(zarr.open_group(str(store), mode="r")["clip"]["inst_track"][:], online)
     # other parameters change them; the store records them
-    assert _cli("track", store, "--set", "track.confirm_frames=1", "--set", "track.w_col=0") == 0
+    assert _cli("track", store, "--online", "--set", "track.confirm_frames=1", "--set", "track.w_col=0") == 0
     z = zarr.open_group(str(store), mode="r")
-    assert z.attrs["tracker"]["params"]["confirm_frames"] == 1
+    assert z.attrs["tracker"]["params"]["confirm_frames"] == 1 and z.attrs["tracker"]["mode"] == "online"
     assert not np.array_equal(z["clip"]["inst_track"][:], online)
-    assert _cli("track", store, "--set", "track.confirm_frames=2", "--set", "track.w_col=1.0") == 0
+    assert _cli("track", store, "--online", "--set", "track.confirm_frames=2", "--set", "track.w_col=2.0") == 0
     assert np.array_equal(zarr.open_group(str(store), mode="r")["clip"]["inst_track"][:], online)
     # and the GT identities are recovered
     assert _cli("eval-tracks", "--data", root / "gt", "--store", store, "--json", root / "m.json") == 0

@@ -1,6 +1,6 @@
-"""`streamparse bench track`: association methods compared on the same stored detections, and the
-writer that produces those detections in this process (``write_v2_store``: the scheduler, the
-in-process executor and the sink; ``streamparse run`` writes the same stores through Ray).
+"""`streamparse bench track`: association methods compared on the same stored detections (and
+candidates): the online tracker and its ablations, the offline one (``streamparse track``), ByteTrack,
+single-cue baselines and the oracle; the detections come from ``streamparse.bench.track_data``.
 """
 
 from __future__ import annotations
@@ -10,84 +10,34 @@ from pathlib import Path
 
 import numpy as np
 
-
-PER_FRAME = {"frame_index": "int64", "pts": "int64", "time": "float64", "segment": "uint16", "wallclock": "float64",
-             "inst_offset": "int64"}
-
-
-def _parsing_batch(predictor, fb):
-    """A ParsingBatch of ``fb`` from a ``Predictor`` (``parse_batch``) or from any object whose
-    ``predict(frames)`` returns FrameParsings with embeddings (e.g. a GT stand-in in tests)."""
-    from streamparse.labelstats import instance_stats
-    from streamparse.structures import ParsingBatch
-
-    if hasattr(predictor, "parse_batch"):
-        return predictor.parse_batch(fb)
-    ps = predictor.predict(fb.frames)
-    part, inst = np.stack([p.part for p in ps]), np.stack([p.instance for p in ps])
-    counts = np.array([p.num_instances for p in ps])
-    st = instance_stats(part, inst, predictor.num_classes, fb.frames, counts)
-    return ParsingBatch(part=part, instance=inst, frame_index=fb.frame_index, pts=fb.pts, time=fb.time,
-                        wallclock=fb.wallclock, segment=fb.segment, inst_offset=st.offset, inst_id=st.inst_id,
-                        inst_score=np.concatenate([p.scores for p in ps]), inst_bbox=st.bbox, inst_area=st.area,
-                        inst_embedding=np.concatenate([p.embeddings for p in ps]), inst_part_area=st.part_area,
-                        inst_part_rgb=st.part_rgb, time_base=fb.time_base, source_id=fb.source_id)
-
-
-def write_v2_store(video: str | Path, out: str | Path, predictor, *, tracker=None, batch_size: int = 4,
-                   chunk_frames: int = 16, max_frames: int = 0, config: dict | None = None, source_id: str = "") -> dict:
-    """Parse one video file with ``predictor`` in this process and write its store through the real
-    writer path (the plain-Python scheduler with the in-process executor and ``ZarrSink``), with
-    ``inst_track`` from ``tracker`` (None: zeros). Replaces ``out`` if it is a streamparse store.
-    Returns the source's status (+ ``seconds``)."""
-    import zarr
-
-    from streamparse import __version__
-    from streamparse.engine.scheduler import InProcessExecutor, Scheduler, Slot, file_policy
-    from streamparse.store.sink import ZarrSink
-    from streamparse.sources import FileSource, redact_uri, source_id as make_sid
-    from streamparse.structures import FrameBatch
-
-    sid = source_id or make_sid(str(video))
-    attrs = {"streamparse_version": __version__, "model_name": predictor.model_name,
-             "checkpoint_sha256": predictor.checkpoint_sha256, "class_names": predictor.class_names,
-             "palette": np.asarray(predictor.palette).tolist(), "config": config or {}, "sources": [redact_uri(str(video))]}
-    if tracker is not None:
-        attrs["tracker"] = {"name": tracker.name, "params": tracker.params()}
-    t0 = time.perf_counter()
-    with ZarrSink(out, mode="overwrite" if Path(out).exists() else "create", root_attrs=attrs, chunk_frames=chunk_frames) as sink:
-        def open_writer(s):
-            s.writer = sink.source(sid, s.info, (s.info["height"], s.info["width"]), predictor.class_names,
-                                   np.asarray(predictor.palette), embedding_dim=predictor.embedding_dim, tracker=tracker)
-            s.next_seq = s.writer.next_seq
-
-        ex = InProcessExecutor(lambda s: FileSource(s.uri, source_id=sid, max_frames=max_frames),
-                               lambda batch: _parsing_batch(predictor, FrameBatch.from_dict(batch)).to_dict(),
-                               batch_size=batch_size)
-        sched = Scheduler([Slot(uri=str(video), sid=sid, policy=file_policy(4))], ex, open_writer=open_writer)
-        sched.start()
-        sched.run()
-    status = dict(zarr.open_group(str(out), mode="r")[sid].attrs["status"])
-    return {**status, "source_id": sid, "seconds": time.perf_counter() - t0}
+from streamparse.bench.track_data import PRESETS, prepare_bench, write_v2_store  # noqa: F401 (the bench's API)
 
 
 # ---------------------------------------------------------------------------------- the comparison
-def methods(base: dict | None = None) -> dict[str, dict | None]:
-    """Method name -> Tracker kwargs over ``base`` (the full tracker's); None = ByteTrack (``trackers``).
-    The single-cue baselines (a), (c) use the gates that served each best on the tuning videos
-    (seed 7, 512-px detections): (a) IoU >= 0.1, (c) cost <= 0.2 (cosine >= 0.6), no re-identification."""
+def methods(base: dict | None = None) -> dict[str, tuple[str, dict | None]]:
+    """Method name -> (mode, Tracker kwargs over ``base``, the full tracker's): mode "online" (the causal
+    tracker of ``run``), "offline" (``streamparse track``), "bytetrack" (``trackers``) or "oracle". The
+    single-cue baselines (a), (c) use the gates that served each best on the tuning videos (seed 7,
+    512-px detections): (a) IoU >= 0.1, (c) cost <= 0.2 (cosine >= 0.6), no re-identification; like
+    ByteTrack they see the detections only (no candidates)."""
     b = dict(base or {})
-    return {
-        "a_iou_only": {**b, "w_emb": 0.0, "w_emb_reid": 0.0, "w_col": 0.0, "reid_cost": 0.0, "iou_gate": 0.1, "max_cost": 0.9},
-        "b_bytetrack": None,
-        "c_embedding_only": {**b, "w_iou": 0.0, "w_col": 0.0, "w_emb": 1.0, "w_emb_reid": 1.0, "max_cost": 0.2, "reid_cost": 0.0},
+    off = {"recover_iou": 0.0}
+    on = {
+        "a_iou_only": {**b, **off, "w_emb": 0.0, "w_emb_reid": 0.0, "w_col": 0.0, "reid_cost": 0.0, "iou_gate": 0.1, "max_cost": 0.9},
+        "c_embedding_only": {**b, **off, "w_iou": 0.0, "w_col": 0.0, "w_emb": 1.0, "w_emb_reid": 1.0, "max_cost": 0.2, "reid_cost": 0.0},
         "d_full": b,
+        "full_no_recovery": {**b, **off},
+        "full_no_bridging": {**b, "iou_max_gap": 1},
         "full_no_iou": {**b, "w_iou": 0.0},
         "full_no_embedding": {**b, "w_emb": 0.0, "w_emb_reid": 0.0},
         "full_no_colour": {**b, "w_col": 0.0},
         "full_static_iou": {**b, "iou_mode": "static"},
         "full_no_reid": {**b, "reid_cost": 0.0},
     }
+    offline = {"e_offline": b, "offline_no_backward": {**b, "offline_backward": False},
+               "offline_no_interpolation": {**b, "interp_frames": 0}}
+    return {"b_bytetrack": ("bytetrack", None), **{k: ("online", v) for k, v in on.items()},
+            **{k: ("offline", v) for k, v in offline.items()}, ORACLE: ("oracle", None)}
 
 
 # the package's defaults but the two score thresholds, lowered to 0.3 (best of a small grid on the tuning videos)
@@ -117,12 +67,6 @@ def bytetrack(tables: dict, fps: float, **params) -> np.ndarray:
         rows = np.asarray(res.data["row"])
         out[rows[tid >= 0]] = tid[tid >= 0] + 1
     return out
-
-
-def _frames_in_memory(group, tables: dict) -> list[dict]:
-    from streamparse.tracking.store import iter_frames
-
-    return [dict(fr, instance=np.array(fr["instance"])) for fr in iter_frames(group, tables)]
 
 
 def _run(frames: list[dict], kwargs: dict, clock=time.perf_counter) -> tuple[np.ndarray, float]:
@@ -168,7 +112,8 @@ def gt_frames(gt_dir: str | Path, video: str, num_classes: int = 20) -> tuple[li
 def timing_frames(n_people: int = 10, num_frames: int = 200, size: tuple[int, int] = (720, 1280), dim: int = 64,
                   num_classes: int = 20, seed: int = 0) -> list[dict]:
     """``n_people`` boxes walking back and forth over a (H,W) label map, with embeddings and colours:
-    the input for the ms/frame figure."""
+    the input for the ms/frame figure. Every 4th frame one person is not detected but is a low-score
+    candidate (the tracker's second stage runs)."""
     rng = np.random.default_rng(seed)
     H, W = size
     x = rng.uniform(0, W, n_people)
@@ -192,11 +137,26 @@ def timing_frames(n_people: int = 10, num_frames: int = 200, size: tuple[int, in
         area = np.bincount(inst.ravel(), minlength=n_people + 1)[1:]
         pa = np.zeros((n_people, num_classes), np.int32)
         pa[:, 2], pa[:, 5], pa[:, 9] = area // 5, area // 3, area - area // 5 - area // 3
-        out.append({"instance": inst, "inst_id": np.arange(1, n_people + 1, dtype=np.uint16),
-                    "inst_score": np.full(n_people, 0.8, np.float32), "inst_bbox": boxes, "inst_area": area.astype(np.int64),
-                    "inst_embedding": (emb + 0.05 * rng.standard_normal(emb.shape)).astype(np.float16),
-                    "inst_part_area": pa, "inst_part_rgb": col.astype(np.uint8), "frame_index": t, "time": t / 25.0,
-                    "segment": 0})
+        fr = {"instance": inst, "inst_id": np.arange(1, n_people + 1, dtype=np.uint16),
+              "inst_score": np.full(n_people, 0.8, np.float32), "inst_bbox": boxes, "inst_area": area.astype(np.int64),
+              "inst_embedding": (emb + 0.05 * rng.standard_normal(emb.shape)).astype(np.float16),
+              "inst_part_area": pa, "inst_part_rgb": col.astype(np.uint8), "frame_index": t, "time": t / 25.0, "segment": 0}
+        out.append(_as_candidate(fr, t % n_people) if t % 4 == 3 else fr)
+    return out
+
+
+def _as_candidate(fr: dict, k: int) -> dict:
+    """Frame ``fr`` with person k+1 moved from the detections to the candidates."""
+    n = len(fr["inst_id"])
+    keep = np.arange(n) != k
+    lut = np.zeros(n + 1, np.uint16)
+    lut[1:][keep] = np.arange(1, n, dtype=np.uint16)
+    out = {**fr, "instance": lut[fr["instance"]], "inst_id": np.arange(1, n, dtype=np.uint16),
+           "cand_instance": (fr["instance"] == k + 1).astype(np.uint8)}
+    for name in ("inst_score", "inst_bbox", "inst_area", "inst_embedding", "inst_part_area", "inst_part_rgb"):
+        out[name] = fr[name][keep]
+    out["candidates"] = {"cand_score": np.full(1, 0.05, np.float32), **{f"cand_{x}": fr[f"inst_{x}"][k:k + 1] for x in (
+        "bbox", "embedding", "part_area", "part_rgb")}}
     return out
 
 
@@ -215,6 +175,79 @@ def tracking_cost_ms(kwargs: dict | None = None, n_people: int = 10, sizes=((256
     return res
 
 
+def _plan(mode: str, kw, frames_grid: list[dict], tab: dict, fps: float, frames_full, gt):
+    """A method's ``Plan`` on one video and its CPU seconds (ByteTrack and the oracle: detections only)."""
+    from streamparse.tracking.offline import Plan, offline_plan, online_plan
+
+    t0 = time.process_time()
+    if mode in ("online", "offline"):
+        plan = (online_plan if mode == "online" else offline_plan)(frames_grid, kw)
+        return plan, time.process_time() - t0
+    track = bytetrack(tab, fps, **(kw or {})) if mode == "bytetrack" else oracle_tracks(frames_full, gt)
+    dt = time.process_time() - t0
+    off = tab["inst_offset"]
+    return Plan([track[off[f]:off[f + 1]] for f in range(len(off) - 1)], [[] for _ in range(len(off) - 1)]), dt
+
+
+def row_stats(b, gt) -> dict:
+    """Rows of a tracked source ``b`` (ParsingBatch) against the GT at mask IoU >= 0.5, per origin:
+    rows, rows matching a GT person (true), and GT person-frames found by the detected rows alone and by
+    all rows (recall before / after what the tracker added)."""
+    from streamparse.evaluation.tracks import _pairwise_iou
+
+    info, maps = gt
+    out = {"gt": 0, "found_detected": 0, "found_all": 0}
+    for o in ("detected", "recovered", "interpolated"):
+        out[f"rows_{o}"] = out[f"true_{o}"] = 0
+    names = ("detected", "recovered", "interpolated")
+    for f in range(len(b)):
+        a, e = int(b.inst_offset[f]), int(b.inst_offset[f + 1])
+        n = len(info["track_ids"][f])
+        out["gt"] += n
+        org = b.inst_origin[a:e]
+        for o in range(3):
+            out[f"rows_{names[o]}"] += int((org == o).sum())
+        if not n or e == a:
+            continue
+        hit = _pairwise_iou(maps[f], b.instance[f], n, b.inst_id[a:e].astype(np.int64)) >= 0.5  # (n, rows)
+        for o in range(3):
+            out[f"true_{names[o]}"] += int(hit[:, org == o].any(axis=0).sum())
+        out["found_detected"] += int(hit[:, org == 0].any(axis=1).sum())
+        out["found_all"] += int(hit.any(axis=1).sum())
+    return out
+
+
+def _video(folder: Path, v: str, gt_dir: Path, gt, meth: dict, base: dict) -> dict:
+    """Every method on one video's stored detections: method -> (TrackEval sequence result, row stats, CPU s, frames)."""
+    from streamparse.evaluation.tracks import score_sequence, video_data
+    from streamparse.tracking.write import Frames, apply
+    from streamparse.tracking.store import iter_frames, open_store, read_tables, source_ids
+
+    root = open_store(folder / f"{v}.zarr")
+    g = root[source_ids(root)[0]]
+    tab = read_tables(g)
+    t = len(tab["frame_index"])
+    arrays = {n: np.asarray(g[n][:t]) for n in ("part", "instance", "cand_part", "cand_instance") if n in g}
+    frames_full = [dict(fr) for fr in iter_frames(g, tab)]
+    frames_grid = list(iter_frames(g, tab, grid=int(base.get("grid", 96))))
+    det = _detected_tables(tab)
+    out = {}
+    for m, (mode, kw) in meth.items():
+        plan, dt = _plan(mode, kw, frames_grid, det, float(gt[0]["fps"]), frames_full, gt)
+        b = apply(Frames(g, tab, 16, arrays), plan)
+        seq = score_sequence(video_data(gt_dir, v, b.instance, b.inst_offset, b.inst_id, b.inst_track, gt=gt))
+        out[m] = (seq, row_stats(b, gt), dt, t)
+    return out
+
+
+def _detected_tables(tab: dict) -> dict:
+    """The detected rows of ``read_tables`` (what ByteTrack sees)."""
+    keep = tab["inst_origin"] == 0
+    out = {k: tab[k][keep] for k in ("inst_id", "inst_bbox", "inst_score")}
+    out["inst_offset"] = np.concatenate([[0], np.cumsum(tab["det_count"])]).astype(np.int64)
+    return out
+
+
 ORACLE = "oracle_gt_identities"
 
 
@@ -222,71 +255,73 @@ def run_track_bench(data: str | Path, stores: dict[str, str | Path], base: dict 
                     bytetrack_params: dict | None = None, with_gt: bool = True, progress: bool = False,
                     with_cost: bool = True) -> dict:
     """The comparison. ``data``: a synth folder (``videos_gt/``); ``stores``: preset name -> folder of
-    ``<video>.zarr`` stores of the same videos (inst_embedding etc. from ``write_v2_store``).
-    Every method re-associates the same stored detections; returns per preset and method the overall
-    metrics (and per video), the trackers' CPU ms/frame on these videos, and the cost at 10 people.
-    ``oracle_gt_identities`` labels each detection with the GT identity it overlaps at IoU >= 0.5:
-    the ceiling of any association on these detections."""
-    from streamparse.evaluation.tracks import combine, load_gt, score_sequence, summarize, video_data
-    from streamparse.tracking.store import open_store, read_tables, source_ids
+    ``<video>.zarr`` stores of the same videos (from ``write_v2_store``, untracked). Every method
+    re-associates the same stored detections (and candidates); returns per preset and method the
+    overall metrics (and per video), the rows before / after what the tracker added (``row_stats``), the
+    trackers' CPU ms/frame on these videos, and the cost at 10 people. ``oracle_gt_identities`` labels
+    each detection with the GT identity it overlaps at IoU >= 0.5: the ceiling of any association of
+    these detections."""
+    from streamparse.config import TrackConfig, to_dict
+    from streamparse.evaluation.tracks import combine, load_gt, summarize
 
     gt_dir = Path(data) / "videos_gt"
     videos = sorted(p.stem for p in gt_dir.glob("*.json"))
-    meth = {**methods(base), ORACLE: None}
-    res: dict = {"videos": videos, "methods": {k: v for k, v in meth.items()}, "presets": {},
-                 "bytetrack_params": {**BYTETRACK_DEFAULTS, **(bytetrack_params or {})}}
+    base = {**{k: v for k, v in to_dict(TrackConfig()).items() if k != "enabled"}, **(base or {})}
+    meth = methods(base)
+    meth["b_bytetrack"] = ("bytetrack", {**BYTETRACK_DEFAULTS, **(bytetrack_params or {})})
+    res: dict = {"videos": videos, "methods": {k: {"mode": m, "params": kw} for k, (m, kw) in meth.items()},
+                 "presets": {}, "bytetrack_params": meth["b_bytetrack"][1]}
     gts = {v: load_gt(gt_dir, v) for v in videos}
     for preset, folder in stores.items():
-        per: dict[str, dict] = {m: {} for m in meth}
-        cost: dict[str, list] = {m: [0.0, 0] for m in meth}
+        per = {m: {} for m in meth}
+        rows = {m: {} for m in meth}
+        cost = {m: [0.0, 0] for m in meth}
         for v in videos:
-            root = open_store(Path(folder) / f"{v}.zarr")
-            sid = source_ids(root)[0]
-            g = root[sid]
-            tab = read_tables(g)
-            frames = _frames_in_memory(g, tab)
-            maps = np.stack([f["instance"] for f in frames])
-            fps = float(gts[v][0]["fps"])
-            for m, kw in meth.items():
-                t0 = time.process_time()
-                if m == ORACLE:
-                    track, dt = oracle_tracks(frames, gts[v]), 0.0
-                elif kw is None:
-                    track = bytetrack(tab, fps, **(bytetrack_params or {}))
-                    dt = time.process_time() - t0
-                else:
-                    track, dt = _run(frames, kw, clock=time.process_time)
+            for m, (seq, st, dt, n) in _video(Path(folder), v, gt_dir, gts[v], meth, base).items():
+                per[m][v] = seq
+                rows[m] = {k: rows[m].get(k, 0) + x for k, x in st.items()}
                 cost[m][0] += dt
-                cost[m][1] += len(frames)
-                data_v = video_data(gt_dir, v, maps, tab["inst_offset"], tab["inst_id"], track, gt=gts[v])
-                per[m][v] = score_sequence(data_v)
+                cost[m][1] += n
             if progress:
                 print(f"{preset} {v}: done", flush=True)
         res["presets"][preset] = {
-            m: {"overall": summarize(combine(per[m])), "ms_per_frame": 1000.0 * cost[m][0] / max(cost[m][1], 1),
+            m: {"overall": summarize(combine(per[m])), "rows": rows[m], "ms_per_frame": 1000.0 * cost[m][0] / max(cost[m][1], 1),
                 "videos": {v: summarize(r) for v, r in per[m].items()}} for m in meth}
     if with_gt:
-        per_gt: dict[str, dict] = {"d_full": {}, "a_iou_only": {}}
-        for v in videos:
-            frames, tab, maps = gt_frames(gt_dir, v)
-            stack = np.stack([f["instance"] for f in frames])
-            for m in per_gt:
-                track, _ = _run(frames, meth[m])
-                per_gt[m][v] = score_sequence(video_data(gt_dir, v, stack, tab["inst_offset"], tab["inst_id"], track, gt=gts[v]))
-        res["gt_detections"] = {m: {"overall": summarize(combine(r))} for m, r in per_gt.items()}
+        res["gt_detections"] = gt_detections(gt_dir, videos, gts, base)
     if with_cost:
         res["cost_ms_per_frame_10_people"] = tracking_cost_ms(base)
     return res
+
+
+def gt_detections(gt_dir: Path, videos: list[str], gts: dict, base: dict) -> dict:
+    """The full tracker and IoU-only on the GT masks as detections (the association upper bound)."""
+    from streamparse.evaluation.tracks import combine, score_sequence, summarize, video_data
+
+    meth = methods(base)
+    per: dict[str, dict] = {"d_full": {}, "a_iou_only": {}}
+    for v in videos:
+        frames, tab, maps = gt_frames(gt_dir, v)
+        stack = np.stack([f["instance"] for f in frames])
+        for m in per:
+            track, _ = _run(frames, meth[m][1])
+            per[m][v] = score_sequence(video_data(gt_dir, v, stack, tab["inst_offset"], tab["inst_id"], track, gt=gts[v]))
+    return {m: {"overall": summarize(combine(r))} for m, r in per.items()}
 
 
 def format_track_table(res: dict) -> str:
     lines = []
     for preset, rows in res["presets"].items():
         lines.append(f"detections: {preset}")
-        lines.append(f"  {'method':<22} {'IDF1':>6} {'HOTA':>6} {'MOTA':>7} {'IDsw':>5} {'Frag':>5} {'CPU ms/frame':>12}")
+        lines.append(f"  {'method':<26} {'IDF1':>6} {'HOTA':>6} {'MOTA':>7} {'IDsw':>5} {'Frag':>5} {'prec':>6} {'recall':>6} "
+                     f"{'+rec':>5} {'+int':>5} {'CPU ms/frame':>12}")
         for m, r in rows.items():
-            o = r["overall"]
-            lines.append(f"  {m:<22} {o['IDF1']:6.3f} {o['HOTA']:6.3f} {o['MOTA']:7.3f} {o['IDSW']:5d} {o['Frag']:5d} {r['ms_per_frame']:12.3f}")
+            o, st = r["overall"], r["rows"]
+            n = sum(st[f"rows_{k}"] for k in ("detected", "recovered", "interpolated"))
+            tp = sum(st[f"true_{k}"] for k in ("detected", "recovered", "interpolated"))
+            lines.append(f"  {m:<26} {o['IDF1']:6.3f} {o['HOTA']:6.3f} {o['MOTA']:7.3f} {o['IDSW']:5d} {o['Frag']:5d} "
+                         f"{tp / max(n, 1):6.3f} {st['found_all'] / max(st['gt'], 1):6.3f} {st['rows_recovered']:5d} "
+                         f"{st['rows_interpolated']:5d} {r['ms_per_frame']:12.3f}")
     for m, r in (res.get("gt_detections") or {}).items():
         o = r["overall"]
         lines.append(f"GT detections, {m:<12} IDF1 {o['IDF1']:.3f} HOTA {o['HOTA']:.3f} MOTA {o['MOTA']:.3f} IDsw {o['IDSW']} Frag {o['Frag']}")
@@ -294,56 +329,6 @@ def format_track_table(res: dict) -> str:
         lines.append("tracker cost at 10 people (ms/frame, wall / CPU): " + ", ".join(
             f"{k} {v['wall']:.2f} / {v['cpu']:.2f}" for k, v in res["cost_ms_per_frame_10_people"].items()))
     return "\n".join(lines)
-
-
-PRESETS = {"256": [], "512": ["model.input_size=[512,896]", "model.cate_score_thresh=0.275"]}
-
-
-def prepare_bench(data: str | Path, work: str | Path, *, seed: int = 2027, num_videos: int = 10, frames: int = 160,
-                  size: tuple[int, int] = (256, 384), presets: dict[str, list[str]] | None = None,
-                  checkpoint: str | None = "default", threads: int = 1, progress: bool = False) -> dict[str, Path]:
-    """Make (if absent) ``num_videos`` tracking-scenario videos (3-8 identities) under ``data`` and, per
-    preset (config overrides), one schema-v2 store per video under ``work/<preset>/``. Returns the
-    preset -> store folder map for ``run_track_bench``."""
-    import torch
-
-    from streamparse.config import load_config
-    from streamparse.data.synth import generate_video
-    from streamparse.engine.factory import build_predictor
-
-    data, work = Path(data), Path(work)
-    (data / "videos").mkdir(parents=True, exist_ok=True)
-    for k in range(num_videos):
-        v = data / "videos" / f"video_{k:03d}.mp4"
-        if not (data / "videos_gt" / f"video_{k:03d}.json").is_file():
-            generate_video(v, data / "videos_gt", frames, (seed, k), size=size, min_people=3, max_people=8, scenario="tracking")
-    torch.set_num_threads(max(1, threads))
-    out = {}
-    for name, overrides in (presets or PRESETS).items():
-        cfg = load_config(None, [*overrides, "pipeline.device=cpu"])
-        pred = None
-        folder = work / name
-        for k in range(num_videos):
-            store = folder / f"video_{k:03d}.zarr"
-            if (store / "zarr.json").is_file() and _complete(store):
-                continue
-            if pred is None:
-                pred = build_predictor(cfg, checkpoint=checkpoint, device="cpu")
-            from streamparse.config import to_dict
-
-            st = write_v2_store(data / "videos" / f"video_{k:03d}.mp4", store, pred, config=to_dict(cfg), source_id=f"video_{k:03d}")
-            if progress:
-                print(f"preset {name}: video_{k:03d} {st['frames_written']} frames, {st['instances_written']} people, "
-                      f"{st['seconds']:.0f}s", flush=True)
-        out[name] = folder
-    return out
-
-
-def _complete(store: Path) -> bool:
-    import zarr
-
-    root = zarr.open_group(str(store), mode="r")
-    return all(dict(g.attrs.get("status", {})).get("complete") for _, g in root.groups())
 
 
 def oracle_tracks(frames: list[dict], gt: tuple[dict, list[np.ndarray]]) -> np.ndarray:

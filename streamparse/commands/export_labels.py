@@ -15,6 +15,8 @@ def add_arguments(p) -> None:
     p.add_argument("--every", type=int, default=1, metavar="N", help="every N-th committed frame (default 1)")
     p.add_argument("--parts", action="store_true", help="coco: also one annotation per (person, part)")
     p.add_argument("--video", help="the source's video: also write the frames as JPEG (required for cihp)")
+    p.add_argument("--all-rows", action="store_true",
+                   help="also the people a tracker recovered or interpolated (default: detected people only)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it is a streamparse export")
 
 
@@ -42,7 +44,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         summary = export_labels(res, args.format, out, sources=args.source, every=args.every, parts=args.parts,
-                                video=args.video)
+                                video=args.video, origin=None if args.all_rows else "detected")
     except (ExportError, RenderError) as exc:
         raise CLIError(str(exc)) from None
     finally:  # even a failed export leaves a folder that is ours (so --overwrite may replace it)

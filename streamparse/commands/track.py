@@ -1,10 +1,18 @@
-"""`streamparse track`: re-run person association offline on a store's tables (no model, no video)."""
+"""`streamparse track`: re-run person tracking on a store's stored people and candidates (no model, no video).
+
+Offline by default: the tracker may look both ways (a backward pass, tentative frames given their
+track's id, masks interpolated over short gaps; ``streamparse.tracking.offline``). ``--online`` replays the
+causal tracker of ``streamparse run`` instead (the same ids and recovered rows as the run, with the same
+``track.*``). Rewrites ``inst_track``, the rows the tracker adds (recovered, interpolated) and their
+pixels; the detected people's rows and pixels never change.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-HELP = "re-run person tracking on a schema-v2 store's stored detections; rewrites only inst_track"
+HELP = ("re-run person tracking on a schema-v2 store's stored people (offline: both ways, interpolation; --online: "
+        "as `run` does); rewrites inst_track and the rows a tracker adds, never the detected people")
 
 
 def add_arguments(p) -> None:
@@ -12,6 +20,7 @@ def add_arguments(p) -> None:
     p.add_argument("--set", action="append", default=[], metavar="track.KEY=VALUE",
                    help="tracker parameter (repeatable); defaults: the store's recorded tracker params, else config defaults")
     p.add_argument("--source", action="append", default=None, help="only this source (repeatable; default all)")
+    p.add_argument("--online", action="store_true", help="the causal tracker of `streamparse run` (default: offline)")
 
 
 def run(args) -> int:
@@ -19,9 +28,12 @@ def run(args) -> int:
 
     from streamparse.cli import CLIError
     from streamparse.config import ConfigError, TrackConfig, from_dict, to_dict
+    from streamparse.engine.interrupts import Interrupts
     from streamparse.plan import track_kwargs as tracker_kwargs
-    from streamparse.tracking.tracker import NAME, Tracker
-    from streamparse.tracking.store import StoreError, committed, open_store, read_tables, run_tracker, source_ids, writer_busy
+    from streamparse.tracking.offline import offline_plan, online_plan
+    from streamparse.tracking.store import StoreError, iter_frames, open_store, read_tables, source_ids, writer_busy
+    from streamparse.tracking.tracker import NAME
+    from streamparse.tracking.write import roll_forward, write_plan
 
     path = args.store
     if not path.exists():
@@ -57,29 +69,34 @@ def run(args) -> int:
             raise CLIError(f"source {missing[0]!r} not in {path} (sources: {', '.join(sids)})")
         sids = list(args.source)
     kwargs = tracker_kwargs(cfg)
-    results = {}
-    for sid in sids:  # compute everything first: nothing is rewritten if a source fails
-        g = root[sid]
-        results[sid] = run_tracker(g, Tracker(**kwargs), read_tables(g))
     import zarr
 
     from streamparse.store.lock import WriterLock
     from streamparse.store.outputs import OutputError
 
-    try:  # the one writer of the store while inst_track is rewritten
+    try:  # the one writer of the store while it is rewritten
         lock = WriterLock(path).acquire()
     except OutputError as exc:
         raise CLIError(str(exc)) from None
+    tracker = {"name": NAME, "params": json.loads(json.dumps(kwargs)), "mode": "online" if args.online else "offline"}
     try:
         root = zarr.open_group(str(path), mode="r+", zarr_format=3)
-        for sid, track in results.items():
+        for sid in sids:  # an earlier rewrite cut short is finished first
+            if roll_forward(path / sid, root[sid]):
+                print(f"{sid}: finished an interrupted `streamparse track`")
+        plans = {}
+        for sid in sids:  # compute everything first: nothing is rewritten if a source fails
             g = root[sid]
-            _, n = committed(g)
-            if n:
-                g["inst_track"][:n] = track
-            g.attrs["tracker"] = {"name": NAME, "params": json.loads(json.dumps(kwargs))}
-            print(f"{sid}: {n} instances, {int(track.max(initial=0))} tracks")
-        root.attrs["tracker"] = {"name": NAME, "params": json.loads(json.dumps(kwargs))}
+            frames = list(iter_frames(g, read_tables(g), grid=kwargs["grid"]))
+            plans[sid] = (online_plan if args.online else offline_plan)(frames, kwargs)
+        with Interrupts() as intr, intr.critical():  # Ctrl-C / SIGTERM wait for the rewrite to end
+            for sid, plan in plans.items():
+                g = root[sid]
+                res = write_plan(g, path / sid, plan)
+                g.attrs["tracker"] = tracker
+                print(f"{sid}: {res['instances']} rows ({res['recovered']} recovered, {res['interpolated']} interpolated), "
+                      f"{res['tracks']} tracks")
+            root.attrs["tracker"] = tracker
     finally:
         lock.release()
     return 0

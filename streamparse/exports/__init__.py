@@ -2,7 +2,9 @@
 
 ``export_labels(result, fmt, out_dir, ...)`` writes into an existing folder that the caller prepared
 (``prepare_output``) and marks afterwards (``finish_dir``). Each format module has ``export(ctx)``.
-Frames are named ``<source>_<frame_index:06d>``; ``every`` keeps every N-th committed frame.
+Frames are named ``<source>_<frame_index:06d>``; ``every`` keeps every N-th committed frame. Only the
+detected people are exported by default (``origin="detected"``: their rows and pixels); ``origin=None``
+exports every row, the people a tracker recovered or interpolated too (``inst_origin``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class ExportContext:
     every: int = 1
     parts: bool = False
     video: str | None = None
+    origin: object = "detected"  # rows of these origins (``Result.origin_mask``); None = all
 
     def rows(self, source: str) -> np.ndarray:
         return np.arange(0, self.result.num_frames(source), self.every, dtype=np.int64)
@@ -54,8 +57,9 @@ def frame_id(source: str, frame_index: int) -> str:
 
 
 def export_labels(result, fmt: str, out: str | Path, *, sources: list[str] | None = None, every: int = 1,
-                  parts: bool = False, video: str | None = None) -> dict:
-    """Write ``fmt`` labels of ``sources`` (default: all) into the folder ``out``; returns a summary."""
+                  parts: bool = False, video: str | None = None, origin="detected") -> dict:
+    """Write ``fmt`` labels of ``sources`` (default: all) into the folder ``out``; returns a summary.
+    ``origin``: the rows exported (default the detected people; None = every row)."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     if every < 1:
@@ -63,5 +67,5 @@ def export_labels(result, fmt: str, out: str | Path, *, sources: list[str] | Non
     srcs = list(sources or result.sources)
     if video is not None and len(srcs) != 1:
         raise ExportError(f"--video is the video of one source; the store has {len(srcs)}: pick one with --source")
-    ctx = ExportContext(result, srcs, Path(out), every, parts, video)
+    ctx = ExportContext(result, srcs, Path(out), every, parts, video, origin)
     return importlib.import_module(FORMATS[fmt]).export(ctx)

@@ -9,13 +9,17 @@ import numpy as np
 PART_CATEGORY_OFFSET = 100  # COCO / YouTube-VIS: person = 1, part class c = 100 + c
 
 
-def person_rows(result, source: str) -> dict:
-    """Per-instance arrays of the committed rows + per-frame offsets/counts."""
+def person_rows(result, source: str, origin=None) -> dict:
+    """Per-instance arrays of the committed rows whose origin is ``origin`` (None: all) + per-frame
+    offsets/counts of those rows."""
     pf = result._per_frame(source)
     d = result._per_instance(source, ("inst_id", "inst_score", "inst_bbox", "inst_area", "inst_track"))
-    return {"offset": pf["inst_offset"], "count": pf["count"], "frame_index": pf["frame_index"], "time": pf["time"],
-            "id": d["inst_id"], "score": d["inst_score"], "bbox": d["inst_bbox"].reshape(-1, 4), "area": d["inst_area"],
-            "track": d["inst_track"]}
+    keep = result.origin_mask(source, origin)
+    count = np.bincount(result._row_frame(source)[keep], minlength=len(pf["count"])).astype(np.int64)
+    offset = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64) if len(count) else count
+    return {"offset": offset, "count": count, "frame_index": pf["frame_index"], "time": pf["time"],
+            "id": d["inst_id"][keep], "score": d["inst_score"][keep], "bbox": d["inst_bbox"].reshape(-1, 4)[keep],
+            "area": d["inst_area"][keep], "track": None if d["inst_track"] is None else d["inst_track"][keep]}
 
 
 def rle_encode(masks: np.ndarray) -> list[dict]:

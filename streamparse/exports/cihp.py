@@ -22,7 +22,7 @@ def export(ctx) -> dict:
     for source in ctx.sources:
         rows = ctx.rows(source)
         ids = []
-        frames = res.iter_frames(source, rows)
+        frames = res.iter_frames(source, rows, origin=ctx.origin)
         for row, rgb in ctx.images(source, rows):
             f = next(frames)
             assert f.row == row

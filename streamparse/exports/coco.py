@@ -26,10 +26,10 @@ def export(ctx) -> dict:
     C = len(names)
     for source in ctx.sources:
         H, W = ctx.size(source)
-        pr = person_rows(res, source)
+        pr = person_rows(res, source, ctx.origin)
         rows = ctx.rows(source)
         imgs = dict(ctx.images(source, rows)) if ctx.video else {}
-        for f in res.iter_frames(source, rows):
+        for f in res.iter_frames(source, rows, origin=ctx.origin):
             fid = frame_id(source, f.frame_index)
             image_id = len(images) + 1
             images.append({"id": image_id, "file_name": f"{source}/{fid}.jpg", "width": W, "height": H,

@@ -25,14 +25,14 @@ def export(ctx) -> dict:
     lines_total = 0
     for source in ctx.sources:
         H, W = ctx.size(source)
-        pr = person_rows(res, source)
+        pr = person_rows(res, source, ctx.origin)
         if pr["track"] is not None and len(pr["track"]) and int(pr["track"].max()) >= 1000:
             raise ExportError(f"source {source}: track id {int(pr['track'].max())} does not fit a MOTS id "
                               "(class * 1000 + track needs track < 1000)")
         rows = ctx.rows(source)
         imgs = dict(ctx.images(source, rows)) if ctx.video else {}
         lines = []
-        for f in res.iter_frames(source, rows):
+        for f in res.iter_frames(source, rows, origin=ctx.origin):
             fid = frame_id(source, f.frame_index)
             if f.row in imgs:
                 write_jpeg(ctx.out / source / "images" / f"{fid}.jpg", imgs.pop(f.row))

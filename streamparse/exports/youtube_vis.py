@@ -21,11 +21,11 @@ def export(ctx) -> dict:
     videos, anns = [], []
     for vid, source in enumerate(ctx.sources, 1):
         H, W = ctx.size(source)
-        pr = person_rows(res, source)
+        pr = person_rows(res, source, ctx.origin)
         rows = ctx.rows(source)
         imgs = dict(ctx.images(source, rows)) if ctx.video else {}
         files, per_track = [], {}
-        for n, f in enumerate(res.iter_frames(source, rows)):
+        for n, f in enumerate(res.iter_frames(source, rows, origin=ctx.origin)):
             fid = frame_id(source, f.frame_index)
             files.append(f"{source}/{fid}.jpg")
             if f.row in imgs:

@@ -26,6 +26,7 @@ from typing import Iterator
 import numpy as np
 
 from streamparse.labelstats import instance_stats
+from streamparse.store.schema import ORIGINS
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,17 @@ __all__ = ["open_result", "Result", "Frame", "SchemaError"]
 
 class SchemaError(ValueError):
     """What the store's schema version does not hold (one line)."""
+
+
+def origin_codes(origin) -> list[int]:
+    """Origin names or codes (one or a list) -> codes; ``ValueError`` naming the known ones otherwise."""
+    out = []
+    for o in ([origin] if isinstance(origin, (str, int, np.integer)) else list(origin)):
+        code = ORIGINS.get(o) if isinstance(o, str) else (int(o) if int(o) in ORIGINS.values() else None)
+        if code is None:
+            raise ValueError(f"unknown origin {o!r} (known: {', '.join(ORIGINS)} or {sorted(ORIGINS.values())})")
+        out.append(code)
+    return out
 
 
 def _is_url(p) -> bool:
@@ -163,6 +175,18 @@ class Result:
             out[n] = self._cache[key]
         return out
 
+    def origins(self, source: str) -> np.ndarray:
+        """(N,) uint8 where each committed row comes from: 0 detected, 1 recovered (the tracker's second
+        stage), 2 interpolated (offline ``streamparse track``); all 0 in a store written before the column."""
+        o = self._per_instance(source, ("inst_origin",))["inst_origin"]
+        return o if o is not None else np.zeros(self._committed(source)[1], np.uint8)
+
+    def origin_mask(self, source: str, origin=None) -> np.ndarray:
+        """bool (N,): the committed rows whose origin is ``origin``: None (all rows), a name ("detected",
+        "recovered", "interpolated"), its code, or a list of them."""
+        o = self.origins(source)
+        return np.ones(len(o), bool) if origin is None else np.isin(o, origin_codes(origin))
+
     def _row_frame(self, source: str) -> np.ndarray:
         """(N,) int64: the store row (frame position) of each committed instance row."""
         pf = self._per_frame(source)
@@ -190,12 +214,27 @@ class Result:
                              f"{tm[0]:.3f}..{tm[-1]:.3f}s)")
         return i
 
-    def frame(self, source: str, t) -> Frame:
-        """Label maps of one frame (reads one chunk of each map)."""
+    def frame(self, source: str, t, *, origin=None) -> Frame:
+        """Label maps of one frame (reads one chunk of each map); ``origin``: only the people of these
+        origins (see ``origin_mask``), the others' pixels background."""
         i = self.row(source, t)
         g, pf = self.group(source), self._per_frame(source)
-        return Frame(source, i, int(pf["frame_index"][i]), float(pf["time"][i]), int(pf["segment"][i]),
-                     np.asarray(g["part"][i]), np.asarray(g["instance"][i]))
+        f = Frame(source, i, int(pf["frame_index"][i]), float(pf["time"][i]), int(pf["segment"][i]),
+                  np.asarray(g["part"][i]), np.asarray(g["instance"][i]))
+        return f if origin is None else self.only(f, origin)
+
+    def only(self, f: Frame, origin) -> Frame:
+        """``f`` with the pixels of the people whose origin is not ``origin`` set to background."""
+        pf = self._per_frame(f.source)
+        s, n = int(pf["inst_offset"][f.row]), int(pf["count"][f.row])
+        keep = self.origin_mask(f.source, origin)[s:s + n]
+        if keep.all():
+            return f
+        lut = np.zeros(max(int(f.instance.max(initial=0)), n) + 1, np.uint16)
+        ids = self._per_instance(f.source, ("inst_id",))["inst_id"][s:s + n]
+        lut[ids[keep]] = ids[keep]
+        inst = lut[f.instance]
+        return Frame(f.source, f.row, f.frame_index, f.time, f.segment, np.where(inst > 0, f.part, 0).astype(f.part.dtype), inst)
 
     def person_mask(self, source: str, t, track: int | None = None, *, instance: int | None = None) -> np.ndarray:
         """bool (H,W) mask of one person at frame ``t``: by ``track`` (schema v2) or by per-frame ``instance``
@@ -214,8 +253,9 @@ class Result:
             instance = int(d["inst_id"][s + hit[0]])
         return f.instance == instance
 
-    def iter_frames(self, source: str, rows=None) -> Iterator[Frame]:
-        """Frames at the given store rows (default: all committed), in order, reading each chunk once."""
+    def iter_frames(self, source: str, rows=None, *, origin=None) -> Iterator[Frame]:
+        """Frames at the given store rows (default: all committed), in order, reading each chunk once;
+        ``origin`` as in ``frame``."""
         g, pf = self.group(source), self._per_frame(source)
         T = len(pf["frame_index"])
         rows = np.arange(T) if rows is None else np.asarray(rows, np.int64)
@@ -228,8 +268,9 @@ class Result:
             part, inst = np.asarray(g["part"][int(c0):c1]), np.asarray(g["instance"][int(c0):c1])
             for i in sel:
                 i = int(i)
-                yield Frame(source, i, int(pf["frame_index"][i]), float(pf["time"][i]), int(pf["segment"][i]),
-                            part[i - int(c0)], inst[i - int(c0)])
+                f = Frame(source, i, int(pf["frame_index"][i]), float(pf["time"][i]), int(pf["segment"][i]),
+                          part[i - int(c0)], inst[i - int(c0)])
+                yield f if origin is None else self.only(f, origin)
 
     # ------------------------------------------------------------------ tables
     def frames_table(self, source: str):
@@ -243,10 +284,11 @@ class Result:
     def _part_columns(self) -> list[str]:
         return [f"area_{n}" for n in self.class_names[1:]]
 
-    def instances(self, source: str, *, from_maps: bool = False):
-        """pandas DataFrame, one row per committed person detection: frame, time, instance, track, score,
-        x0, y0, x1, y1, area, then one ``area_<part>`` column per part class. Schema v1: track <NA>, part
-        areas only with ``from_maps=True`` (slow: decodes every label map)."""
+    def instances(self, source: str, *, from_maps: bool = False, origin=None):
+        """pandas DataFrame, one row per committed person: frame, time, instance, track, origin (detected,
+        recovered, interpolated: ``origins``), score, x0, y0, x1, y1, area, then one ``area_<part>`` column
+        per part class. ``origin``: only rows of these origins (``origin_mask``; default all). Schema v1:
+        track <NA>, part areas only with ``from_maps=True`` (slow: decodes every label map)."""
         import pandas as pd
 
         pf = self._per_frame(source)
@@ -260,6 +302,7 @@ class Result:
         else:
             cols["track"][track == 0] = pd.NA
         bbox = d["inst_bbox"].reshape(-1, 4)
+        cols["origin"] = pd.Categorical.from_codes(self.origins(source).astype(np.int8), categories=list(ORIGINS))
         cols.update({"score": d["inst_score"], "x0": bbox[:, 0], "y0": bbox[:, 1], "x1": bbox[:, 2], "y1": bbox[:, 3],
                      "area": d["inst_area"]})
         pa = d["inst_part_area"]
@@ -268,7 +311,7 @@ class Result:
         df = pd.DataFrame(cols)
         if pa is not None:
             df = pd.concat([df, pd.DataFrame(pa[:, 1:], columns=self._part_columns())], axis=1)
-        return df
+        return df if origin is None else df[self.origin_mask(source, origin)].reset_index(drop=True)
 
     def _part_area_from_maps(self, source: str) -> np.ndarray:
         """(N,C) int32 part areas of every committed instance, from the label maps (slow)."""
@@ -286,90 +329,35 @@ class Result:
             self._cache[key] = np.concatenate(out) if out else np.zeros((0, C), np.int32)
         return self._cache[key]
 
-    def tracks(self, source: str):
+    def tracks(self, source: str, *, origin=None):
         """pandas DataFrame, one row per track (schema v2): track, first_frame, last_frame, first_time,
         last_time, frames (seen), mean_area, mean_score, top_parts / top_colours (the three largest parts
-        and their mean colours, '#rrggbb'), colour_<part> (area-weighted mean colour, None if never seen)."""
-        import pandas as pd
+        and their mean colours, '#rrggbb'), colour_<part> (area-weighted mean colour, None if never seen).
+        ``origin``: only rows of these origins (see ``instances``; default all)."""
+        from streamparse.results.tracks import tracks_table
 
         self._need_v2("tracks")
-        pf = self._per_frame(source)
-        d = self._per_instance(source, ("inst_track", "inst_area", "inst_score", "inst_part_area", "inst_part_rgb"))
-        rf = self._row_frame(source)
-        tr = d["inst_track"]
-        keep = tr > 0
-        ids, code = np.unique(tr[keep], return_inverse=True)
-        n, rf = len(ids), rf[keep]
-        cnt = np.bincount(code, minlength=n)
-        first = np.full(n, np.iinfo(np.int64).max)
-        np.minimum.at(first, code, rf)
-        last = np.zeros(n, np.int64)
-        np.maximum.at(last, code, rf)
-        area = np.bincount(code, weights=d["inst_area"][keep], minlength=n)
-        score = np.bincount(code, weights=d["inst_score"][keep], minlength=n)
-        names = self.class_names
-        C = len(names)
-        pa = d["inst_part_area"][keep].astype(np.float64)
-        tot = np.stack([np.bincount(code, weights=pa[:, c], minlength=n) for c in range(C)], 1)  # (n,C)
-        rgb = np.zeros((n, C, 3))
-        if d["inst_part_rgb"] is not None:
-            w = d["inst_part_rgb"][keep].astype(np.float64) * pa[:, :, None]
-            for c in range(1, C):
-                for k in range(3):
-                    rgb[:, c, k] = np.bincount(code, weights=w[:, c, k], minlength=n)
-            rgb /= np.maximum(tot, 1)[:, :, None]
-        hexes = np.array([[f"#{int(r):02x}{int(g_):02x}{int(b):02x}" for r, g_, b in np.rint(row)] for row in rgb], object)
-        hexes = np.where(tot > 0, hexes, None) if n else np.zeros((0, C), object)
-        order = np.argsort(-tot[:, 1:], axis=1, kind="stable")[:, :3] + 1 if n else np.zeros((0, 3), int)
-        fi, tm = pf["frame_index"], pf["time"]
-        df = pd.DataFrame({"track": ids.astype(np.int64), "first_frame": fi[first] if n else [], "last_frame": fi[last] if n else [],
-                           "first_time": tm[first] if n else [], "last_time": tm[last] if n else [], "frames": cnt,
-                           "mean_area": area / np.maximum(cnt, 1), "mean_score": score / np.maximum(cnt, 1),
-                           "top_parts": [[names[c] for c in o if tot[i, c] > 0] for i, o in enumerate(order)],
-                           "top_colours": [[hexes[i, c] for c in o if tot[i, c] > 0] for i, o in enumerate(order)]})
-        colours = pd.DataFrame(hexes[:, 1:], columns=[f"colour_{nm}" for nm in names[1:]])
-        return pd.concat([df, colours], axis=1)
+        return tracks_table(self, source, self.origin_mask(source, origin))
 
-    def part_areas(self, source: str, by: str = "track", *, tracks=None, from_maps: bool = False):
+    def part_areas(self, source: str, by: str = "track", *, tracks=None, from_maps: bool = False, origin=None):
         """Part areas in pixels as an xarray DataArray (int32), no label map decoded (schema v2):
 
         - ``by="track"``: dims (time, track, part); 0 where the track is not on screen;
         - ``by="frame"``: dims (time, part), summed over the people of each frame.
 
         Coordinates: time (seconds), frame_index, track ids, part names (background excluded).
-        ``tracks``: only these track ids. ``from_maps=True`` computes the areas from the label maps
-        instead (the only way for a schema-v1 store, ``by="frame"`` only; slow)."""
-        import xarray as xr
+        ``tracks``: only these track ids. ``origin``: only rows of these origins (see ``instances``;
+        default all). ``from_maps=True`` computes the areas from the label maps instead (the only way for
+        a schema-v1 store, ``by="frame"`` only; slow)."""
+        from streamparse.results.tracks import part_areas
 
         if by not in ("track", "frame"):
             raise ValueError(f"by must be 'track' or 'frame', got {by!r}")
-        pf = self._per_frame(source)
-        T = len(pf["count"])
         if by == "track":
             self._need_v2("part areas by track")
         elif not from_maps:
             self._need_v2("stored part areas (pass from_maps=True to decode the label maps, slow)")
-        pa = self._part_area_from_maps(source) if from_maps else self._per_instance(source, ("inst_part_area",))["inst_part_area"]
-        pa = pa[:, 1:]
-        rf = self._row_frame(source)
-        coords = {"time": pf["time"], "frame_index": ("time", pf["frame_index"]), "part": self.class_names[1:]}
-        if by == "frame":
-            out = np.zeros((T, pa.shape[1]), np.int64)
-            np.add.at(out, rf, pa)
-            return xr.DataArray(out.astype(np.int32), dims=("time", "part"), coords=coords, name="part_area")
-        tr = self._per_instance(source, ("inst_track",))["inst_track"]
-        ids = np.unique(tr[tr > 0]) if tracks is None else np.unique(np.asarray(tracks, np.int64))
-        pos = np.searchsorted(ids, tr)
-        keep = (tr > 0) & (pos < len(ids))
-        keep[keep] = ids[pos[keep]] == tr[keep]
-        out = np.zeros((T * len(ids), pa.shape[1]), np.int32)
-        flat = rf[keep] * len(ids) + pos[keep]
-        if len(np.unique(flat)) == len(flat):
-            out[flat] = pa[keep]
-        else:  # a track twice in one frame (should not happen): add
-            np.add.at(out, flat, pa[keep])
-        coords["track"] = ids.astype(np.int64)
-        return xr.DataArray(out.reshape(T, len(ids), -1), dims=("time", "track", "part"), coords=coords, name="part_area")
+        return part_areas(self, source, by, tracks, from_maps, self.origin_mask(source, origin))
 
     # ------------------------------------------------------------------ xarray
     def dataset(self, source: str):

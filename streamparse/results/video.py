@@ -86,12 +86,15 @@ def select_rows(result, source: str, start: float | None, end: float | None) -> 
 
 
 def frame_labels(result, source: str) -> tuple:
-    """Per-frame label lists for ``Overlay.draw``: (inst_offset, counts, ids, texts, boxes, keys)."""
+    """Per-frame label lists for ``Overlay.draw``: (inst_offset, counts, ids, texts, boxes, keys). A person
+    the tracker recovered or interpolated is marked ``#3 r`` / ``#3 i``."""
     pf = result._per_frame(source)
     d = result._per_instance(source, ("inst_id", "inst_bbox", "inst_track"))
     tr = d["inst_track"]
     keys = tr.astype(np.int64) if tr is not None else d["inst_id"].astype(np.int64)
-    texts = [f"#{int(t)}" if t else "" for t in tr] if tr is not None else [f"p{int(i)}" for i in d["inst_id"]]
+    mark = np.array(["", " r", " i"])[np.minimum(result.origins(source), 2)]
+    texts = ([f"#{int(t)}{m}" if t else "" for t, m in zip(tr, mark)] if tr is not None
+             else [f"p{int(i)}" for i in d["inst_id"]])
     return pf["inst_offset"], pf["count"], d["inst_id"], texts, d["inst_bbox"].reshape(-1, 4), keys
 
 

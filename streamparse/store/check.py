@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamparse.store.schema import MAPS, PER_FRAME, READABLE_VERSIONS, V2_LATER, instance_arrays, rows_axis
+from streamparse.store.schema import MAPS, PER_FRAME, READABLE_VERSIONS, RETRACK_JOURNAL, V2_LATER, instance_arrays, rows_axis
 
 
 @dataclass
@@ -180,7 +180,12 @@ def verify_store(path: str | Path, *, deep: bool = True) -> StoreReport:
     ver = _readable_version(root, rep)
     if ver is None:
         return rep
-    return _verify_groups(root, group_ids(p), rep, ver, deep)
+    rep = _verify_groups(root, group_ids(p), rep, ver, deep)
+    for sid, src in rep.sources.items():
+        if (p / sid / RETRACK_JOURNAL).is_file():
+            src.problems.insert(0, "a `streamparse track` was interrupted while rewriting it; run `streamparse track` "
+                                   "again (it finishes the rewrite first)")
+    return rep
 
 
 def _readable_version(root, rep: StoreReport):

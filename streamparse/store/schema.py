@@ -18,6 +18,7 @@ V2_INSTANCE = {"inst_track": "uint32", "inst_embedding": "float16", "inst_part_a
 # these and reads as if every row were detected and no frame had candidates.
 ORIGIN = {"inst_origin": "uint8"}  # (inst,): 0 detected, 1 recovered, 2 interpolated
 ORIGINS = {"detected": 0, "recovered": 1, "interpolated": 2}
+RETRACK_JOURNAL = ".streamparse-retrack.json"  # in a source group while `streamparse track` rewrites it
 CAND_MAPS = {"cand_part": "uint8", "cand_instance": "uint8"}  # (time, y, x): low-score candidates (candidate k, 1..)
 CAND_PER_FRAME = {"cand_offset": "int64"}  # (time,): frame t's candidates are rows cand_offset[t] .. of cand_*
 CAND_TABLE = {"cand_score": "float32", "cand_bbox": "int32", "cand_embedding": "float16", "cand_part_area": "int32",

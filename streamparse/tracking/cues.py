@@ -40,7 +40,12 @@ def grid_stride(shape: tuple[int, int], grid: int) -> int:
 
 
 def sample(lab: np.ndarray, s: int) -> np.ndarray:
-    return lab[s // 2 :: s, s // 2 :: s]
+    """The label map (..., H, W) on the grid of stride ``s`` (cell centres)."""
+    return lab[..., s // 2 :: s, s // 2 :: s]
+
+
+def grid_shape(size: tuple[int, int], s: int) -> tuple[int, int]:
+    return tuple(len(range(s // 2, n, s)) for n in size)
 
 
 def make_dets(g: np.ndarray, s: int, ids, score, bbox, emb, parea, prgb, coords) -> Dets:

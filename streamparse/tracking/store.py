@@ -1,7 +1,11 @@
-"""Reading schema-v2 stores for tracking: per-frame tables and label maps, and the one writer of
-``inst_track`` (``streamparse track``, ``eval-tracks``, ``bench track``).
+"""Reading schema-v2 stores for tracking: per-frame tables and label maps (``streamparse track``,
+``eval-tracks``, ``bench track``); ``streamparse.tracking.write`` writes tracks back.
 
-Only committed data is read: frames < ``status.frames_written``, rows < ``status.instances_written``.
+Only committed data is read: frames < ``status.frames_written``, rows < ``status.instances_written``,
+candidates < ``status.candidates_written``. Tracking reads the detected people only: rows with
+``inst_origin`` 0 (a frame's first rows) and their pixels; rows a tracker added (recovered,
+interpolated) are its output, and re-tracking recomputes them. A v2 store from before ``inst_origin``
+reads as all detected, without candidates.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from typing import Iterator
 
 import numpy as np
 
-from streamparse.store.schema import SCHEMA_VERSION
+from streamparse.store.schema import CAND_TABLE, SCHEMA_VERSION
+
 TABLE = ("inst_id", "inst_score", "inst_bbox", "inst_area", "inst_embedding", "inst_part_area", "inst_part_rgb")
 
 
@@ -55,33 +60,64 @@ def committed(group) -> tuple[int, int]:
 
 
 def read_tables(group) -> dict[str, np.ndarray]:
-    """The committed per-frame and per-instance arrays (no label maps)."""
+    """The committed per-frame, per-instance and candidate arrays (no label maps). ``inst_origin`` is
+    zeros and the candidate table empty in a store without them; ``det_count`` (T,) counts each frame's
+    detected rows."""
     t, n = committed(group)
     out = {name: group[name][:t] for name in ("frame_index", "time", "segment", "inst_offset")}
     for name in (*TABLE, "inst_track"):
         out[name] = group[name][:n]
+    out["inst_origin"] = group["inst_origin"][:n] if "inst_origin" in group else np.zeros(n, np.uint8)
     out["inst_offset"] = np.append(out["inst_offset"], n).astype(np.int64)
+    counts = np.diff(out["inst_offset"])
+    frame = np.repeat(np.arange(t), counts)
+    out["det_count"] = np.bincount(frame[out["inst_origin"] == 0], minlength=t).astype(np.int64)
+    nc = int(dict(group.attrs.get("status", {})).get("candidates_written", 0))
+    has_cand = "cand_offset" in group and "cand_instance" in group
+    out["cand_offset"] = np.append(group["cand_offset"][:t], nc).astype(np.int64) if has_cand else np.zeros(t + 1, np.int64)
+    for name in CAND_TABLE:
+        out[name] = group[name][:nc] if has_cand else None
     return out
 
 
-def iter_frames(group, tables: dict | None = None, chunk: int = 64) -> Iterator[dict]:
-    """Per committed frame: ``instance`` (H,W) uint16 plus that frame's rows of the table."""
+def detected_maps(inst: np.ndarray, det_count: np.ndarray) -> np.ndarray:
+    """Instance maps (B,...) of frames with ``det_count`` (B,) detected people: the other ids set to 0."""
+    return np.where(inst <= np.asarray(det_count).reshape(-1, *([1] * (inst.ndim - 1))), inst, 0).astype(inst.dtype)
+
+
+def iter_frames(group, tables: dict | None = None, chunk: int = 64, grid: int | None = None) -> Iterator[dict]:
+    """Per committed frame, ``Tracker.update``'s keyword arguments: the detected people's ``instance`` (H,W)
+    uint16 and table rows, the frame's candidates (``cand_instance``, ``candidates``) when it has any.
+    With ``grid`` (the tracker's ``grid``) the maps come sampled on that grid, with ``hw``: what a
+    whole source in memory needs."""
+    from streamparse.tracking.cues import grid_stride, sample
+
     tab = tables if tables is not None else read_tables(group)
     t = len(tab["frame_index"])
-    off = tab["inst_offset"]
-    inst = group["instance"]
+    off, coff, kd = tab["inst_offset"], tab["cand_offset"], tab["det_count"]
+    hw = tuple(group["instance"].shape[1:])
+    s = grid_stride(hw, grid) if grid else 1
     for c0 in range(0, t, chunk):
-        maps = inst[c0 : min(t, c0 + chunk)]
+        c1 = min(t, c0 + chunk)
+        maps = detected_maps(sample(group["instance"][c0:c1], s), kd[c0:c1])
+        cmaps = sample(group["cand_instance"][c0:c1], s) if coff[c1] > coff[c0] else None
         for j, lab in enumerate(maps):
             f = c0 + j
-            a, b = int(off[f]), int(off[f + 1])
-            row = {name: tab[name][a:b] for name in TABLE}
-            yield {"instance": lab, "frame_index": int(tab["frame_index"][f]), "time": float(tab["time"][f]),
-                   "segment": int(tab["segment"][f]), **row}
+            a = int(off[f])
+            fr = {"instance": lab, **{name: tab[name][a:a + int(kd[f])] for name in TABLE},
+                  "frame_index": int(tab["frame_index"][f]), "time": float(tab["time"][f]), "segment": int(tab["segment"][f])}
+            if coff[f + 1] > coff[f]:
+                fr["cand_instance"] = cmaps[j]
+                fr["candidates"] = {name: tab[name][coff[f]:coff[f + 1]] for name in CAND_TABLE}
+            if grid:
+                fr["hw"] = hw
+            yield fr
 
 
 def run_tracker(group, tracker, tables: dict | None = None) -> np.ndarray:
-    """Feed every committed frame of a source to ``tracker`` in order; returns inst_track (N,) uint32."""
+    """Feed every committed frame of a source to ``tracker`` in order; returns inst_track (N,) uint32 of
+    the detected rows (candidates are passed; what the tracker recovered is in ``tracker.recovered``
+    after each frame: ``streamparse.tracking.offline.online_plan`` keeps it)."""
     tab = tables if tables is not None else read_tables(group)
     out = [tracker.update(**fr) for fr in iter_frames(group, tab)]
     return np.concatenate(out).astype(np.uint32) if out else np.zeros(0, np.uint32)

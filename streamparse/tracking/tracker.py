@@ -82,6 +82,7 @@ class Tracker:
         self.segment = None
         self.hw: tuple[int, int] | None = None
         self.recovered = np.zeros((0, 2), np.int64)  # the last frame's (candidate index, track id) taken
+        self.keys = np.zeros(0, np.int64)  # the last frame's track key per detection (-1: none)
         self._coords = None
 
     def params(self) -> dict:
@@ -109,14 +110,18 @@ class Tracker:
     def update(self, instance: np.ndarray, inst_id: np.ndarray, inst_score: np.ndarray, inst_bbox: np.ndarray,
                inst_area: np.ndarray, inst_embedding: np.ndarray, inst_part_area: np.ndarray,
                inst_part_rgb: np.ndarray, *, frame_index: int, time: float, segment: int = 0,
-               cand_instance: np.ndarray | None = None, candidates: dict | None = None) -> np.ndarray:
+               cand_instance: np.ndarray | None = None, candidates: dict | None = None,
+               hw: tuple[int, int] | None = None) -> np.ndarray:
         """One frame, in order. instance uint16 (H,W); the frame's K table rows: inst_id uint16 (K,),
         inst_score float32 (K,), inst_bbox int32 (K,4), inst_area int64 (K,), inst_embedding float16
         (K,D), inst_part_area int32 (K,C), inst_part_rgb uint8 (K,C,3). Optional low-score candidates:
         ``cand_instance`` (H,W) (candidate k of the frame, 1..Kc) and ``candidates`` (``cand_score``,
-        ``cand_bbox``, ``cand_embedding``, ``cand_part_area``, ``cand_part_rgb`` rows). Returns
-        inst_track uint32 (K,); the candidates taken are in ``self.recovered``."""
-        d = self._dets(instance, inst_id, inst_score, inst_bbox, inst_embedding, inst_part_area, inst_part_rgb, frame_index)
+        ``cand_bbox``, ``cand_embedding``, ``cand_part_area``, ``cand_part_rgb`` rows). ``hw``: the label
+        maps' size when ``instance`` and ``cand_instance`` are given already sampled on the tracker's grid
+        (``streamparse.tracking.cues.sample``; what ``streamparse track`` keeps in memory). Returns inst_track
+        uint32 (K,); the candidates taken are in ``self.recovered`` ((R,2): candidate index, track id), the
+        key of the track each detection joined or started (-1: none) in ``self.keys``."""
+        d = self._dets(instance, inst_id, inst_score, inst_bbox, inst_embedding, inst_part_area, inst_part_rgb, frame_index, hw)
         new_segment = self.segment is not None and segment != self.segment
         self.segment, self.frame_index = segment, frame_index
         self.recovered = np.zeros((0, 2), np.int64)
@@ -131,8 +136,10 @@ class Tracker:
         if m and k:
             self._associate(tracks, d, inter, tarea, active, time, segment, matched_t, matched_d)
         out = np.zeros(k, np.uint32)
+        self.keys = np.full(k, -1, np.int64)
         for i in np.flatnonzero(matched_t >= 0):
             t, j = tracks[i], int(matched_t[i])
+            self.keys[j] = t.key
             self._refresh(t, d, j, frame_index, time, segment)
             t.recovered = 0
             t.hits += 1
@@ -205,8 +212,9 @@ class Tracker:
         kc = len(cand["cand_score"])
         if not sel.any() or not kc:
             return
-        s = tc.grid_stride(cand_instance.shape, self.grid)
-        g = tc.sample(np.asarray(cand_instance), s).astype(np.uint16)
+        s = tc.grid_stride(self.hw, self.grid)
+        g = np.asarray(cand_instance)
+        g = (tc.sample(g, s) if g.shape == tuple(self.hw) else g).astype(np.uint16)
         emb = self._unit(cand["cand_embedding"], kc)
         c = tc.make_dets(g, s, np.arange(1, kc + 1), cand["cand_score"], cand["cand_bbox"], emb, cand["cand_part_area"],
                          cand["cand_part_rgb"], self._grid_coords(g.shape))
@@ -241,6 +249,7 @@ class Tracker:
             t = Track(key=self.next_key, tid=0, hits=0, last_frame=frame_index, last_time=time, segment=segment,
                       cy=float(d.cy[j]), cx=float(d.cx[j]), vy=0.0, vx=0.0, y0=0, x0=0, mask=np.zeros((0, 0), bool),
                       emb=np.zeros(0, np.float32), col=np.zeros((C, 3), np.float32), frac=np.zeros(C, np.float32))
+            self.keys[j] = t.key
             self.next_key += 1
             self._refresh(t, d, j, frame_index, time, segment, new=True)
             t.hits = 1
@@ -314,7 +323,7 @@ class Tracker:
         return emb
 
     def _dets(self, instance, inst_id, inst_score, inst_bbox, inst_embedding, inst_part_area, inst_part_rgb,
-              frame_index) -> tc.Dets:
+              frame_index, hw=None) -> tc.Dets:
         lab = np.asarray(instance)
         if lab.ndim != 2 or lab.dtype != np.uint16:
             raise ValueError(f"instance must be uint16 (H,W), got {lab.dtype}{list(lab.shape)}")
@@ -327,12 +336,15 @@ class Tracker:
                              f"{parea.shape}, inst_part_rgb {prgb.shape}")
         if k and ids.min() < 1:
             raise ValueError("inst_id values must be >= 1 (0 is background)")
+        size = tuple(int(v) for v in hw) if hw is not None else tuple(lab.shape)
         if self.hw is None:
-            self.hw = tuple(lab.shape)
-        elif tuple(lab.shape) != self.hw:
-            raise ValueError(f"label map size {lab.shape} differs from the source's {self.hw}")
+            self.hw = size
+        elif size != self.hw:
+            raise ValueError(f"label map size {size} differs from the source's {self.hw}")
         if frame_index <= self.frame_index:
             raise ValueError(f"frames must come in order: frame_index {frame_index} after {self.frame_index}")
-        s = tc.grid_stride(lab.shape, self.grid)
-        g = tc.sample(lab, s)
+        s = tc.grid_stride(size, self.grid)
+        g = tc.sample(lab, s) if lab.shape == size else lab
+        if g.shape != tc.grid_shape(size, s):
+            raise ValueError(f"instance {lab.shape} is neither the {size} label map nor its grid sample")
         return tc.make_dets(g, s, ids, score, inst_bbox, self._unit(inst_embedding, k), parea, prgb, self._grid_coords(g.shape))
