@@ -17,7 +17,7 @@ pytestmark = pytest.mark.ray
 
 ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 V2 = ("part", "instance", "inst_offset", "inst_id", "inst_score", "inst_track", "inst_embedding", "inst_part_area",
-      "inst_part_rgb")
+      "inst_part_rgb", "inst_origin", "cand_offset", "cand_score", "cand_bbox", "cand_instance", "cand_part")
 
 
 def run_cli(*args, timeout=300):

@@ -86,8 +86,9 @@ def _chunk_size(store, store_root: Path | None, full_key: str, key: str) -> int 
 
 
 def _check_array(arr, name: str, n: int, deep: bool, rep: SourceReport) -> None:
-    """Chunks of ``arr`` covering rows [0, n) exist and (``deep``) decode."""
-    if n == 0:
+    """Chunks of ``arr`` covering rows [0, n) exist and (``deep``) decode (an array with a zero-length
+    axis, e.g. embeddings of size 0, holds no chunk)."""
+    if n == 0 or 0 in arr.shape[1:]:
         return
     c0 = arr.chunks[0]
     enc = arr.metadata.chunk_key_encoding

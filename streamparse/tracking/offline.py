@@ -9,8 +9,8 @@ interpolated people), which ``streamparse.tracking.store.write_plan`` turns into
 Offline (``offline=True``), over the online (forward) pass:
 - a track's first frames, tentative online (``confirm_frames``), get its id;
 - with ``offline_backward``, the source is also tracked backwards and two forward tracks are joined
-  when a backward track continues one into the other (at least ``_MIN_VOTES`` such steps, never two
-  tracks seen in the same frame);
+  when a backward track continues one into the other (holding at least ``_MIN_VOTES`` rows of each;
+  never two tracks seen in the same frame);
 - with ``interp_frames`` > 0, a gap of up to that many frames between two rows of a track is filled
   with the nearer row's mask, moved along the line between the two rows' boxes (``inst_origin`` 2);
 - ids are renumbered 1, 2, 3, ... in order of first appearance.
@@ -115,12 +115,17 @@ def _join(fwd: Pass, bwd: Pass, parent: dict[int, int]) -> None:
                 frames_of.setdefault(t, set()).add(f)
             if b in bwd.tid and t:
                 seq.setdefault(b, []).append(t)
-    votes: dict[tuple[int, int], int] = {}
+    votes: dict[tuple[int, int], int] = {}  # rows of both sides of a backward track passing from one to the other
     for ids in seq.values():
-        for a, b in zip(ids, ids[1:]):
-            if a != b:
-                key = (min(a, b), max(a, b))
-                votes[key] = votes.get(key, 0) + 1
+        runs: list[list[int]] = []  # [forward id, rows]
+        for t in ids:
+            if runs and runs[-1][0] == t:
+                runs[-1][1] += 1
+            else:
+                runs.append([t, 1])
+        for (a, na), (b, nb) in zip(runs, runs[1:]):
+            key = (min(a, b), max(a, b))
+            votes[key] = votes.get(key, 0) + min(na, nb)
 
     def root(t: int) -> int:
         while parent.get(t, t) != t:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamparse.store.schema import PER_INSTANCE, RETRACK_JOURNAL as JOURNAL
+from streamparse.store.schema import PER_INSTANCE, RETRACK_JOURNAL as JOURNAL, inst_dims
 from streamparse.structures import ParsingBatch
 from streamparse.tracking.rows import insert_rows
 from streamparse.tracking.store import TABLE, detected_maps
@@ -181,12 +181,14 @@ def write_plan(group, group_dir: Path, plan, chunk: int | None = None) -> dict:
         counts.append(np.diff(nb.inst_offset))
         origin.append(nb.inst_origin)
     n = int(sum(len(c) for c in cols["inst_id"]))
-    staged = {k: np.concatenate(v) if v else np.zeros((0, *group[k].shape[1:]), group[k].dtype) for k, v in cols.items()}
+    staged = {k: np.concatenate(v).astype(PER_INSTANCE[k]) for k, v in cols.items()}
     staged["inst_offset"] = np.concatenate([[0], np.cumsum(np.concatenate(counts))])[:-1] if t else np.zeros(0, np.int64)
+    like = group["inst_id"]  # an older v2 store has no inst_origin: it is made like the others
     for name, values in staged.items():
-        a = group[name]
-        nxt = group.create_array(f"{name}.next", shape=values.shape, chunks=a.chunks, dtype=a.dtype, fill_value=0,
-                                 compressors=a.compressors, dimension_names=a.metadata.dimension_names, overwrite=True)
+        a = group[name] if name in group else None
+        nxt = group.create_array(f"{name}.next", shape=values.shape, chunks=(a or like).chunks[:1] + values.shape[1:],
+                                 dtype=values.dtype, fill_value=0, compressors=(a or like).compressors,
+                                 dimension_names=a.metadata.dimension_names if a is not None else inst_dims(name), overwrite=True)
         nxt.with_config(_WRITE)[...] = values
     _atomic_json(group_dir / JOURNAL, {"phase": "swap", "names": sorted(staged), "status": {"instances_written": n}})
     roll_forward(group_dir, group)
