@@ -30,9 +30,8 @@ class ModelConfig:
     center_pool: int = 3  # local-maximum window on the centre heatmap (odd; 1 = off)
     merge_cos: float = 0.95  # merge centres whose instance kernels have cosine >= this (> 1 = off)
     cate_score_thresh: float = 0.15  # per-person category filter (authors' cate_score_thr; 0 = off)
-    # low-score candidates for the tracker's second stage: heatmap peaks in (candidate_thresh,
-    # center_thresh], parsed beside the people (never taking their pixels) and stored apart (cand_*);
-    # candidate_thresh >= center_thresh: none. Not computed with test-time augmentation or protocol official.
+    # the tracker's low-score candidates: peaks in (candidate_thresh, center_thresh], parsed beside the people
+    # (never on their pixels), stored apart (cand_*); none if >= center_thresh, with TTA or protocol official
     candidate_thresh: float = 0.03
     max_candidates: int = 16  # candidates per frame at most (highest centre scores)
     test_flip: bool = False  # horizontal-flip test-time augmentation (2x the network work)
@@ -245,9 +244,8 @@ class TrackConfig:
     # for at most recover_frames frames in a row without a detection
     recover_iou: float = 0.3
     recover_frames: int = 5
-    # offline only (`streamparse track`): also track the source backwards and join the two passes
-    # (offline_backward), and paint masks interpolated between a track's rows over gaps of up to
-    # interp_frames frames (0 = none)
+    # offline only (`streamparse track`): also track backwards and join the passes (offline_backward); paint
+    # masks interpolated between a track's rows over gaps of up to interp_frames frames (0 = none)
     offline_backward: bool = True
     interp_frames: int = 10
 
@@ -266,9 +264,7 @@ class TrackConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"track.{name} must be in [0, 1], got {v}")
-        if not 0 <= self.iou_max_gap <= 1000:
-            raise ConfigError(f"track.iou_max_gap must be in [0, 1000], got {self.iou_max_gap}")
-        for name in ("recover_frames", "interp_frames"):
+        for name in ("iou_max_gap", "recover_frames", "interp_frames"):
             if not 0 <= getattr(self, name) <= 1000:
                 raise ConfigError(f"track.{name} must be in [0, 1000], got {getattr(self, name)}")
         if not 1 <= self.confirm_frames <= 100:

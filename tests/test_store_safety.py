@@ -313,7 +313,7 @@ def test_sigterm_at_random_points_leaves_no_store_or_a_resumable_one(tmp_path):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
-            if event == "start" or (event == "lock" and (out / ".streamparse.store.lock").exists()) or \
+            if event == "start" or (event == "lock" and (out / ".streamparse.lock").exists()) or \
                     (event == "frames" and _committed(out, "v") >= 2):
                 break
             time.sleep(0.02)

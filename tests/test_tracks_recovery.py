@@ -170,7 +170,7 @@ def test_candidates_never_change_the_detected_people():
     """A random-init tiny model whose centres above 0.0105 are people and those in (0, 0.0105] candidates:
     the people's maps and rows are the same bytes with candidates on or off, candidates hold only pixels
     no person holds, and they cross Ray as the compact table (round trip through to_dict / slice / concat)."""
-    from streamparse.plan import make_predictor
+    from streamparse.engine.factory import make_predictor
     from streamparse.candidates import to_maps
     from streamparse.structures import FrameBatch, ParsingBatch
 

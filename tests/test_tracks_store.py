@@ -175,7 +175,7 @@ def test_an_interrupted_rewrite_is_reported_and_finished_by_the_next_track(tmp_p
     monkeypatch.setattr(os, "replace", dies_midway)
     assert main(["track", str(store), "--set", "track.interp_frames=4"]) == 130
     monkeypatch.setattr(os, "replace", real)
-    (store / ".streamparse.store.lock").unlink(missing_ok=True)
+    (store / ".streamparse.lock").unlink(missing_ok=True)
     rep = verify_store(store)
     assert not rep.ok and "interrupted" in rep.first_problem()
     assert main(["track", str(store), "--set", "track.interp_frames=4"]) == 0
