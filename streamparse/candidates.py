@@ -53,6 +53,19 @@ def from_maps(part: np.ndarray, instance: np.ndarray, counts: np.ndarray, scores
             "cand_crop": np.concatenate(crops) if crops else np.zeros(0, np.uint8)}
 
 
+def stack_frames(cand: list, size: tuple[int, int], dim: int) -> tuple:
+    """Per frame (maps (2,H,W): part, candidate; scores (K,); kernels (K,D)) as tensors, or None (no
+    candidate) -> (part (B,H,W), instance (B,H,W) uint8, B scores, B kernels) as numpy: ``from_maps``' input."""
+    part, inst = np.zeros((len(cand), *size), np.uint8), np.zeros((len(cand), *size), np.uint8)
+    scores, kernels = [], []
+    for i, c in enumerate(cand):
+        if c is not None:
+            part[i], inst[i] = c[0].numpy()
+        scores.append(np.zeros(0, np.float32) if c is None else c[1].numpy())
+        kernels.append(np.zeros((0, dim), np.float16) if c is None else c[2].numpy())
+    return part, inst, scores, kernels
+
+
 def to_maps(cand: dict, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The compact table of B frames -> (cand_part uint8 (B,H,W), cand_instance uint8 (B,H,W))."""
     off = np.asarray(cand["cand_offset"], np.int64)

@@ -244,9 +244,10 @@ class TrackConfig:
     # for at most recover_frames frames in a row without a detection
     recover_iou: float = 0.3
     recover_frames: int = 5
-    # offline only (`streamparse track`): also track backwards and join the passes (offline_backward); paint
-    # masks interpolated between a track's rows over gaps of up to interp_frames frames (0 = none)
+    # offline only (`streamparse track`): track backwards too and join the passes (offline_backward), drop tracks
+    # seen in < offline_min_frames frames, paint masks interpolated over gaps of <= interp_frames frames (0 = none)
     offline_backward: bool = True
+    offline_min_frames: int = 0
     interp_frames: int = 10
 
     def __post_init__(self) -> None:
@@ -264,7 +265,7 @@ class TrackConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"track.{name} must be in [0, 1], got {v}")
-        for name in ("iou_max_gap", "recover_frames", "interp_frames"):
+        for name in ("iou_max_gap", "recover_frames", "interp_frames", "offline_min_frames"):
             if not 0 <= getattr(self, name) <= 1000:
                 raise ConfigError(f"track.{name} must be in [0, 1000], got {getattr(self, name)}")
         if not 1 <= self.confirm_frames <= 100:

@@ -16,7 +16,7 @@ from streamparse.labelstats import instance_features
 from streamparse.plan import build_tracker, track_kwargs as tracker_kwargs
 from streamparse.tracking.tracker import Tracker
 
-from trackframes import C, H, W, frame, person, run  # noqa: F401
+from trackframes import C, W, frame, person, run  # noqa: F401
 
 
 def crossing(n: int = 30) -> list[dict]:

@@ -10,7 +10,7 @@ import pytest
 from streamparse.store.schema import ORIGINS
 from streamparse.tracking.offline import Pass, _join, offline_plan, online_plan
 from streamparse.tracking.tracker import Tracker
-from trackframes import H, W, frame, person
+from trackframes import frame, person
 
 KEYS = ("instance", "inst_id", "inst_score", "inst_bbox", "inst_area", "inst_embedding", "inst_part_area", "inst_part_rgb",
         "frame_index", "time", "segment")

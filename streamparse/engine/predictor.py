@@ -25,7 +25,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from streamparse.models.candidates import candidate_cells, parse_candidates
+from streamparse.models.candidates import candidate_outputs, parse_candidates
 from streamparse.models.postprocess import PostprocessParams, parse_image, pick_centres
 from streamparse.engine.preprocess import Preprocessor, frames_to_tensor
 from streamparse import candidates
@@ -249,8 +249,12 @@ class Predictor:
         self.stage_s["network"] += t2 - t1
         heat = out.heatmap.float()
         p = self.params
-        cout = self._candidate_outputs(out, heat)
-        maps, scores, kernels, cscores, ckernels = [], [], [], [], []
+        tc = time.perf_counter()
+        cout = None
+        if self.flip_perm is None and len(self.test_scales) == 1:  # (no candidates with test-time augmentation)
+            cout = candidate_outputs(self.model, out, heat, p)
+        tc = time.perf_counter() - tc  # (the candidates' share of the post-processing: stage_s["candidates"])
+        maps, scores, kernels, cand = [], [], [], [None] * b
         for i in range(b):
             parsed = parse_image(
                 heat=heat[i, 0], cells=out.centers[i], ins_kernels=out.ins_kernels[i].float(), ins_maps=out.ins_maps[i],
@@ -258,43 +262,32 @@ class Predictor:
                 stride=self.model.stride, out_size=(nh, nw), mask_thresh=p.mask_thresh, merge_cos=p.merge_cos,
                 cate_score_thresh=p.cate_score_thresh,
             )
-            m = [parsed.part, parsed.instance]
-            if cout is not None:
+            if cout is not None and cout.centers[i].numel():
+                t3 = time.perf_counter()
                 c = parse_candidates(heat=heat[i, 0], cells=cout.centers[i], ins_kernels=cout.ins_kernels[i].float(),
                                      ins_maps=cout.ins_maps[i], cate_maps=cout.cate_maps[i],
                                      parsing=None if cout.parsing is None else cout.parsing[i], det_instance=parsed.instance,
                                      det_kernels=parsed.kernels, stride=self.model.stride, out_size=(nh, nw),
                                      mask_thresh=p.mask_thresh, merge_cos=p.merge_cos, cate_score_thresh=p.cate_score_thresh)
-                m += [c.part, c.instance]
-                cscores.append(c.scores.float())
-                ckernels.append(c.kernels.to(torch.float16))
-            maps.append(self.preprocess.to_frame(torch.stack(m), (H, W)).to(torch.int32))
+                if c.scores.numel():  # only frames with candidates pay for their maps
+                    cand[i] = (self.preprocess.to_frame(torch.stack([c.part, c.instance]), (H, W)).to(torch.uint8),
+                               c.scores.float(), c.kernels.to(torch.float16))
+                tc += time.perf_counter() - t3
+            maps.append(self.preprocess.to_frame(torch.stack([parsed.part, parsed.instance]), (H, W)).to(torch.int32))
             scores.append(parsed.scores.float())
             kernels.append(parsed.kernels.to(torch.float16))
         stacked = torch.stack(maps) if maps else torch.zeros((0, 2, H, W), dtype=torch.int32)
         if self.device.type == "cuda":  # start the device-to-host copies, then wait once
             stacked = stacked.to("cpu", non_blocking=True)
-            scores, kernels, cscores, ckernels = ([s.to("cpu", non_blocking=True) for s in x] for x in (scores, kernels, cscores, ckernels))
+            scores, kernels = ([s.to("cpu", non_blocking=True) for s in x] for x in (scores, kernels))
+            cand = [None if c is None else tuple(x.to("cpu", non_blocking=True) for x in c) for c in cand]
             torch.cuda.current_stream(self.device).synchronize()
-        cand = None
-        if cout is not None:
-            cand = (stacked[:, 2].numpy().astype(np.uint8), stacked[:, 3].numpy().astype(np.uint8),
-                    [s.numpy() for s in cscores], [k.numpy() for k in ckernels])
         maps = _Maps(part=stacked[:, 0].numpy().astype(np.uint8), instance=stacked[:, 1].numpy().astype(np.uint16),
-                     scores=[s.numpy() for s in scores], kernels=[k.numpy() for k in kernels], cand=cand)
+                     scores=[s.numpy() for s in scores], kernels=[k.numpy() for k in kernels],
+                     cand=None if cout is None else candidates.stack_frames(cand, (H, W), self.embedding_dim))
         self.stage_s["postprocess"] += time.perf_counter() - t2
+        self.stage_s["candidates"] += tc
         return maps
-
-    def _candidate_outputs(self, out, heat: torch.Tensor):
-        """The per-person outputs at each frame's low-score candidate centres (``models.candidates``), or
-        None when candidates are off (``candidate_thresh >= center_thresh``, no ``max_candidates``, or
-        test-time augmentation)."""
-        p = self.params
-        if p.candidate_thresh >= p.center_thresh or p.max_candidates < 1 or self.flip_perm is not None or len(self.test_scales) > 1:
-            return None
-        cells = [candidate_cells(heat[i, 0], low=p.candidate_thresh, high=p.center_thresh, pool=p.center_pool,
-                                 max_k=p.max_candidates) for i in range(heat.shape[0])]
-        return self.model.instances(out, cells, compute_parsing=False)
 
     def _infer(self, frames: np.ndarray) -> _Maps:
         dev = self._to_device(frames)
@@ -318,13 +311,13 @@ class Predictor:
         counts = np.array([len(s) for s in m.scores], dtype=np.int64)
         st = instance_stats(m.part, m.instance, self.num_classes, fb.frames, counts)  # areas, boxes, part areas/colours
         cand = None
-        if m.cand is not None:  # compact: box crops (only numpy crosses Ray)
+        if m.cand is not None and any(len(s) for s in m.cand[2]):  # compact: box crops (only numpy crosses Ray)
             cp, ci, cs, ck = m.cand
             cand = candidates.from_maps(cp, ci, np.array([len(s) for s in cs]), np.concatenate(cs), np.concatenate(ck),
                                         self.num_classes, fb.frames)
         self.stage_s["instance_table"] += time.perf_counter() - t0
-        return ParsingBatch(cand=cand, 
-            part=m.part, instance=m.instance, frame_index=fb.frame_index, pts=fb.pts, time=fb.time,
+        return ParsingBatch(
+            cand=cand, part=m.part, instance=m.instance, frame_index=fb.frame_index, pts=fb.pts, time=fb.time,
             wallclock=fb.wallclock, segment=fb.segment, inst_offset=st.offset, inst_id=st.inst_id,
             inst_score=np.concatenate(m.scores), inst_bbox=st.bbox, inst_area=st.area,
             inst_embedding=np.concatenate(m.kernels), inst_part_area=st.part_area, inst_part_rgb=st.part_rgb,

@@ -9,8 +9,10 @@ interpolated people), which ``streamparse.tracking.store.write_plan`` turns into
 Offline (``offline=True``), over the online (forward) pass:
 - a track's first frames, tentative online (``confirm_frames``), get its id;
 - with ``offline_backward``, the source is also tracked backwards and two forward tracks are joined
-  when a backward track continues one into the other (holding at least ``_MIN_VOTES`` rows of each;
-  never two tracks seen in the same frame);
+  when a backward track continues one into the other (holding at least ``_MIN_VOTES`` rows of each),
+  their whole-track colour signatures agree (cost <= ``reid_cost``) and they are never seen in the same
+  frame;
+- tracks seen in fewer than ``offline_min_frames`` frames are not reported (mostly false detections);
 - with ``interp_frames`` > 0, a gap of up to that many frames between two rows of a track is filled
   with the nearer row's mask, moved along the line between the two rows' boxes (``inst_origin`` 2);
 - ids are renumbered 1, 2, 3, ... in order of first appearance.
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamparse.store.schema import ORIGINS
+from streamparse.tracking.cues import COL_NORM
 
 _MIN_VOTES = 2
 
@@ -83,7 +86,9 @@ def offline_plan(frames: list[dict], params: dict) -> Plan:
     label = {k: t for k, t in fwd.tid.items()}  # forward key -> forward id (tentative frames included)
     parent: dict[int, int] = {}
     if params.get("offline_backward", True) and frames:
-        _join(fwd, run_pass(frames, params, reverse=True), parent)
+        sig = _signatures(frames, fwd)
+        _join(fwd, run_pass(frames, params, reverse=True), parent,
+              lambda a, b: _colour_cost(sig.get(a), sig.get(b), params) <= params["reid_cost"])
 
     def root(t: int) -> int:
         while parent.get(t, t) != t:
@@ -92,20 +97,56 @@ def offline_plan(frames: list[dict], params: dict) -> Plan:
 
     det = [np.array([root(label[int(k)]) if int(k) in label else 0 for k in keys], np.int64) for keys in fwd.keys]
     rec = [[(int(j), root(label[int(k)])) for j, k in r if int(k) in label] for r in fwd.rec]
+    seen = np.bincount(np.concatenate([*det, *(np.array([t for _, t in r], np.int64) for r in rec), [0]]))
+    short = seen < int(params.get("offline_min_frames", 0))  # tracks seen too little: not reported
     order = {}  # renumber by first appearance
     for f in range(len(frames)):
         for t in [*det[f].tolist(), *(t for _, t in rec[f])]:
-            if t and t not in order:
+            if t and not short[t] and t not in order:
                 order[t] = len(order) + 1
     det_track = [np.array([order.get(int(t), 0) for t in d], np.uint32) for d in det]
-    extra = [[{"kind": "cand", "index": j, "track": order[t], "origin": ORIGINS["recovered"]} for j, t in r] for r in rec]
+    extra = [[{"kind": "cand", "index": j, "track": order[t], "origin": ORIGINS["recovered"]} for j, t in r if t in order]
+             for r in rec]
     if params.get("interp_frames", 0) > 0:
         _interpolate(frames, det_track, extra, int(params["interp_frames"]))
     return Plan(det_track, extra)
 
 
-def _join(fwd: Pass, bwd: Pass, parent: dict[int, int]) -> None:
-    """Join forward tracks that one backward track continues one into the other (see the module docstring)."""
+def _signatures(frames: list[dict], fwd: Pass) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each forward track's part-colour signature over all its detected rows: (area fraction per part (C,),
+    mean colour per part (C,3)), as the tracker's colour cue compares them (``tracking.cues``)."""
+    acc: dict[int, list] = {}
+    for fr, keys in zip(frames, fwd.keys):
+        pa = np.asarray(fr["inst_part_area"], np.float64)
+        for j, k in enumerate(keys.tolist()):
+            t = fwd.tid.get(k, 0)
+            if t:
+                a = acc.setdefault(t, [np.zeros(pa.shape[1]), np.zeros((pa.shape[1], 3))])
+                a[0] += pa[j]
+                a[1] += pa[j][:, None] * np.asarray(fr["inst_part_rgb"][j], np.float64)
+    out = {}
+    for t, (w, c) in acc.items():
+        w = w.copy()
+        w[0] = 0.0
+        out[t] = (w / max(w.sum(), 1.0), c / np.maximum(w, 1.0)[:, None])
+    return out
+
+
+def _colour_cost(a, b, params: dict) -> float:
+    """The colour-signature distance of two tracks (1 when they share too few parts to compare)."""
+    if a is None or b is None:
+        return 1.0
+    mf = params.get("min_part_frac", 0.02)
+    both = np.where((a[0] >= mf) & (b[0] >= mf), np.minimum(a[0], b[0]), 0.0)
+    if both.sum() < params.get("min_shared_frac", 0.1):
+        return 1.0
+    dist = np.sqrt(((a[1] - b[1]) ** 2).sum(-1)) / COL_NORM
+    return float(min(2.0 * (both * dist).sum() / both.sum(), 1.0))
+
+
+def _join(fwd: Pass, bwd: Pass, parent: dict[int, int], alike=lambda a, b: True) -> None:
+    """Join forward tracks that one backward track continues one into the other and that look ``alike``
+    (see the module docstring)."""
     frames_of: dict[int, set] = {}
     seq: dict[int, list] = {}  # backward key -> forward ids of its rows, in time order
     for f, (fk, bk) in enumerate(zip(fwd.keys, bwd.keys)):
@@ -137,7 +178,7 @@ def _join(fwd: Pass, bwd: Pass, parent: dict[int, int]) -> None:
         if n < _MIN_VOTES:
             continue
         ra, rb = root(a), root(b)
-        if ra == rb:
+        if ra == rb or not alike(a, b):
             continue
         fa = members.setdefault(ra, set(frames_of.get(ra, ())))
         fb = members.setdefault(rb, set(frames_of.get(rb, ())))
