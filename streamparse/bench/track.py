@@ -189,37 +189,9 @@ def _plan(mode: str, kw, frames_grid: list[dict], tab: dict, fps: float, frames_
     return Plan([track[off[f]:off[f + 1]] for f in range(len(off) - 1)], [[] for _ in range(len(off) - 1)]), dt
 
 
-def row_stats(b, gt) -> dict:
-    """Rows of a tracked source ``b`` (ParsingBatch) against the GT at mask IoU >= 0.5, per origin:
-    rows, rows matching a GT person (true), and GT person-frames found by the detected rows alone and by
-    all rows (recall before / after what the tracker added)."""
-    from streamparse.evaluation.tracks import _pairwise_iou
-
-    info, maps = gt
-    out = {"gt": 0, "found_detected": 0, "found_all": 0}
-    for o in ("detected", "recovered", "interpolated"):
-        out[f"rows_{o}"] = out[f"true_{o}"] = 0
-    names = ("detected", "recovered", "interpolated")
-    for f in range(len(b)):
-        a, e = int(b.inst_offset[f]), int(b.inst_offset[f + 1])
-        n = len(info["track_ids"][f])
-        out["gt"] += n
-        org = b.inst_origin[a:e]
-        for o in range(3):
-            out[f"rows_{names[o]}"] += int((org == o).sum())
-        if not n or e == a:
-            continue
-        hit = _pairwise_iou(maps[f], b.instance[f], n, b.inst_id[a:e].astype(np.int64)) >= 0.5  # (n, rows)
-        for o in range(3):
-            out[f"true_{names[o]}"] += int(hit[:, org == o].any(axis=0).sum())
-        out["found_detected"] += int(hit[:, org == 0].any(axis=1).sum())
-        out["found_all"] += int(hit.any(axis=1).sum())
-    return out
-
-
 def _video(folder: Path, v: str, gt_dir: Path, gt, meth: dict, base: dict) -> dict:
     """Every method on one video's stored detections: method -> (TrackEval sequence result, row stats, CPU s, frames)."""
-    from streamparse.evaluation.tracks import score_sequence, video_data
+    from streamparse.evaluation.tracks import new_row_stats, score_sequence, video_data
     from streamparse.tracking.write import Frames, apply
     from streamparse.tracking.store import iter_frames, open_store, read_tables, source_ids
 
@@ -235,8 +207,10 @@ def _video(folder: Path, v: str, gt_dir: Path, gt, meth: dict, base: dict) -> di
     for m, (mode, kw) in meth.items():
         plan, dt = _plan(mode, kw, frames_grid, det, float(gt[0]["fps"]), frames_full, gt)
         b = apply(Frames(g, tab, 16, arrays), plan)
-        seq = score_sequence(video_data(gt_dir, v, b.instance, b.inst_offset, b.inst_id, b.inst_track, gt=gt))
-        out[m] = (seq, row_stats(b, gt), dt, t)
+        rows = new_row_stats()
+        seq = score_sequence(video_data(gt_dir, v, b.instance, b.inst_offset, b.inst_id, b.inst_track, gt=gt,
+                                        inst_origin=b.inst_origin, rows=rows))
+        out[m] = (seq, rows, dt, t)
     return out
 
 
@@ -257,12 +231,12 @@ def run_track_bench(data: str | Path, stores: dict[str, str | Path], base: dict 
     """The comparison. ``data``: a synth folder (``videos_gt/``); ``stores``: preset name -> folder of
     ``<video>.zarr`` stores of the same videos (from ``write_v2_store``, untracked). Every method
     re-associates the same stored detections (and candidates); returns per preset and method the
-    overall metrics (and per video), the rows before / after what the tracker added (``row_stats``), the
+    overall metrics (and per video), the rows before / after what the tracker added (``row_summary``), the
     trackers' CPU ms/frame on these videos, and the cost at 10 people. ``oracle_gt_identities`` labels
     each detection with the GT identity it overlaps at IoU >= 0.5: the ceiling of any association of
     these detections."""
     from streamparse.config import TrackConfig, to_dict
-    from streamparse.evaluation.tracks import combine, load_gt, summarize
+    from streamparse.evaluation.tracks import combine, load_gt, row_summary, summarize
 
     gt_dir = Path(data) / "videos_gt"
     videos = sorted(p.stem for p in gt_dir.glob("*.json"))
@@ -285,7 +259,7 @@ def run_track_bench(data: str | Path, stores: dict[str, str | Path], base: dict 
             if progress:
                 print(f"{preset} {v}: done", flush=True)
         res["presets"][preset] = {
-            m: {"overall": summarize(combine(per[m])), "rows": rows[m], "ms_per_frame": 1000.0 * cost[m][0] / max(cost[m][1], 1),
+            m: {"overall": summarize(combine(per[m])), "rows": row_summary(rows[m]), "ms_per_frame": 1000.0 * cost[m][0] / max(cost[m][1], 1),
                 "videos": {v: summarize(r) for v, r in per[m].items()}} for m in meth}
     if with_gt:
         res["gt_detections"] = gt_detections(gt_dir, videos, gts, base)
@@ -317,10 +291,8 @@ def format_track_table(res: dict) -> str:
                      f"{'+rec':>5} {'+int':>5} {'CPU ms/frame':>12}")
         for m, r in rows.items():
             o, st = r["overall"], r["rows"]
-            n = sum(st[f"rows_{k}"] for k in ("detected", "recovered", "interpolated"))
-            tp = sum(st[f"true_{k}"] for k in ("detected", "recovered", "interpolated"))
             lines.append(f"  {m:<26} {o['IDF1']:6.3f} {o['HOTA']:6.3f} {o['MOTA']:7.3f} {o['IDSW']:5d} {o['Frag']:5d} "
-                         f"{tp / max(n, 1):6.3f} {st['found_all'] / max(st['gt'], 1):6.3f} {st['rows_recovered']:5d} "
+                         f"{st['precision_all']:6.3f} {st['recall_all']:6.3f} {st['rows_recovered']:5d} "
                          f"{st['rows_interpolated']:5d} {r['ms_per_frame']:12.3f}")
     for m, r in (res.get("gt_detections") or {}).items():
         o = r["overall"]

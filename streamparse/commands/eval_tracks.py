@@ -20,6 +20,12 @@ def format_result(res: dict) -> str:
     lines = [f"{'video':<24} " + " ".join(f"{c:>6}" for c in cols)]
     for name, r in [*res["videos"].items(), ("overall", res["overall"])]:
         lines.append(f"{name:<24} " + " ".join(f"{r[c]:6.3f}" if isinstance(r[c], float) else f"{r[c]:6d}" for c in cols))
+    r = res.get("rows")
+    if r:
+        lines.append(f"rows at mask IoU 0.5: detected precision {r['precision_detected']:.3f} recall {r['recall_detected']:.3f}; "
+                     f"with the {r['rows_recovered']} recovered and {r['rows_interpolated']} interpolated "
+                     f"({r['true_recovered'] + r['true_interpolated']} true): precision {r['precision_all']:.3f} "
+                     f"recall {r['recall_all']:.3f}")
     return "\n".join(lines)
 
 

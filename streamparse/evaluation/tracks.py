@@ -122,11 +122,23 @@ def load_gt(gt_dir: str | Path, video: str) -> tuple[dict, list[np.ndarray]]:
     return info, [gt_label_map(Path(gt_dir), video, t, info.get("format", "cihp"), (H, W)) for t in range(len(info["track_ids"]))]
 
 
+ORIGIN_NAMES = ("detected", "recovered", "interpolated")
+
+
+def new_row_stats() -> dict:
+    """Counters of ``video_data``'s ``rows``: GT person-frames, those found (IoU >= 0.5) by the detected rows
+    and by all rows, and per origin the rows and the rows that match a GT person."""
+    return {"gt": 0, "found_detected": 0, "found_all": 0, **{f"{k}_{o}": 0 for o in ORIGIN_NAMES for k in ("rows", "true")}}
+
+
 def video_data(gt_dir: str | Path, video: str, instance_maps, inst_offset: np.ndarray, inst_id: np.ndarray,
-               inst_track: np.ndarray, gt: tuple[dict, list[np.ndarray]] | None = None) -> dict:
+               inst_track: np.ndarray, gt: tuple[dict, list[np.ndarray]] | None = None,
+               inst_origin: np.ndarray | None = None, rows: dict | None = None) -> dict:
     """TrackEval data for one video: ``instance_maps`` indexable (T,H,W) uint16 (a zarr array works),
     ``inst_offset`` (T+1,), ``inst_id`` / ``inst_track`` (N,); ``gt`` = ``load_gt(gt_dir, video)`` when
-    already loaded. GT/prediction mismatches raise ``TrackEvalError``."""
+    already loaded. With ``rows`` (``new_row_stats()``) every row, tracked or not, is also counted against
+    the GT there, by its ``inst_origin`` (N,) (default: all detected). GT/prediction mismatches raise
+    ``TrackEvalError``."""
     gt_dir = Path(gt_dir)
     info = load_gt_info(gt_dir, video) if gt is None else gt[0]
     T, (H, W) = len(info["track_ids"]), info["size"]
@@ -144,11 +156,34 @@ def video_data(gt_dir: str | Path, video: str, instance_maps, inst_offset: np.nd
             gmap = gt[1][t] if gt is not None else gt_label_map(gt_dir, video, t, info.get("format", "cihp"), (H, W))
             a, b = int(inst_offset[t]), int(inst_offset[t + 1])
             keep = inst_track[a:b] > 0
-            pid, ptr = inst_id[a:b][keep].astype(np.int64), inst_track[a:b][keep].astype(np.int64)
+            iou = _pairwise_iou(gmap, pred, len(ids_t), inst_id[a:b].astype(np.int64))
             gt_ids.append(list(ids_t))
-            pred_ids.append(ptr)
-            sims.append(_pairwise_iou(gmap, pred, len(ids_t), pid))
+            pred_ids.append(inst_track[a:b][keep].astype(np.int64))
+            sims.append(iou[:, keep])
+            if rows is not None:
+                _count_rows(rows, iou >= 0.5, np.zeros(b - a, np.uint8) if inst_origin is None else inst_origin[a:b])
     return sequence_data(gt_ids, pred_ids, sims)
+
+
+def _count_rows(rows: dict, hit: np.ndarray, origin: np.ndarray) -> None:
+    """Add one frame to ``rows`` (``new_row_stats``): hit (GT people, rows) bool at IoU >= 0.5."""
+    rows["gt"] += hit.shape[0]
+    for o, name in enumerate(ORIGIN_NAMES):
+        sel = origin == o
+        rows[f"rows_{name}"] += int(sel.sum())
+        rows[f"true_{name}"] += int(hit[:, sel].any(axis=0).sum())
+    rows["found_detected"] += int(hit[:, origin == 0].any(axis=1).sum())
+    rows["found_all"] += int(hit.any(axis=1).sum())
+
+
+def row_summary(rows: dict) -> dict:
+    """Precision and recall (IoU >= 0.5) of the detected rows and of all rows (what a tracker added too)."""
+    n_det, n_all = rows["rows_detected"], sum(rows[f"rows_{o}"] for o in ORIGIN_NAMES)
+    t_det, t_all = rows["true_detected"], sum(rows[f"true_{o}"] for o in ORIGIN_NAMES)
+    g = max(rows["gt"], 1)
+    return {"precision_detected": t_det / max(n_det, 1), "recall_detected": rows["found_detected"] / g,
+            "precision_all": t_all / max(n_all, 1), "recall_all": rows["found_all"] / g,
+            **{f"rows_{o}": rows[f"rows_{o}"] for o in ORIGIN_NAMES}, **{f"true_{o}": rows[f"true_{o}"] for o in ORIGIN_NAMES}}
 
 
 def evaluate_store(gt_dir: str | Path, store: str | Path, source: str | None = None,
@@ -174,16 +209,18 @@ def evaluate_store(gt_dir: str | Path, store: str | Path, source: str | None = N
         pairs = [(sids[0], videos[0])]
     if not pairs:
         raise TrackEvalError(f"no source of {store} has GT in {gt_dir} (sources: {', '.join(sids)}; GT videos: {', '.join(videos[:5])})")
-    per_seq, out = {}, {}
+    per_seq, out, rows = {}, {}, new_row_stats()
     for sid, video in pairs:
         g = root[sid]
         t, n = committed(g)
         off = np.append(g["inst_offset"][:t], n).astype(np.int64)
         track = track_override[sid] if track_override and sid in track_override else g["inst_track"][:n]
-        data = video_data(gt_dir, video, _Committed(g["instance"], t), off, g["inst_id"][:n], track)
+        origin = g["inst_origin"][:n] if "inst_origin" in g else None
+        data = video_data(gt_dir, video, _Committed(g["instance"], t), off, g["inst_id"][:n], track, inst_origin=origin,
+                          rows=rows)
         per_seq[video] = score_sequence(data)
         out[video] = summarize(per_seq[video])
-    return {"videos": out, "overall": summarize(combine(per_seq))}
+    return {"videos": out, "overall": summarize(combine(per_seq)), "rows": row_summary(rows)}
 
 
 class _Committed:
