@@ -217,7 +217,7 @@ class TrackConfig:
     grid: int = 96  # mask IoU on the label map sampled to about this many cells on the long side
     iou_mode: str = "motion"  # motion: the previous mask displaced by the track's velocity | static: as it was
     w_iou: float = 1.0  # weight of 1 - mask IoU
-    w_emb: float = 0.5  # weight of (1 - cosine of instance embeddings) / 2 between active tracks and detections
+    w_emb: float = 0.0  # weight of (1 - cosine of instance embeddings) / 2 between active tracks and detections
     # ... and when re-identifying lost tracks (the shipped weights' kernels also encode position: they
     # match a person across a few frames, not across seconds)
     w_emb_reid: float = 0.0
@@ -246,9 +246,9 @@ class TrackConfig:
     recover_frames: int = 5
     # offline only (`streamparse track`): track backwards too and join the passes (offline_backward), drop tracks
     # seen in < offline_min_frames frames, paint masks interpolated over gaps of <= interp_frames frames (0 = none)
-    offline_backward: bool = True
-    offline_min_frames: int = 0
-    interp_frames: int = 10
+    offline_backward: bool = False
+    offline_min_frames: int = 8
+    interp_frames: int = 0
 
     def __post_init__(self) -> None:
         if self.iou_mode not in ("motion", "static"):

@@ -29,13 +29,13 @@ def methods(base: dict | None = None) -> dict[str, tuple[str, dict | None]]:
         "full_no_recovery": {**b, **off},
         "full_no_bridging": {**b, "iou_max_gap": 1},
         "full_no_iou": {**b, "w_iou": 0.0},
-        "full_no_embedding": {**b, "w_emb": 0.0, "w_emb_reid": 0.0},
+        "full_with_embedding": {**b, "w_emb": 0.5},
         "full_no_colour": {**b, "w_col": 0.0},
         "full_static_iou": {**b, "iou_mode": "static"},
         "full_no_reid": {**b, "reid_cost": 0.0},
     }
-    offline = {"e_offline": b, "offline_no_backward": {**b, "offline_backward": False},
-               "offline_no_interpolation": {**b, "interp_frames": 0}}
+    offline = {"e_offline": b, "offline_with_backward": {**b, "offline_backward": True},
+               "offline_with_interpolation": {**b, "interp_frames": 5}, "offline_no_min_frames": {**b, "offline_min_frames": 0}}
     return {"b_bytetrack": ("bytetrack", None), **{k: ("online", v) for k, v in on.items()},
             **{k: ("offline", v) for k, v in offline.items()}, ORACLE: ("oracle", None)}
 
