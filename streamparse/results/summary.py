@@ -36,6 +36,8 @@ def summarize(result) -> dict:
         if result.schema_version >= 2:
             d = result._per_instance(sid, ("inst_track",))["inst_track"]
             s["tracks"] = int(len(np.unique(d[d > 0]))) if d is not None else 0
+            o = np.bincount(result.origins(sid), minlength=3)
+            s["added_rows"] = {"recovered": int(o[1]), "interpolated": int(o[2])}
         out["sources"][sid] = s
     return out
 
@@ -52,7 +54,8 @@ def format_summary(s: dict) -> str:
         lines.append(f"  {sid}: {x['frames']} frames, {x['duration_s']:.2f} s, {x['width']}x{x['height']}, "
                      f"state {x['state']}{' (complete)' if x['complete'] else ''}"
                      f"{f', {u} frames past the commit marker (ignored)' if (u := x['uncommitted_frames']) else ''}, dropped {drops}, segments "
-                     f"{x['segments']}, people/frame min/median/max {ppl}, tracks {tracks}")
+                     f"{x['segments']}, people/frame min/median/max {ppl}, tracks {tracks}"
+                     + "".join(f", {n} {k}" for k, n in (x.get("added_rows") or {}).items() if n))
         for e in x["errors"]:
             lines.append(f"    error: {e}")
     for sid, errs in s["failed_sources"].items():
