@@ -225,7 +225,7 @@ class TrackConfig:
     iou_gate: float = 0.3  # an active track and a detection may match if their IoU is at least this ...
     max_cost: float = 0.5  # ... (or their appearance cost is under reid_cost) and the combined cost is under this
     reid_cost: float = 0.2  # appearance cost under which a lost track is re-identified (0 = no re-identification)
-    iou_max_gap: int = 5  # frames after the last match during which mask IoU (with motion) is used
+    iou_max_gap: int = 8  # frames after the last match during which mask IoU (with motion) is used (gap bridging)
     motion_momentum: float = 0.6  # velocity EMA
     appearance_momentum: float = 0.8  # colour-signature EMA (weight of the track's old value)
     emb_momentum: float = 0.0  # embedding EMA (0 = the last embedding)
