@@ -31,6 +31,7 @@ from streamparse.engine.pool import start_pool
 from streamparse.config import Config
 from streamparse.archive.inputs import expand_inputs, input_identity, same_input, stat_identity
 from streamparse.engine.interrupts import Interrupts
+from streamparse.logs import MissingDependency
 from streamparse.engine.scheduler import PipelineError, one_line
 from streamparse.sources.uri import redact_uri
 
@@ -225,7 +226,12 @@ def _drive(plan, key, token, outdir, todo, rows, index, pool, pending, intr, rep
             for ref in ready:
                 d, node, t_disp = pending.pop(ref)
                 balancer.give(node)
-                res = _result(ref, d)
+                try:
+                    res = _result(ref, d)
+                except PipelineError:  # a node lacking a dependency: the other videos stop too
+                    bar.close()
+                    _cancel(pending, rows, outdir, key, intr, wait_s=5.0)
+                    raise
                 res["queued_s"] = round(t_disp - t0, 3)
                 state = _final_state(res, d, index, key, quarantine_after)
                 _finish(outdir, rows, d, res, state, key, intr)
@@ -288,9 +294,17 @@ def _result(ref, d: Decision) -> dict:
 
     try:
         return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, MissingDependency):  # a node set up without the dependencies: the run ends here
+            raise PipelineError(str(exc.cause)) from None
+        return _lost(exc, d)
     except ray.exceptions.RayError as exc:  # the task or its node was lost beyond its retries, or it was cancelled
-        return {"video_id": d.video.video_id, "state": "failed", "frames": 0, "frames_new": 0, "errors": [one_line(exc)],
-                "note": "lost: " + type(exc).__name__, "input": {}, "attempt": d.attempt}
+        return _lost(exc, d)
+
+
+def _lost(exc, d: Decision) -> dict:
+    return {"video_id": d.video.video_id, "state": "failed", "frames": 0, "frames_new": 0, "errors": [one_line(exc)],
+            "note": "lost: " + type(exc).__name__, "input": {}, "attempt": d.attempt}
 
 
 def _final_state(res: dict, d: Decision, index, key: str, quarantine_after: int) -> str:

@@ -19,6 +19,7 @@ from streamparse.config import Config
 from streamparse.engine.interrupts import Interrupts
 from streamparse.engine.raystart import init_ray
 from streamparse.engine.scheduler import PipelineError, one_line
+from streamparse.logs import MissingDependency
 from streamparse.sources import SourceError, is_live, redact_uri, source_id
 
 log = logging.getLogger(__name__)
@@ -164,4 +165,4 @@ def _result(ref, interrupted: bool, wait_s: float = 90.0) -> dict:
         ray.cancel(ref, force=True)
         return {"sources": {}, "interrupted": True, "error": "the engine task did not stop in time"}
     except ray.exceptions.RayTaskError as exc:
-        raise PipelineError(one_line(exc)) from None
+        raise PipelineError(str(exc.cause) if isinstance(exc.cause, MissingDependency) else one_line(exc)) from None

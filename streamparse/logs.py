@@ -96,3 +96,26 @@ def missing_dependency(name: str, node: str | None = None) -> str:
     where = node or socket.gethostname()
     return (f"the Python at {sys.executable} on node {where} lacks the package {name.split('.')[0]!r}: install "
             f"streamparse's dependencies there (pip install streamparse, or an image from examples/)")
+
+
+class MissingDependency(RuntimeError):
+    """A package this Python lacks (a cluster node set up without streamparse's dependencies): one line
+    (``missing_dependency``) that ends the run, never a per-video failure."""
+
+
+def require(*modules: str) -> None:
+    """Import ``modules`` or raise ``MissingDependency`` naming the first one missing and this node."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            node = None
+            try:
+                import ray
+
+                node = ray.util.get_node_ip_address()
+            except Exception:  # noqa: BLE001 - outside Ray: the host name
+                pass
+            raise MissingDependency(missing_dependency(exc.name or name, node)) from None

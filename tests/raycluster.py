@@ -22,6 +22,7 @@ import socket
 import string
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class LoopbackCluster:
         self.proc = subprocess.Popen([python, __file__, self.temp_dir, str(self.dashboard_port), str(free_port()),
                                       str(head_cpus), str(node_cpus), str(object_store_mb)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     env=env, start_new_session=True)
+                                     env=env, start_new_session=True, cwd=tempfile.gettempdir())  # not a checkout
         line = self.proc.stdout.readline()
         if not line:
             self.stop()

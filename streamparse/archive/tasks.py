@@ -14,9 +14,10 @@ def archive_video(job: dict, ctx: dict, pool: list, monitor) -> dict:
     continues the store from its commit marker."""
     from streamparse import logs
     from streamparse.archive.worker import process_video
-    from streamparse.engine.tasks import pool_executor, reporter
+    from streamparse.engine.tasks import ENGINE_NEEDS, pool_executor, reporter
 
     logs.configure_worker()
+    logs.require(*ENGINE_NEEDS)  # a node without them ends the run in one line, not as a failed video
 
     report = reporter(monitor, job["video_id"])
     res = process_video(job, ctx, lambda plan: pool_executor(plan, pool)(),

@@ -142,7 +142,7 @@ CLUSTER_PYTHON = (
 
 def entrypoint(argv: list[str], python: str = "auto") -> str:
     """The job's shell command: ``streamparse ARGV`` on the cluster's Python (or ``python``)."""
-    tail = _quote(["-m", "streamparse", *argv])
+    tail = _quote(["-P", "-m", "streamparse", *argv])  # -P: a folder named streamparse where the job starts never shadows the package
     if python == "auto":
         return f"{CLUSTER_PYTHON} {tail}"
     return f"{_quote([python])} {tail}"
@@ -190,8 +190,9 @@ def run(args) -> int:
             client = JobSubmissionClient(args.address)
             job_id = client.submit_job(entrypoint=entry, runtime_env=runtime_env, submission_id=args.job_id,
                                        metadata={"streamparse": "archive", "outdir": out})
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise CLIError(f"cannot submit to {args.address}: {str(exc).splitlines()[0]}") from None
+        except Exception as exc:  # noqa: BLE001 - unreachable, refused (a wrong token), bad runtime env: one line
+            first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            raise CLIError(f"cannot submit to {args.address}: {type(exc).__name__}: {first}") from None
     print(job_id, flush=True)
     print(f"streamparse submit: job {job_id} on {args.address}: streamparse {_quote(argv)}", file=sys.stderr)
     if not args.follow:

@@ -9,6 +9,9 @@ import time
 import ray
 
 
+ENGINE_NEEDS = ("numpy", "av", "zarr", "numcodecs")  # what an engine task imports (the model is in the actors)
+
+
 @ray.remote(num_cpus=0)
 class ProgressMonitor:
     """Frames committed per job and source, reported by the engine tasks every half second and read by
@@ -61,6 +64,7 @@ def run_task(job: dict, plan: dict, pool: list, monitor, job_id: str = "run") ->
     from streamparse.plan import Plan
 
     logs.configure_worker()
+    logs.require(*ENGINE_NEEDS)
     p = Plan.from_dict(plan)
     report = reporter(monitor, job_id)
     started = time.time()
