@@ -268,7 +268,43 @@ def parse_image(
     h, w = cate_maps.shape[-2:]
     hc, wc = min(h, -(-H // stride)), min(w, -(-W // stride))  # feature cells covering the image
     k = int(keep.numel())
-    allowed = None  # (k, N-1) bool: categories kept per person (None = all)
+    fused_low, p, cm, allowed = _fuse(keep, ins_maps, cate_maps, parsing, hc, wc, mask_thresh, cate_score_thresh)
+    score_maps = fused_low.new_zeros((k, H, W)) if keep_raw else None  # (only for raw_masks)
+    instance = torch.zeros((H, W), dtype=torch.long, device=dev)
+    part = torch.zeros((H, W), dtype=torch.long, device=dev)
+    alive = torch.zeros(0, dtype=torch.long, device=dev)  # people that won pixels, in score order
+    # Bilinear upsampling is a convex combination of the 4 nearest cells, so a pixel can exceed
+    # mask_thresh only next to a cell that does: upsample just the bounding box of those cells
+    # (+1 cell margin). Exact, and much cheaper when people cover a small part of the frame.
+    hot = (fused_low > mask_thresh).any(dim=0) if k else torch.zeros((hc, wc), dtype=torch.bool, device=dev)
+    if bool(hot.any()):
+        crop = _crop(hot, stride, hc, wc, H, W)
+        (r0, r1, c0, c1), (Y0, X0, Y1, X1) = crop
+        if p is None and not dense and not keep_raw and stride % 2 == 0:
+            w_, fg, lab = _assign_blocks(fused_low[:, r0 : r1 + 1, c0 : c1 + 1], cm[:, r0 : r1 + 1, c0 : c1 + 1],
+                                         allowed, mask_thresh, stride, (Y1 - Y0, X1 - X0))
+            lab = lab + 1
+        else:
+            w_, fg, lab = _assign_dense(fused_low, p, cm, allowed, crop, stride, mask_thresh, score_maps)
+        alive = _write_labels(instance, part, w_, fg, lab, k, (Y0, X0, Y1, X1))
+    raw = score_maps > mask_thresh if score_maps is not None else None
+    return ImageParsing(
+        part=part,
+        instance=instance,
+        scores=scores[alive],
+        raw_masks=raw[alive] if keep_raw else None,
+        cells=cells[alive],
+        kernels=ins_kernels[keep][alive],
+    )
+
+
+def _fuse(keep: torch.Tensor, ins_maps: torch.Tensor, cate_maps: torch.Tensor, parsing: torch.Tensor | None, hc: int, wc: int,
+          mask_thresh: float, cate_score_thresh: float):
+    """Each kept person's fused score at feature resolution, (k, hc, wc), with what labelling needs:
+    (fused_low, p (k, N-1, hc, wc) for the conv fusions else None, cm (N-1, hc, wc) for the index fusion
+    else None, allowed (k, N-1) bool categories kept per person, or None for all)."""
+    k = int(keep.numel())
+    allowed = None
     if parsing is None:  # index fusion, factorised
         # fused score max_c P[k,c] = relu(q_k) * max_c relu(Q_c), formed at feature resolution and
         # then upsampled (upsampling the two factors first would shrink masks: 0.5 * 0.5 < 0.5)
@@ -284,79 +320,71 @@ def parse_image(
             ])
         else:
             fused_low = q * cm_max
-        p = None
-    else:
-        p = parsing[keep][:, 1:, :hc, :wc].float()
-        if cate_score_thresh > 0 and k:
-            allowed = _maskness(p, mask_thresh) > cate_score_thresh
-            p = p * allowed[:, :, None, None]
-        fused_low = p.amax(dim=1) if k else p.new_zeros((0, hc, wc))
-        cm = None
-    score_maps = fused_low.new_zeros((k, H, W)) if keep_raw else None  # (only for raw_masks)
-    instance = torch.zeros((H, W), dtype=torch.long, device=dev)
-    part = torch.zeros((H, W), dtype=torch.long, device=dev)
-    alive = torch.zeros(0, dtype=torch.long, device=dev)  # people that won pixels, in score order
-    # Bilinear upsampling is a convex combination of the 4 nearest cells, so a pixel can exceed
-    # mask_thresh only next to a cell that does: upsample just the bounding box of those cells
-    # (+1 cell margin). Exact, and much cheaper when people cover a small part of the frame.
-    hot = (fused_low > mask_thresh).any(dim=0) if k else torch.zeros((hc, wc), dtype=torch.bool, device=dev)
-    if bool(hot.any()):
-        rows = torch.nonzero(hot.any(dim=1)).flatten()
-        cols = torch.nonzero(hot.any(dim=0)).flatten()
-        r0, r1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 1, hc - 1)
-        c0, c1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 1, wc - 1)
-        Y0, X0 = r0 * stride, c0 * stride
-        Y1, X1 = min((r1 + 1) * stride, H), min((c1 + 1) * stride, W)
+        return fused_low, None, cm, allowed
+    p = parsing[keep][:, 1:, :hc, :wc].float()
+    if cate_score_thresh > 0 and k:
+        allowed = _maskness(p, mask_thresh) > cate_score_thresh
+        p = p * allowed[:, :, None, None]
+    fused_low = p.amax(dim=1) if k else p.new_zeros((0, hc, wc))
+    return fused_low, p, None, allowed
 
-        def up(x: torch.Tensor) -> torch.Tensor:  # (M, crop cells) -> (M, crop pixels)
-            # channels_last: the reductions over M below then read contiguous memory (2x faster on
-            # CPU than reducing over the outer dim; identical values)
-            x = x[None].contiguous(memory_format=torch.channels_last)
-            y = F.interpolate(x, scale_factor=stride, mode="bilinear", align_corners=False)[0]
-            return y[:, : Y1 - Y0, : X1 - X0]
 
-        if p is None and not dense and not keep_raw and stride % 2 == 0:
-            w_, fg, lab = _assign_blocks(fused_low[:, r0 : r1 + 1, c0 : c1 + 1], cm[:, r0 : r1 + 1, c0 : c1 + 1],
-                                         allowed, mask_thresh, stride, (Y1 - Y0, X1 - X0))
-            lab = lab + 1
-        else:
-            sm = up(fused_low[:, r0 : r1 + 1, c0 : c1 + 1])
-            if score_maps is not None:
-                score_maps[:, Y0:Y1, X0:X1] = sm
-            # each pixel goes to the highest-scored person (people are in descending centre-score
-            # order) whose fused score there exceeds mask_thresh: a weak extra centre cannot take
-            # pixels from a confident person (argmax returns the first maximal index)
-            over = (sm > mask_thresh).to(torch.uint8)
-            w_ = over.argmax(dim=0)
-            fg = over.gather(0, w_.unsqueeze(0))[0].bool()  # the first maximum is 1 iff any person is above
-            if p is None:
-                ucm = up(cm[:, r0 : r1 + 1, c0 : c1 + 1])
-                lab0 = ucm.argmax(dim=0)
-                if allowed is not None:
-                    # pixels whose best category is filtered out for their person: best allowed one
-                    bad = fg & ~allowed[w_, lab0]
-                    if bool(bad.any()):
-                        sub = ucm[:, bad].masked_fill(~allowed[w_[bad]].t(), float("-inf"))
-                        lab0 = lab0.masked_scatter(bad, sub.argmax(dim=0))
-                lab = lab0 + 1
-            else:  # label of the winning person's own fused maps
-                pc = p[:, :, r0 : r1 + 1, c0 : c1 + 1]
-                lab = up(pc.flatten(0, 1)).reshape(k, pc.shape[1], Y1 - Y0, X1 - X0).argmax(dim=1) + 1
-                lab = lab.gather(0, w_.unsqueeze(0))[0]
-        # drop people that won no pixel, renumber 1..K in score order (outside the crop no pixel
-        # is foreground, so only the crop is written)
-        w1 = torch.where(fg, w_ + 1, 0)  # person index + 1, 0 = background
-        alive = torch.nonzero(torch.bincount(w1.flatten(), minlength=k + 1)[1:] > 0).flatten()
-        remap = torch.zeros(k + 1, dtype=torch.long, device=dev)
-        remap[alive + 1] = torch.arange(1, alive.numel() + 1, device=dev)
-        instance[Y0:Y1, X0:X1] = remap[w1]
-        part[Y0:Y1, X0:X1] = torch.where(fg, lab, 0)
-    raw = score_maps > mask_thresh if score_maps is not None else None
-    return ImageParsing(
-        part=part,
-        instance=instance,
-        scores=scores[alive],
-        raw_masks=raw[alive] if keep_raw else None,
-        cells=cells[alive],
-        kernels=ins_kernels[keep][alive],
-    )
+def _crop(hot: torch.Tensor, stride: int, hc: int, wc: int, H: int, W: int):
+    """The cells around those above the threshold (+1 cell margin), and the pixels they cover:
+    ((r0, r1, c0, c1) inclusive cells, (Y0, X0, Y1, X1) pixels, end exclusive)."""
+    rows = torch.nonzero(hot.any(dim=1)).flatten()
+    cols = torch.nonzero(hot.any(dim=0)).flatten()
+    r0, r1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 1, hc - 1)
+    c0, c1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 1, wc - 1)
+    return (r0, r1, c0, c1), (r0 * stride, c0 * stride, min((r1 + 1) * stride, H), min((c1 + 1) * stride, W))
+
+
+def _assign_dense(fused_low, p, cm, allowed, crop, stride: int, mask_thresh: float, score_maps):
+    """Every map upsampled over the crop: (winner index (h,w), foreground (h,w), label (h,w) from 1)."""
+    (r0, r1, c0, c1), (Y0, X0, Y1, X1) = crop
+    k = fused_low.shape[0]
+
+    def up(x: torch.Tensor) -> torch.Tensor:  # (M, crop cells) -> (M, crop pixels)
+        # channels_last: the reductions over M below then read contiguous memory (2x faster on
+        # CPU than reducing over the outer dim; identical values)
+        x = x[None].contiguous(memory_format=torch.channels_last)
+        y = F.interpolate(x, scale_factor=stride, mode="bilinear", align_corners=False)[0]
+        return y[:, : Y1 - Y0, : X1 - X0]
+
+    sm = up(fused_low[:, r0 : r1 + 1, c0 : c1 + 1])
+    if score_maps is not None:
+        score_maps[:, Y0:Y1, X0:X1] = sm
+    # each pixel goes to the highest-scored person (people are in descending centre-score
+    # order) whose fused score there exceeds mask_thresh: a weak extra centre cannot take
+    # pixels from a confident person (argmax returns the first maximal index)
+    over = (sm > mask_thresh).to(torch.uint8)
+    w_ = over.argmax(dim=0)
+    fg = over.gather(0, w_.unsqueeze(0))[0].bool()  # the first maximum is 1 iff any person is above
+    if p is None:
+        ucm = up(cm[:, r0 : r1 + 1, c0 : c1 + 1])
+        lab0 = ucm.argmax(dim=0)
+        if allowed is not None:
+            # pixels whose best category is filtered out for their person: best allowed one
+            bad = fg & ~allowed[w_, lab0]
+            if bool(bad.any()):
+                sub = ucm[:, bad].masked_fill(~allowed[w_[bad]].t(), float("-inf"))
+                lab0 = lab0.masked_scatter(bad, sub.argmax(dim=0))
+        return w_, fg, lab0 + 1
+    # label of the winning person's own fused maps
+    pc = p[:, :, r0 : r1 + 1, c0 : c1 + 1]
+    lab = up(pc.flatten(0, 1)).reshape(k, pc.shape[1], Y1 - Y0, X1 - X0).argmax(dim=1) + 1
+    return w_, fg, lab.gather(0, w_.unsqueeze(0))[0]
+
+
+def _write_labels(instance, part, w_, fg, lab, k: int, box) -> torch.Tensor:
+    """Write the crop's labels; people that won no pixel are dropped and the rest renumbered 1..K in score
+    order (outside the crop no pixel is foreground). Returns the kept people's indices."""
+    Y0, X0, Y1, X1 = box
+    dev = instance.device
+    w1 = torch.where(fg, w_ + 1, 0)  # person index + 1, 0 = background
+    alive = torch.nonzero(torch.bincount(w1.flatten(), minlength=k + 1)[1:] > 0).flatten()
+    remap = torch.zeros(k + 1, dtype=torch.long, device=dev)
+    remap[alive + 1] = torch.arange(1, alive.numel() + 1, device=dev)
+    instance[Y0:Y1, X0:X1] = remap[w1]
+    part[Y0:Y1, X0:X1] = torch.where(fg, lab, 0)
+    return alive
