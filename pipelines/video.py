@@ -38,18 +38,22 @@ def probe_file(path: str) -> dict:
     return info
 
 
-def make_job(plan, sources: list[str], out: str | Path, mode: str):
-    """The run's one job: every input (files probed: one line for a bad one) into ``out``, which is
-    checked (refused, locked, damaged or another model's store) before anything starts."""
-    from streamparse.engine.job import Job
-    from streamparse.store.objstore import is_url
-
+def probe_sources(sources: list[str]) -> tuple[list[dict], dict]:
+    """The run's sources ([{"uri", "sid"}]) and each file's info, its first frame decoded: a missing,
+    corrupt or empty file is one line before anything starts."""
     if not sources:
         raise PipelineError("no source given")
     taken: set[str] = set()
     srcs = [{"uri": u, "sid": source_id(u, taken)} for u in sources]
-    infos = {s["sid"]: probe_file(s["uri"]) for s in srcs if not is_live(s["uri"])}
-    attrs = plan.root_attrs(sources)
+    return srcs, {s["sid"]: probe_file(s["uri"]) for s in srcs if not is_live(s["uri"])}
+
+
+def make_job(plan, srcs: list[dict], infos: dict, out: str | Path, mode: str):
+    """The run's one job: every source into ``out`` (a store written for another model is refused)."""
+    from streamparse.engine.job import Job
+    from streamparse.store.objstore import is_url
+
+    attrs = plan.root_attrs([s["uri"] for s in srcs])
     if not is_url(out):
         from streamparse.store.sink import check_store
 
@@ -61,29 +65,41 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
         progress: bool = True, on_actors=None) -> dict:
     """Run the pipeline; returns the summary. ``mode``: create | overwrite | resume.
     ``on_actors(inference_actors)``: a hook for fault-injection tests."""
-    from streamparse.plan import make_plan
+    import concurrent.futures as cf
+
+    from streamparse.plan import make_plan, ray_settings
+    from streamparse.store.objstore import is_url
 
     t_start = time.monotonic()
-    plan = make_plan(cfg, checkpoint, gpus=0 if cfg.pipeline.ray_address else None)  # a cluster decides its device itself
-    job = make_job(plan, sources, out, mode)
+    srcs, infos = probe_sources(sources)
+    if not is_url(out):  # refused, being written or damaged: one line before anything starts
+        from streamparse.store.sink import check_store
+
+        check_store(out, mode=mode, root_attrs=None)
+    address, store_mb = ray_settings(cfg)
+    # the plan (importing torch, reading the checkpoint) on a thread while Ray starts: both take seconds
+    planner = cf.ThreadPoolExecutor(1, thread_name_prefix="plan")
+    planning = planner.submit(make_plan, cfg, checkpoint, gpus=0 if address else None)
     intr = Interrupts().install()  # Ctrl-C / SIGTERM from here on: a clean stop, never mid-write
-    started, summary = False, None
-    interrupted = False
+    started, summary, interrupted, job = False, None, False, None
     try:
-        started = init_ray(plan.ray_address, plan.object_store_mb)
+        started = init_ray(address, store_mb)
         intr.install()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
+        plan = planning.result()
+        job = make_job(plan, srcs, infos, out, mode)
         summary, interrupted = _drive(plan, job, intr, progress, on_actors, t_start)
     except (KeyboardInterrupt, SystemExit):  # SystemExit: Ray's own SIGTERM handler, during ray.init
         interrupted = True
     finally:
         intr.restore()
+        planner.shutdown(wait=False, cancel_futures=True)
         if started:
             import ray
 
             ray.shutdown()
     if summary is None:  # interrupted before the task ran: nothing was written
         summary = {"out": redact_uri(str(out)), "sources": {s["sid"]: {"uri": redact_uri(s["uri"]), "frames_written": 0,
-                                                                         "errors": []} for s in job.sources}}
+                                                                         "errors": []} for s in srcs}}
     summary["interrupted"] = bool(summary.get("interrupted")) or interrupted
     summary["elapsed_s"] = round(time.monotonic() - t_start, 3)
     return summary
@@ -149,6 +165,8 @@ def _drive(plan, job, intr, progress: bool, on_actors, t_start: float) -> tuple[
     stages = {**summary.get("stages_s", {}), **stage_seconds(pool.actors)}
     if summary.get("first_result_s") is not None and summary.get("started_wall"):  # from the start of this run
         summary["first_result_s"] = round(summary["first_result_s"] + summary.pop("started_wall") - t_wall, 3)
+    if summary.get("first_decoded_wall"):  # the first frame the engine decoded, from the start of this run
+        summary["first_decoded_s"] = round(summary.pop("first_decoded_wall") - t_wall, 3)
     summary["stages_s"] = stages
     summary["pool"] = {"actors": len(pool.actors), "device": plan.device}
     return summary, interrupted

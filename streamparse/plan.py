@@ -125,6 +125,12 @@ class Plan:
 
 
 # ----------------------------------------------------------------------------- making the plan
+def ray_settings(cfg: Config) -> tuple[str, int]:
+    """(the Ray address, the object store's MiB) of ``cfg``: what starting Ray needs, known before the
+    plan (which imports torch and reads the checkpoint) is made."""
+    return cfg.pipeline.ray_address, cfg.pipeline.object_store_memory_mb
+
+
 def decide_device(requested: str, gpus: int) -> str:
     """The one place the device is decided: ``auto`` -> ``cuda`` when ``gpus`` (this machine's, or the
     cluster's) else ``cpu``; ``cuda``/``cuda:N`` without a GPU -> ValueError."""

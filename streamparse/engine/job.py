@@ -99,6 +99,9 @@ def run_job(job: Job, plan, make_executor, *, sink=None, intr: Interrupts | None
         summary["stages_s"] = {k: round(v, 3) for k, v in sched.stage_s.items()}
         if ex is not None and hasattr(ex, "decode_seconds"):
             summary["stages_s"]["decode"] = round(sum(ex.decode_seconds(s) for s in slots), 3)
+        firsts = [s.decoder.core.first_decoded for s in slots if getattr(getattr(s, "decoder", None), "core", None)
+                  and s.decoder.core.first_decoded]
+        summary["first_decoded_wall"] = min(firsts) if firsts else None
     for s in slots:
         summ = s.metrics.summary() if s.metrics else {}
         summary["sources"][s.sid] = {"uri": redact_uri(s.uri), "frames_written": s.writer.committed if s.writer else 0,

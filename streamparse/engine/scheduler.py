@@ -367,6 +367,7 @@ class DecoderCore:
         self.batch_timeout_s = float(batch_timeout_s)
         self.live = getattr(src, "kind", "file") == "live"
         self.decode_s = 0.0  # seconds spent in the source's read (decoding, or waiting for a live frame)
+        self.first_decoded: float | None = None  # wall clock (time.time) of the first decoded batch
         self.max_frames = int(max_frames) if self.live else 0  # (files stop at max_frames themselves)
         self.emitted = 0
 
@@ -383,6 +384,8 @@ class DecoderCore:
         b = self.src.read(want, self.batch_timeout_s)  # a live source that gave up raises here
         self.decode_s += time.perf_counter() - t0
         self.emitted += len(b) if b is not None else 0
+        if b is not None and self.first_decoded is None:
+            self.first_decoded = time.time()
         out = {"batch": None if b is None else b.to_dict(), "end": b is None and self.src.ended()}
         if self.live:
             st = self.src.stats()

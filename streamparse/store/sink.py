@@ -83,19 +83,23 @@ def _check_path(path: Path, mode: str, lock: WriterLock):
         raise SinkError(str(exc)) from None
 
 
-def _verify_resumable(path: Path, root_attrs: dict):
-    """A store ``--resume`` may continue: this schema version, undamaged, written for the same model."""
+def _verify_resumable(path: Path, root_attrs: dict | None):
+    """A store ``--resume`` may continue: this schema version, undamaged, written for the same model
+    (``root_attrs`` None: the model is not known yet, checked again when it is)."""
     rep = verify_store(path)
     refuse_unresumable(path, rep, "verify_store lists all; ")
+    if root_attrs is None:
+        return rep
     import zarr
 
     check_compatible(path, dict(zarr.open_group(str(path), mode="r").attrs), root_attrs)
     return rep
 
 
-def check_store(path: str | Path, *, mode: str, root_attrs: dict) -> None:
+def check_store(path: str | Path, *, mode: str, root_attrs: dict | None) -> None:
     """Raise ``SinkError`` (one line) for what opening ``path`` in ``mode`` would refuse, touching nothing: a
-    driver calls it before it starts Ray, the engine task opens the store for real."""
+    driver calls it before it starts Ray, the engine task opens the store for real. ``root_attrs`` None:
+    everything but the model's compatibility (a driver checks that once its plan is made)."""
     path = Path(path)
     state = _check_path(path, mode, WriterLock(path))
     if mode == "resume" and state.what == "store":
