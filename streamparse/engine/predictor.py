@@ -28,6 +28,8 @@ import torch
 from streamparse.models.postprocess import PostprocessParams, parse_image, pick_centres
 from streamparse.engine.preprocess import Preprocessor, frames_to_tensor
 from streamparse.labelstats import instance_stats
+from streamparse.runtime import RuntimeSpec
+from streamparse.runtime.engines import EngineModel, TorchEngine
 from streamparse.structures import FrameBatch, FrameParsing, ParsingBatch
 
 
@@ -70,6 +72,8 @@ class Predictor:
         protocol: 'default' (``models.postprocess``) or 'official' (the authors' overlapping per-person
             maps; label maps: the highest centre score wins where people overlap), with the thresholds
             ``official_params`` (``OfficialParams``).
+        runtime: the ``streamparse.runtime.RuntimeSpec`` fields (runtime, precision, cache_dir, calibration,
+            calibration_frames): what the dense heads run on (``self.engine``; torch = the model itself).
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class Predictor:
         cuda_streams: bool,
         preprocess: str,
         protocol: str,
+        runtime: dict,
         official_params=None,
         checkpoint_sha256: str | None = None,
         checkpoint_path: str | None = None,
@@ -138,6 +143,16 @@ class Predictor:
             if getattr(self.model, "stride", None) != self.official_params.upsample:
                 raise ValueError(f"protocol 'official' needs a stride-{self.official_params.upsample} model, "
                                  f"{model_name} has stride {getattr(self.model, 'stride', None)}")
+        # the dense heads' engine (streamparse.runtime): torch, or an exported runtime chosen last, when
+        # everything it needs to compare label maps with torch's is set up
+        self.runtime_spec = RuntimeSpec(**runtime)
+        self.engine = TorchEngine(self.model)
+        if self.runtime_spec.runtime != "torch":
+            from streamparse.runtime.select import make_engine
+
+            s = self.runtime_spec
+            self.engine = make_engine(self, runtime=s.runtime, precision=s.precision, cache_dir=s.cache_dir or None,
+                                      calibration=s.calibration, calibration_frames=s.calibration_frames)
 
     # ------------------------------------------------------------------ host -> device
     def _to_device(self, frames: np.ndarray) -> torch.Tensor:
@@ -164,7 +179,7 @@ class Predictor:
         """The network on one preprocessed batch ``x`` of valid size ``size``: dense heads, centres,
         per-person outputs; with test-time augmentation (extra scales re-preprocess ``frames_dev``)."""
         if self.flip_perm is None and len(self.test_scales) == 1:
-            out = self.model(x)
+            out = self.engine(x)
             return self.model.instances(out, pick_centres(out.heatmap, self.params), compute_parsing=False)
         from streamparse.models.tta import forward_tta
 
@@ -174,7 +189,7 @@ class Predictor:
             xi, (sh, sw) = self.preprocess(frames_dev, (round(self.input_size[0] * f), round(self.input_size[1] * f)))
             xs.append(xi)
             ratios.append(((sh / xi.shape[-2]) / (nh / ph), (sw / xi.shape[-1]) / (nw / pw)))
-        return forward_tta(self.model, xs, self.params, ratios=ratios, flip_perm=self.flip_perm, compute_parsing=False)
+        return forward_tta(EngineModel(self.model, self.engine), xs, self.params, ratios=ratios, flip_perm=self.flip_perm, compute_parsing=False)
 
     @torch.inference_mode()
     def _run_official(self, frames_dev: torch.Tensor, semantic: bool = False) -> tuple[list, object]:
@@ -185,7 +200,7 @@ class Predictor:
         b, H, W, _ = frames_dev.shape
         x, (nh, nw) = self.preprocess(frames_dev)
         with self._autocast():
-            out = self.model(x, keep_grid_pad=True)  # dense heads only
+            out = self.engine(x, keep_grid_pad=True)  # dense heads only
         return [parse_official(center_logits=out.center_logits[i, 0].float(), ins_feats=out.ins_feats[i],
                                cate_maps=out.cate_maps[i, 1:], grid=self.model.grid, valid_hw=(nh, nw), out_hw=(H, W),
                                params=self.official_params, semantic=semantic) for i in range(b)], out
@@ -267,6 +282,17 @@ class Predictor:
                      scores=[s.numpy() for s in scores], kernels=[k.numpy() for k in kernels])
         self.stage_s["postprocess"] += time.perf_counter() - t2
         return maps
+
+    def label_maps(self, frames: np.ndarray, engine=None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """frames uint8 (B,H,W,3) -> part (B,H,W) uint8, instance (B,H,W) uint16 and people per frame,
+        with the dense heads on ``engine`` (default: this predictor's); for parity checks."""
+        prev = self.engine
+        self.engine = engine or prev
+        try:
+            m = self._infer(np.asarray(frames))
+        finally:
+            self.engine = prev
+        return m.part, m.instance, [len(s) for s in m.scores]
 
     def _infer(self, frames: np.ndarray) -> _Maps:
         dev = self._to_device(frames)
@@ -352,4 +378,5 @@ class Predictor:
             "test_scales": list(self.test_scales),
             "preprocess": self.preprocess.mode,
             "protocol": self.protocol,
+            "runtime": self.engine.info(),
         }

@@ -1,0 +1,86 @@
+"""OpenVINO: the dense graph converted once (``ov.convert_model``, dynamic batch and size; torchvision's
+deform_conv2d becomes DeformableConvolution) and stored as fp32 IR; compiled at fp32
+(``INFERENCE_PRECISION_HINT=f32``) or bf16 (the CPU's bf16 units: avx512_bf16 / AMX), or quantised to
+int8 with NNCF on calibration frames (the L2-normalisation and the einsum kept in float).
+
+Imported only when OpenVINO is used.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import openvino as ov
+
+from streamparse.runtime.engines import DenseGraph, ExportedEngine, to_numpy_input
+
+# op types kept out of quantisation: F.normalize (ReduceL2, Maximum = clamp_min of the norm, Divide) and
+# the category einsum (Q_cate = K_cate . F_cate). Quantising both inputs of the normalising divide gives NaN.
+INT8_IGNORED_TYPES = ("Divide", "ReduceL2", "Maximum", "Einsum")
+HINT = {"fp32": "f32", "bf16": "bf16"}
+_core: ov.Core | None = None
+
+
+def core() -> ov.Core:
+    global _core
+    if _core is None:
+        _core = ov.Core()
+    return _core
+
+
+def version() -> str:
+    return ov.__version__
+
+
+def has_bf16() -> bool:
+    """True when the CPU plugin runs bf16 natively (avx512_bf16 or AMX)."""
+    return "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def export_ir(model: torch.nn.Module, dest: Path, example_hw: tuple[int, int] = (64, 64)) -> None:
+    """``DenseGraph(model)`` -> ``dest/model.xml`` + ``model.bin`` (fp32 weights, dynamic N, H, W)."""
+    graph = DenseGraph(model).eval()
+    example = torch.zeros(1, 3, *example_hw)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings on the shape checks
+        m = ov.convert_model(graph, example_input=example, input=[ov.PartialShape([-1, 3, -1, -1])])
+    ov.save_model(m, str(dest / "model.xml"), compress_to_fp16=False)
+
+
+def quantize_ir(fp32_dir: Path, dest: Path, calibration: list[np.ndarray]) -> None:
+    """int8 IR in ``dest`` from the fp32 IR in ``fp32_dir``: NNCF post-training quantisation on
+    ``calibration`` (arrays (1,3,H,W) float32, preprocessed as inference preprocesses), with
+    ``INT8_IGNORED_TYPES`` left in float."""
+    import nncf
+
+    m = core().read_model(str(fp32_dir / "model.xml"))
+    q = nncf.quantize(m, nncf.Dataset(calibration), subset_size=len(calibration),
+                      ignored_scope=nncf.IgnoredScope(types=list(INT8_IGNORED_TYPES), validate=False))
+    ov.save_model(q, str(dest / "model.xml"), compress_to_fp16=False)
+
+
+def compile_ir(entry: Path, precision: str, threads: int):
+    """A compiled model of the IR in ``entry``; fp32 and bf16 set the inference precision, int8 leaves
+    the non-quantised layers at the CPU's default (bf16 where the CPU has it)."""
+    cfg = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": int(threads)}
+    if precision in HINT:
+        cfg["INFERENCE_PRECISION_HINT"] = HINT[precision]
+    return core().compile_model(core().read_model(str(entry / "model.xml")), "CPU", cfg)
+
+
+class OpenVINOEngine(ExportedEngine):
+    """The dense heads on an OpenVINO compiled model (one infer request, outputs copied out)."""
+
+    def __init__(self, model: torch.nn.Module, compiled, *, precision: str, cache: str):
+        super().__init__(model, runtime="openvino", precision=precision, cache=cache)
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+        self.outputs = list(compiled.outputs)
+
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        res = self.request.infer({0: to_numpy_input(x)}, share_inputs=True, share_outputs=False)
+        return tuple(torch.from_numpy(np.asarray(res[o])) for o in self.outputs)
