@@ -280,3 +280,44 @@ def test_auto_is_torch_when_pinned_and_the_torch_path_is_unchanged(monkeypatch):
     pred = predictor(TINY, checkpoint="none")
     assert pred.info()["runtime"] == {"runtime": "torch", "precision": "fp32", "note": "", "cache": ""}
     assert pred.engine.model is pred.model
+
+
+# ----------------------------------------------------------------------------- commands
+@pytest.mark.slow  # ~60 s: three evals in subprocesses, two exports
+def test_eval_runs_on_any_runtime(tmp_path, cache):
+    """`streamparse eval CONFIG CHECKPOINT --set model.runtime=...`: fp32 runtimes score exactly as torch."""
+    from streamparse.checkpoint import DEFAULT_WEIGHTS
+    from streamparse.data.synth import generate_dataset
+
+    generate_dataset(tmp_path / "d", "cihp", 3, seed=4321, size=(256, 256), split="val", min_people=2, max_people=4)
+    cfg = str(REPO / "configs" / "pipeline_cpu.yaml")
+    res = {}
+    for rt in ("torch", "openvino", "onnxruntime"):
+        out = tmp_path / f"{rt}.json"
+        r = subprocess.run([sys.executable, "-m", "streamparse", "eval", cfg, str(DEFAULT_WEIGHTS), "--data", str(tmp_path / "d"),
+                            "--json", str(out), "--set", f"model.runtime={rt}", "--set", "model.precision=fp32",
+                            "--set", f"model.runtime_cache={cache}"], capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert f"runtime {rt} fp32" in r.stdout
+        res[rt] = json.loads(out.read_text())
+        assert res[rt]["runtime"]["runtime"] == rt
+    assert res["torch"]["num_pred"] > 0
+    for rt in ("openvino", "onnxruntime"):
+        for k in ("AP_p", "AP_p_50", "AP_p_vol", "PCP", "mIoU", "num_pred"):
+            assert res[rt][k] == res["torch"][k], (rt, k)
+
+
+@pytest.mark.slow  # ~40 s on a loaded 2-core machine
+def test_bench_model_runtimes_smoke(tmp_path):
+    out = tmp_path / "b.json"
+    r = subprocess.run([sys.executable, "-m", "streamparse", "bench", "model", "--runtime", "torch,openvino,onnxruntime",
+                        "--precision", "fp32", "--sizes", "64x96", "--batches", "1", "2", "--reps", "1", "--checkpoint", "none",
+                        "--set", "model.name=uniparser_tiny", "--set", f"model.runtime_cache={tmp_path / 'c'}", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert {(x["runtime"], x["precision"]) for x in res["rows"]} == {("torch", "fp32"), ("openvino", "fp32"), ("onnxruntime", "fp32")}
+    assert {(x["batch"], tuple(x["size"])) for x in res["rows"]} == {(1, (64, 96)), (2, (64, 96))}
+    assert all(x["ms"] > 0 and x["vs_torch"] > 0 for x in res["rows"])
+    assert all(a["part_map"] == 1.0 and a["same_people"] == 1.0 for a in res["agreement"])  # fp32: identical
+    assert "| openvino | fp32 |" in r.stdout and res["cpu"] in r.stdout

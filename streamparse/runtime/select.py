@@ -79,8 +79,10 @@ def make_engine(pred, *, runtime: str, precision: str, cache_dir: str | None, ca
         return _fallback(pred, f"model.runtime={runtime} runs on the CPU only; device {pred.device}: running torch")
     ctx = _Ctx(pred=pred, cache=ExportCache(cache_dir or None), threads=torch.get_num_threads(), calibration=calibration,
                calibration_frames=int(calibration_frames))
+    # what every export depends on; the OpenVINO IR has a dynamic size, the int8 model (calibrated at the
+    # input size), ONNX files (one per padded size) and auto decisions add the size to their keys
     ctx.base = {"format": EXPORT_FORMAT, "weights": _weights_id(pred), "model": pred.model_name,
-                "input_size": [int(v) for v in pred.input_size], "torch": torch.__version__, "streamparse": _version()}
+                "torch": torch.__version__, "streamparse": _version()}
     cands = candidates(runtime, precision)
     if not cands:
         return _fallback(pred, f"no installed runtime runs model.runtime={runtime} model.precision={precision}: running torch fp32")
@@ -146,7 +148,7 @@ def _openvino(ctx: _Ctx, prec: str) -> Engine:
 
     calib, calib_id = _calibration(ctx)
     q_key = {**ir_key, "precision": "int8", "artifact": "ir-int8", "nncf": nncf.__version__, "calibration": calib_id,
-             "ignored_types": list(ove.INT8_IGNORED_TYPES)}
+             "input_size": [int(v) for v in ctx.pred.input_size], "ignored_types": list(ove.INT8_IGNORED_TYPES)}
 
     def quantize(tmp: Path) -> None:
         ove.quantize_ir(ir, tmp, calib)
@@ -249,7 +251,8 @@ def _pad(n: int) -> int:
 def _auto(ctx: _Ctx, runtime: str, precision: str, cands: list[tuple[str, str]]) -> Engine:
     """The fastest candidate that agrees with torch on the parity frames; the decision is cached."""
     versions = {rt: _runtime_version(rt) for rt, _ in cands}
-    key = {**ctx.base, "decision": [runtime, precision], "candidates": [list(c) for c in cands], "versions": versions,
+    key = {**ctx.base, "decision": [runtime, precision], "input_size": [int(v) for v in ctx.pred.input_size],
+           "candidates": [list(c) for c in cands], "versions": versions,
            "cpu": cpu_id(), "threads": ctx.threads, "bound": AUTO_BOUND}
     engines: dict[tuple[str, str], Engine] = {}
 
@@ -295,15 +298,17 @@ def select(ctx: _Ctx, cands: list[tuple[str, str]], engines: dict | None = None)
     return {"runtime": best["runtime"], "precision": best["precision"], "table": table, "frames": [int(v) for v in frames.shape]}
 
 
-def time_engines(engines: dict, x: torch.Tensor, rounds: int) -> dict:
+def time_engines(engines: dict, x: torch.Tensor, rounds: int, pause_s: float = 0.05) -> dict:
     """ms per call of each engine on ``x``: one warm-up each, then ``rounds`` rounds that alternate
-    between the engines; the minimum per engine."""
+    between the engines; the minimum per engine. A pause before each call lets the previous runtime's
+    worker threads (OpenMP, TBB) stop spinning: on a few cores they would slow the next one down."""
     best = {k: float("inf") for k in engines}
     with torch.inference_mode():
         for e in engines.values():
             e(x)
         for _ in range(rounds):
             for k, e in engines.items():
+                time.sleep(pause_s)
                 t0 = time.perf_counter()
                 e(x)
                 best[k] = min(best[k], (time.perf_counter() - t0) * 1000)
