@@ -30,8 +30,15 @@ class Engine:
     def __call__(self, x: torch.Tensor, *, keep_grid_pad: bool = False) -> UniParserOutput:
         raise NotImplementedError
 
+    decision: dict | None = None  # set when ``auto`` chose this engine (``select.select``'s table)
+
     def info(self) -> dict:
-        return {"runtime": self.runtime, "precision": self.precision, "note": self.note, "cache": self.cache}
+        out = {"runtime": self.runtime, "precision": self.precision, "note": self.note, "cache": self.cache}
+        if self.decision:
+            out["auto"] = [{k: r.get(k) for k in ("runtime", "precision", "ms", "passes", "error")}
+                           | ({"part_map": r["agreement"]["part_map"]} if "agreement" in r else {})
+                           for r in self.decision.get("table", [])]
+        return out
 
 
 class TorchEngine(Engine):

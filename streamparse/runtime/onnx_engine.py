@@ -8,6 +8,7 @@ Imported only when ONNX Runtime is used.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import onnxruntime as ort
 from streamparse.runtime.engines import OUTPUT_NAMES, DenseGraph, ExportedEngine, to_numpy_input
 
 OPSET = 19
+log = logging.getLogger("streamparse.runtime")
 
 
 def version() -> str:
@@ -66,15 +68,27 @@ class OnnxEngine(ExportedEngine):
     def __init__(self, model: torch.nn.Module, load, *, cache: str):
         super().__init__(model, runtime="onnxruntime", precision="fp32", cache=cache)
         self._load = load
-        self.sessions: dict[tuple[int, int], ort.InferenceSession] = {}
+        self.sessions: dict[tuple[int, int], ort.InferenceSession | None] = {}  # None: that size runs on torch
+        self._graph = DenseGraph(model)
 
     def prepare(self, hw: tuple[int, int]) -> None:
+        """The session of padded size ``hw`` (exported through the cache on first use); raises if it fails."""
         hw = (int(hw[0]), int(hw[1]))
         if hw not in self.sessions:
             self.sessions[hw] = self._load(hw)
 
     def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        hw = tuple(int(v) for v in x.shape[-2:])
-        self.prepare(hw)
-        outs = self.sessions[hw].run(list(OUTPUT_NAMES), {"images": to_numpy_input(x)})
+        hw = (int(x.shape[-2]), int(x.shape[-1]))
+        if hw not in self.sessions:
+            try:
+                self.prepare(hw)
+            except Exception as exc:  # noqa: BLE001 - a size the export fails at runs on torch, said once
+                text = (str(exc).strip().splitlines() or [""])[0][:200]
+                self.note = f"onnxruntime cannot run size {hw[0]}x{hw[1]} ({type(exc).__name__}: {text}): torch runs it"
+                log.warning(self.note)
+                self.sessions[hw] = None
+        sess = self.sessions[hw]
+        if sess is None:
+            return self._graph(x)
+        outs = sess.run(list(OUTPUT_NAMES), {"images": to_numpy_input(x)})
         return tuple(torch.from_numpy(np.asarray(o)) for o in outs)

@@ -142,7 +142,7 @@ def _openvino(ctx: _Ctx, prec: str) -> Engine:
             engine = ove.OpenVINOEngine(model, ove.compile_ir(ir, prec, ctx.threads), precision=prec,
                                         cache="built" if built else "hit")
             if prec == "bf16" and not ove.has_bf16():
-                engine.note = "this CPU has no native bf16 (avx512_bf16 or AMX): OpenVINO emulates it"
+                engine.note = "this CPU has no native bf16 (avx512_bf16 or AMX): OpenVINO emulates it or runs f32, slower than fp32 may be"
             return engine
     import nncf
 
