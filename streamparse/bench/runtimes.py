@@ -18,7 +18,7 @@ DEFAULT_BATCHES = (1, 4)
 
 def _predictor(overrides: list[str], checkpoint: str | None, size: tuple[int, int]):
     from streamparse.config import load_config
-    from streamparse.plan import build_predictor
+    from streamparse.engine.factory import build_predictor
 
     cfg = load_config(overrides=overrides + [f"model.input_size=[{min(size)},{max(size)}]"])
     return build_predictor(cfg, checkpoint=checkpoint, device="cpu")

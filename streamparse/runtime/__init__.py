@@ -94,4 +94,20 @@ class RuntimeSpec:
             raise ValueError(why)
 
 
-TORCH = RuntimeSpec(runtime="torch", precision="fp32", cache_dir="", calibration="", calibration_frames=0)
+def describe() -> dict:
+    """What can run here, for ``doctor``: each runtime's package versions (None: not installed) and
+    whether the CPU has native bf16 (avx512_bf16 / AMX, as OpenVINO reports it). Imports the runtimes."""
+    out: dict = {"torch": True}
+    for rt, (mods, extra) in _NEEDS.items():
+        vers = {}
+        for m in mods + (_NEEDS_INT8 if rt == "openvino" else ()):
+            try:
+                vers[m] = getattr(importlib.import_module(m), "__version__", "?")
+            except ImportError:
+                vers[m] = None
+        out[rt] = {"versions": vers, "extra": extra}
+    if out["openvino"]["versions"].get("openvino"):
+        from streamparse.runtime.openvino_engine import has_bf16
+
+        out["cpu_bf16"] = has_bf16()
+    return out

@@ -35,12 +35,11 @@ FORMAT = "streamparse-export-cache/1"
 
 
 def default_cache_dir() -> Path:
-    """``$STREAMPARSE_CACHE_DIR``, else ``$XDG_CACHE_HOME/streamparse``, else ``~/.cache/streamparse``."""
-    env = os.environ.get("STREAMPARSE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "streamparse"
+    """The project's one cache rule (``streamparse.cache``): ``$STREAMPARSE_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/streamparse``, else ``~/.cache/streamparse``."""
+    from streamparse.cache import cache_dir
+
+    return cache_dir()
 
 
 def key_id(key: dict) -> str:
