@@ -153,6 +153,7 @@ class Predictor:
             s = self.runtime_spec
             self.engine = make_engine(self, runtime=s.runtime, precision=s.precision, cache_dir=s.cache_dir or None,
                                       calibration=s.calibration, calibration_frames=s.calibration_frames)
+            self.stage_s.clear()  # the parity runs of the choice are not the run's time
 
     # ------------------------------------------------------------------ host -> device
     def _to_device(self, frames: np.ndarray) -> torch.Tensor:
