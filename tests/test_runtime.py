@@ -349,3 +349,28 @@ def test_bench_model_runtimes_smoke(tmp_path):
     assert all(x["ms"] > 0 and x["vs_torch"] > 0 for x in res["rows"])
     assert all(a["part_map"] == 1.0 and a["same_people"] == 1.0 for a in res["agreement"])  # fp32: identical
     assert "| openvino | fp32 |" in r.stdout and res["cpu"] in r.stdout
+
+
+def test_calibration_frames_from_a_video_a_folder_or_synthetic(tmp_path, videos):
+    import cv2
+
+    from streamparse.runtime.select import EngineRefused, load_calibration_frames
+    from streamparse.sources import FileSource
+
+    with FileSource(videos[1]) as src:
+        decoded = np.concatenate([b.frames for b in src.batches(16)])  # 12 frames
+    got = load_calibration_frames(videos[1], 4, (64, 96))
+    assert len(got) == 4
+    for k, f in enumerate(got):  # evenly spaced: every 3rd frame
+        np.testing.assert_array_equal(f, decoded[3 * k])
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"im{2 - i}.png"), cv2.cvtColor(decoded[i], cv2.COLOR_RGB2BGR))
+    (tmp_path / "notes.txt").write_text("not an image")
+    imgs = load_calibration_frames(str(tmp_path), 2, (64, 96))
+    assert len(imgs) == 2
+    np.testing.assert_array_equal(imgs[0], decoded[2])  # sorted by name: im0.png first
+    synth = load_calibration_frames("", 3, (64, 96))
+    assert [f.shape for f in synth] == [(64, 96, 3)] * 3 and not np.array_equal(synth[0], synth[1])
+    np.testing.assert_array_equal(synth[0], load_calibration_frames("", 1, (64, 96))[0])  # deterministic
+    with pytest.raises(EngineRefused, match="neither a video file nor a folder"):
+        load_calibration_frames(str(tmp_path / "absent.mp4"), 2, (64, 96))
