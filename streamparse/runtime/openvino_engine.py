@@ -8,6 +8,9 @@ Imported only when OpenVINO is used.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -41,11 +44,30 @@ def has_bf16() -> bool:
     return "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+@contextlib.contextmanager
+def _no_cuda_probe_line():
+    """Without the warning torch logs when NNCF (imported by OpenVINO's PyTorch frontend too) probes for
+    CUDA extensions on a machine without CUDA: the terminal stays streamparse's."""
+    lg = logging.getLogger("torch.utils.cpp_extension")
+    level = lg.level
+    lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        lg.setLevel(level)
+
+
+def import_nncf():
+    with _no_cuda_probe_line():
+        import nncf
+    return nncf
+
+
 def export_ir(model: torch.nn.Module, dest: Path, example_hw: tuple[int, int] = (64, 64)) -> None:
     """``DenseGraph(model)`` -> ``dest/model.xml`` + ``model.bin`` (fp32 weights, dynamic N, H, W)."""
     graph = DenseGraph(model).eval()
     example = torch.zeros(1, 3, *example_hw)
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _no_cuda_probe_line():
         warnings.simplefilter("ignore")  # tracer warnings on the shape checks
         m = ov.convert_model(graph, example_input=example, input=[ov.PartialShape([-1, 3, -1, -1])])
     ov.save_model(m, str(dest / "model.xml"), compress_to_fp16=False)
@@ -55,11 +77,17 @@ def quantize_ir(fp32_dir: Path, dest: Path, calibration: list[np.ndarray]) -> No
     """int8 IR in ``dest`` from the fp32 IR in ``fp32_dir``: NNCF post-training quantisation on
     ``calibration`` (arrays (1,3,H,W) float32, preprocessed as inference preprocesses), with
     ``INT8_IGNORED_TYPES`` left in float."""
-    import nncf
-
+    nncf = import_nncf()
     m = core().read_model(str(fp32_dir / "model.xml"))
-    q = nncf.quantize(m, nncf.Dataset(calibration), subset_size=len(calibration),
-                      ignored_scope=nncf.IgnoredScope(types=list(INT8_IGNORED_TYPES), validate=False))
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.ERROR)  # the terminal stays streamparse's: no NNCF info lines ...
+    try:  # ... and no progress bars (rich, on stdout)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            q = nncf.quantize(m, nncf.Dataset(calibration), subset_size=len(calibration),
+                              ignored_scope=nncf.IgnoredScope(types=list(INT8_IGNORED_TYPES), validate=False))
+    finally:
+        nncf_log.setLevel(level)
     ov.save_model(q, str(dest / "model.xml"), compress_to_fp16=False)
 
 

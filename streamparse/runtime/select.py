@@ -144,8 +144,7 @@ def _openvino(ctx: _Ctx, prec: str) -> Engine:
             if prec == "bf16" and not ove.has_bf16():
                 engine.note = "this CPU has no native bf16 (avx512_bf16 or AMX): OpenVINO emulates it or runs f32, slower than fp32 may be"
             return engine
-    import nncf
-
+    nncf = ove.import_nncf()
     calib, calib_id = _calibration(ctx)
     q_key = {**ir_key, "precision": "int8", "artifact": "ir-int8", "nncf": nncf.__version__, "calibration": calib_id,
              "input_size": [int(v) for v in ctx.pred.input_size], "ignored_types": list(ove.INT8_IGNORED_TYPES)}
