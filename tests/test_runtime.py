@@ -271,15 +271,19 @@ def test_two_processes_exporting_at_once(tmp_path):
 
 
 # ----------------------------------------------------------------------------- fallback and auto
-def test_a_failing_export_falls_back_to_torch_with_one_warning(tmp_path, caplog):
+@pytest.mark.parametrize("ask,says", [(["model.runtime=openvino", "model.precision=fp32"], "openvino fp32 cannot run uniparser_tiny"),
+                                      (["model.runtime=auto"], "model.runtime=auto model.precision=auto cannot run uniparser_tiny")])
+def test_a_failing_export_falls_back_to_torch_with_one_warning(tmp_path, caplog, monkeypatch, ask, says):
+    """The export cannot be written (the cache folder is a file): torch, one warning line."""
+    monkeypatch.delenv("STREAMPARSE_AUTO_RUNTIME", raising=False)
     not_a_dir = tmp_path / "cache-file"
     not_a_dir.write_text("a file where the cache folder would go")
     frames = np.random.default_rng(0).integers(0, 255, (2, 64, 96, 3), dtype=np.uint8)
     with caplog.at_level(logging.WARNING):
-        pred = predictor(TINY + ["model.runtime=openvino", "model.precision=fp32"], checkpoint="none", cache=not_a_dir)
+        pred = predictor(TINY + ask, checkpoint="none", cache=not_a_dir)
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "\n" not in warnings[0].getMessage(), [r.getMessage() for r in warnings]
-    assert "openvino fp32 cannot run uniparser_tiny" in warnings[0].getMessage() and "running torch" in warnings[0].getMessage()
+    assert says in warnings[0].getMessage() and "running torch" in warnings[0].getMessage()
     assert pred.engine.runtime == "torch" and pred.info()["runtime"]["note"] == warnings[0].getMessage()
     ref = predictor(TINY + ["model.runtime=torch"], checkpoint="none").label_maps(frames)
     np.testing.assert_array_equal(pred.label_maps(frames)[0], ref[0])

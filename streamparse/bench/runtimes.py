@@ -10,6 +10,7 @@ frame), through the whole predictor (post-processing in torch).
 
 from __future__ import annotations
 
+import os
 import time
 
 DEFAULT_SIZES = ((512, 512), (256, 448))
@@ -61,7 +62,8 @@ def run_runtime_bench(runtimes: list[str], precisions: list[str] | None = None, 
     sizes = [tuple(int(v) for v in s) for s in sizes]
     pairs = combos(runtimes, precisions)
     name, flags = cpu_flags()
-    res = {"cpu": name, "cpu_flags": flags, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    res = {"cpu": name, "cpu_flags": flags, "cpus": os.cpu_count(), "loadavg_start": list(os.getloadavg()),
+           "threads": torch.get_num_threads(), "torch": torch.__version__,
            "versions": _versions(), "checkpoint": checkpoint, "rounds": rounds, "rows": [], "agreement": [], "engines": []}
     engines, build_s = {}, {}
     for rt, prec in pairs:  # the engines, at the run default size (OpenVINO's graph takes any size)
@@ -95,6 +97,7 @@ def run_runtime_bench(runtimes: list[str], precisions: list[str] | None = None, 
             part, _, counts = ref.label_maps(frames[:parity], e)
             res["agreement"].append({"runtime": rt, "precision": prec, "size": list(size),
                                      **agreement(part_ref, part, counts_ref, counts).to_dict()})
+    res["loadavg_end"] = list(os.getloadavg())  # a shared machine: other processes' load during the run
     return res
 
 
@@ -121,7 +124,8 @@ def format_runtime_table(res: dict) -> str:
         if tuple(a["size"]) not in agree_sizes:
             agree_sizes.append(tuple(a["size"]))
     ahead = " | ".join(f"part map / foreground / same people @{h}x{w}" for h, w in agree_sizes)
-    lines = [f"CPU: {res['cpu']} ({res['threads']} threads); flags: {' '.join(res['cpu_flags'])}",
+    load = f"; load average {res['loadavg_start'][0]:.1f} -> {res['loadavg_end'][0]:.1f} on {res['cpus']} cores" if "loadavg_end" in res else ""
+    lines = [f"CPU: {res['cpu']} ({res['threads']} threads{load}); flags: {' '.join(res['cpu_flags'])}",
              f"torch {res['torch']}; " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()),
              f"| runtime | precision | {head} | {ahead} |",
              "|---|---|" + "---|" * (len(sizes) + len(agree_sizes))]

@@ -77,22 +77,22 @@ def make_engine(pred, *, runtime: str, precision: str, cache_dir: str | None, ca
         if runtime == "auto":
             return TorchEngine(pred.model)
         return _fallback(pred, f"model.runtime={runtime} runs on the CPU only; device {pred.device}: running torch")
+    cands = candidates(runtime, precision)
+    if not cands:
+        return _fallback(pred, f"no installed runtime runs model.runtime={runtime} model.precision={precision}: running torch fp32")
+    if cands == [("torch", "fp32")]:
+        return TorchEngine(pred.model)
     ctx = _Ctx(pred=pred, cache=ExportCache(cache_dir or None), threads=torch.get_num_threads(), calibration=calibration,
                calibration_frames=int(calibration_frames))
     # what every export depends on; the OpenVINO IR has a dynamic size, the int8 model (calibrated at the
     # input size), ONNX files (one per padded size) and auto decisions add the size to their keys
     ctx.base = {"format": EXPORT_FORMAT, "weights": _weights_id(pred), "model": pred.model_name,
                 "torch": torch.__version__, "streamparse": _version()}
-    cands = candidates(runtime, precision)
-    if not cands:
-        return _fallback(pred, f"no installed runtime runs model.runtime={runtime} model.precision={precision}: running torch fp32")
-    if len(cands) == 1:
-        rt, prec = cands[0]
-        try:
-            return build_engine(ctx, rt, prec)
-        except Exception as exc:  # noqa: BLE001 - any export/compile failure: torch, one line
-            return _fallback(pred, f"{rt} {prec} cannot run {pred.model_name} ({_one_line(exc)}): running torch")
-    return _auto(ctx, runtime, precision, cands)
+    what = f"{cands[0][0]} {cands[0][1]}" if len(cands) == 1 else f"model.runtime={runtime} model.precision={precision}"
+    try:
+        return build_engine(ctx, *cands[0]) if len(cands) == 1 else _auto(ctx, runtime, precision, cands)
+    except Exception as exc:  # noqa: BLE001 - any export/compile/cache failure: torch, one line
+        return _fallback(pred, f"{what} cannot run {pred.model_name} ({_one_line(exc)}): running torch")
 
 
 def candidates(runtime: str, precision: str) -> list[tuple[str, str]]:
@@ -262,12 +262,7 @@ def _auto(ctx: _Ctx, runtime: str, precision: str, cands: list[tuple[str, str]])
         d, built = ctx.cache.get(key, decide, f"decision-{ctx.pred.model_name}")
         decision = read_json_entry(d, "decision.json")
     choice = (decision["runtime"], decision["precision"])
-    engine = engines.get(choice)
-    if engine is None:
-        try:
-            engine = build_engine(ctx, *choice)
-        except Exception as exc:  # noqa: BLE001
-            return _fallback(ctx.pred, f"{choice[0]} {choice[1]} cannot run {ctx.pred.model_name} ({_one_line(exc)}): running torch")
+    engine = engines.get(choice) or build_engine(ctx, *choice)
     engine.decision = decision
     return engine
 
