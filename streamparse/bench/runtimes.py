@@ -82,9 +82,9 @@ def run_runtime_bench(runtimes: list[str], precisions: list[str] | None = None, 
             x_all, _ = ref.preprocess(torch.from_numpy(frames))
         for b in batches:
             x = x_all[:b].contiguous(memory_format=torch.channels_last)
-            for e in engines.values():  # ONNX Runtime: the session of this size exists before timing
+            for e in engines.values():  # sessions / compiled models of this shape exist before timing
                 if hasattr(e, "prepare"):
-                    e.prepare(tuple(x.shape[-2:]))
+                    e.prepare(tuple(x.shape))
             ms = time_engines(engines, x, rounds)
             for (rt, prec), v in ms.items():
                 res["rows"].append({"runtime": rt, "precision": prec, "batch": b, "size": list(size), "ms": round(v, 2),

@@ -71,9 +71,10 @@ class OnnxEngine(ExportedEngine):
         self.sessions: dict[tuple[int, int], ort.InferenceSession | None] = {}  # None: that size runs on torch
         self._graph = DenseGraph(model)
 
-    def prepare(self, hw: tuple[int, int]) -> None:
-        """The session of padded size ``hw`` (exported through the cache on first use); raises if it fails."""
-        hw = (int(hw[0]), int(hw[1]))
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        """The session of input shape ``shape`` (B,3,H,W; one per H, W), exported through the cache on
+        first use; raises if that fails."""
+        hw = (int(shape[-2]), int(shape[-1]))
         if hw not in self.sessions:
             self.sessions[hw] = self._load(hw)
 
@@ -81,7 +82,7 @@ class OnnxEngine(ExportedEngine):
         hw = (int(x.shape[-2]), int(x.shape[-1]))
         if hw not in self.sessions:
             try:
-                self.prepare(hw)
+                self.prepare(tuple(x.shape))
             except Exception as exc:  # noqa: BLE001 - a size the export fails at runs on torch, said once
                 text = (str(exc).strip().splitlines() or [""])[0][:200]
                 self.note = f"onnxruntime cannot run size {hw[0]}x{hw[1]} ({type(exc).__name__}: {text}): torch runs it"

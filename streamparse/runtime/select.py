@@ -139,8 +139,9 @@ def _openvino(ctx: _Ctx, prec: str) -> Engine:
     with ctx.cache.lock(ir_key):
         ir, built = ctx.cache.get(ir_key, lambda tmp: ove.export_ir(model, tmp), f"openvino-fp32-{name}")
         if prec != "int8":
-            engine = ove.OpenVINOEngine(model, ove.compile_ir(ir, prec, ctx.threads), precision=prec,
+            engine = ove.OpenVINOEngine(model, ove.read_ir(ir), ove.compile_config(prec, ctx.threads), precision=prec,
                                         cache="built" if built else "hit")
+            engine.prepare(_nominal_shape(ctx))  # compiles now: a failure falls back before anything runs
             if prec == "bf16" and not ove.has_bf16():
                 engine.note = "this CPU has no native bf16 (avx512_bf16 or AMX): OpenVINO emulates it or runs f32, slower than fp32 may be"
             return engine
@@ -151,15 +152,16 @@ def _openvino(ctx: _Ctx, prec: str) -> Engine:
 
     def quantize(tmp: Path) -> None:
         ove.quantize_ir(ir, tmp, calib)
-        eng = ove.OpenVINOEngine(model, ove.compile_ir(tmp, "int8", ctx.threads), precision="int8", cache="built")
+        eng = ove.OpenVINOEngine(model, ove.read_ir(tmp), ove.compile_config("int8", ctx.threads), precision="int8", cache="built")
         check = _int8_check(ctx, eng)
         write_json_file(tmp / "check.json", check)
 
     with ctx.cache.lock(ir_key), ctx.cache.lock(q_key):  # the fp32 IR is read while quantising
         qdir, built = ctx.cache.get(q_key, quantize, f"openvino-int8-{name}")
         check = read_json_entry(qdir, "check.json")
-        engine = ove.OpenVINOEngine(model, ove.compile_ir(qdir, "int8", ctx.threads), precision="int8",
+        engine = ove.OpenVINOEngine(model, ove.read_ir(qdir), ove.compile_config("int8", ctx.threads), precision="int8",
                                     cache="built" if built else "hit")
+    engine.prepare(_nominal_shape(ctx))
     engine.check = check
     return engine
 
@@ -236,14 +238,15 @@ def _onnx(ctx: _Ctx) -> Engine:
             return oxe.session(d, ctx.threads)
 
     engine = oxe.OnnxEngine(model, load, cache="")
-    h, w = ctx.pred.preprocess.size_of(*nominal_frame_size(ctx.pred.input_size))
-    engine.prepare((_pad(h), _pad(w)))  # the nominal size now: a failure falls back before anything runs
+    engine.prepare(_nominal_shape(ctx))  # the nominal size now: a failure falls back before anything runs
     engine.cache = status.get("cache", "")
     return engine
 
 
-def _pad(n: int) -> int:
-    return -(-n // 32) * 32
+def _nominal_shape(ctx: _Ctx) -> tuple[int, int, int, int]:
+    """(1, 3, H, W): the padded network input of a frame of the nominal size."""
+    h, w = ctx.pred.preprocess.size_of(*nominal_frame_size(ctx.pred.input_size))
+    return 1, 3, -(-h // 32) * 32, -(-w // 32) * 32
 
 
 # ----------------------------------------------------------------------------- auto
