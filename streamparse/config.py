@@ -44,6 +44,14 @@ class ModelConfig:
     # default: NMS-free exclusive label maps (models/postprocess.py); official: the authors' overlapping
     # per-person maps (models/postprocess_official.py; label maps: highest centre score wins)
     protocol: str = "default"
+    # what the dense heads run on (streamparse.runtime, docs/runtimes.md): auto = on CPU the fastest installed
+    # runtime whose label maps agree with torch on the parity frames (on CUDA: torch) | torch | openvino | onnxruntime
+    runtime: str = "auto"
+    # auto = the fastest float precision that agrees (bf16 where the CPU has it; never int8) | fp32 | bf16 | int8
+    precision: str = "auto"
+    runtime_cache: str = ""  # export cache folder ("" = $STREAMPARSE_CACHE_DIR, else $XDG_CACHE_HOME/streamparse or ~/.cache/streamparse)
+    calibration: str = ""  # int8 calibration frames: a video file or a folder of images ("" = synthetic frames)
+    calibration_frames: int = 32
 
     def __post_init__(self) -> None:
         sec = "model"
@@ -56,6 +64,14 @@ class ModelConfig:
             _range(sec, k, getattr(self, k), 0.0, 1.0)
         _one_of(sec, "preprocess", self.preprocess, ("default", "official"))
         _one_of(sec, "protocol", self.protocol, ("default", "official"))
+        from streamparse.runtime import PRECISIONS, RUNTIMES, check_combination
+
+        _one_of(sec, "runtime", self.runtime, RUNTIMES)
+        _one_of(sec, "precision", self.precision, PRECISIONS)
+        why = check_combination(self.runtime, self.precision)
+        if why:
+            raise ConfigError(why)
+        _range(sec, "calibration_frames", self.calibration_frames, 1, 10000)
         _range(sec, "max_instances", self.max_instances, 1)
         _range(sec, "max_candidates", self.max_candidates, 0, 255)
         if self.center_pool < 1 or self.center_pool % 2 == 0:

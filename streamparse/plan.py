@@ -24,6 +24,8 @@ from streamparse.categories import class_names_for, label_space_for
 from streamparse.config import Config, LiveConfig, ModelConfig, TrackConfig, to_dict
 from streamparse.sources.uri import redact_uri
 
+# a model being trained is validated on torch (its weights change between validations)
+TORCH_RUNTIME = {"runtime": "torch", "precision": "fp32", "cache_dir": "", "calibration": "", "calibration_frames": 0}
 LIVE_KEYS = ("transport", "open_timeout_s", "read_timeout_s", "reconnect_initial_s", "reconnect_factor", "reconnect_cap_s",
              "reconnect_max_attempts", "queue_size", "drop_policy", "stall_timeout_s")
 
@@ -152,6 +154,7 @@ def make_plan(cfg: Config, checkpoint: str | None = None, *, device: str | None 
     """The plan of a run (see the module docstring). ``checkpoint``: a path, 'default' (the shipped
     weights), 'none' (random init) or None (the shipped weights if they fit, else random init).
     ``device``: instead of ``pipeline.device``; ``gpus``: GPUs where inference runs (default: this machine's)."""
+    check_runtime(cfg.model)
     meta, weights = _model(cfg, checkpoint, load_weights)
     device = decide_device(device or cfg.pipeline.device, local_gpus() if gpus is None else gpus)
     return _plan(cfg, meta, weights, device)
@@ -164,7 +167,8 @@ def _plan(cfg: Config, meta: dict, weights: dict | None, device: str) -> Plan:
             "class_names": list(meta.get("class_names") or []), "palette": meta.get("palette"), "flip_perm": meta.get("flip_perm"),
             "input_size": list(mc.input_size), "device": device, "postprocess": postprocess_kwargs(mc),
             "test_scales": list(mc.test_scales), "amp": pc.amp, "cuda_streams": pc.cuda_streams, "preprocess": mc.preprocess,
-            "protocol": mc.protocol, "checkpoint_sha256": meta.get("checkpoint_sha256"), "checkpoint_path": meta.get("checkpoint")}
+            "protocol": mc.protocol, "checkpoint_sha256": meta.get("checkpoint_sha256"), "checkpoint_path": meta.get("checkpoint"),
+            "runtime": runtime_kwargs(mc)}
     return Plan(config=to_dict(cfg), model=meta, predictor=pred, device=device, threads=threads, workers=pc.workers,
                 batch_size=pc.batch_size, batch_timeout_s=pc.batch_timeout_s, max_in_flight=pc.max_in_flight,
                 live_max_in_flight=cfg.live.max_in_flight, max_frames=pc.max_frames, live=live_kwargs(cfg.live),
@@ -219,6 +223,20 @@ def postprocess_kwargs(mc: ModelConfig) -> dict:
     return {"center_thresh": mc.center_thresh, "center_pool": mc.center_pool, "max_instances": mc.max_instances,
             "mask_thresh": mc.mask_thresh, "merge_cos": mc.merge_cos, "cate_score_thresh": mc.cate_score_thresh,
             "candidate_thresh": mc.candidate_thresh, "max_candidates": mc.max_candidates}
+
+
+def runtime_kwargs(mc: ModelConfig) -> dict:
+    """``streamparse.runtime.RuntimeSpec`` values (the predictor's ``runtime``) from the model section."""
+    return {"runtime": mc.runtime, "precision": mc.precision, "cache_dir": mc.runtime_cache, "calibration": mc.calibration,
+            "calibration_frames": mc.calibration_frames}
+
+
+def check_runtime(mc: ModelConfig) -> None:
+    """A runtime asked for by name must be installed: ``RuntimeUnavailable`` (a ValueError, one line naming
+    the extra to install) before anything starts."""
+    from streamparse.runtime import check_installed
+
+    check_installed(mc.runtime, mc.precision)
 
 
 def live_kwargs(live: LiveConfig) -> dict:
@@ -295,7 +313,8 @@ def validation_kwargs(cfg: Config, class_names: list[str]) -> dict:
     space = label_space_for(mc.label_space, mc.num_classes)
     return {"model_name": mc.name, "class_names": class_names,
             "palette": space.palette_array() if space and space.num_classes == len(class_names) else None,
-            "postprocess": postprocess_kwargs(mc), "preprocess": mc.preprocess, "protocol": mc.protocol}
+            "postprocess": postprocess_kwargs(mc), "preprocess": mc.preprocess, "protocol": mc.protocol,
+            "runtime": dict(TORCH_RUNTIME)}
 
 
 def _plan_of(cfg: Config, meta: dict) -> Plan:

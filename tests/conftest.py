@@ -20,6 +20,22 @@ if os.environ["RAY_AUTH_MODE"] == "token":
 
     ensure_token()
 
+# The suite checks today's torch path (golden bytes, pipeline behaviour): ``model.runtime=auto`` stays on
+# torch here unless a test says otherwise (tests/test_runtime.py), and nothing is exported to ~/.cache.
+os.environ.setdefault("STREAMPARSE_AUTO_RUNTIME", "torch")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _export_cache(tmp_path_factory):
+    """A session-wide export cache (streamparse.runtime.cache) in pytest's temporary folder."""
+    old = os.environ.get("STREAMPARSE_CACHE_DIR")
+    os.environ["STREAMPARSE_CACHE_DIR"] = str(tmp_path_factory.mktemp("export-cache"))
+    yield
+    if old is None:
+        os.environ.pop("STREAMPARSE_CACHE_DIR", None)
+    else:
+        os.environ["STREAMPARSE_CACHE_DIR"] = old
+
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:

@@ -10,12 +10,19 @@ HELP = ("benchmarks: model (UniParser vs Mask R-CNN), pipeline (end-to-end vs mo
 
 def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="suite", metavar="SUITE", required=True)
-    m = sub.add_parser("model", help="ms/image of each UniParser variant, split by stage, vs Mask R-CNN")
+    m = sub.add_parser("model", help="ms/image of each UniParser variant, split by stage, vs Mask R-CNN; with --runtime: "
+                                     "the dense heads on torch / OpenVINO / ONNX Runtime and their label-map agreement")
     m.add_argument("--variants", nargs="+", default=None, help="registered model names")
-    m.add_argument("--sizes", nargs="+", default=["512x512", "800x1344"], help="HxW input sizes")
-    m.add_argument("--reps", type=int, default=5)
+    m.add_argument("--sizes", nargs="+", default=None,
+                   help="HxW input sizes (default 512x512 800x1344; with --runtime 512x512 256x448)")
+    m.add_argument("--reps", type=int, default=5, help="repetitions (with --runtime: alternated rounds)")
     m.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     m.add_argument("--num-classes", type=int, default=20)
+    m.add_argument("--runtime", metavar="LIST", help="compare runtimes, e.g. torch,openvino,onnxruntime (the shipped weights)")
+    m.add_argument("--precision", metavar="LIST", help="with --runtime: only these precisions, e.g. fp32,bf16,int8 (default: all)")
+    m.add_argument("--batches", nargs="+", type=int, default=[1, 4], help="with --runtime: batch sizes (default 1 4)")
+    m.add_argument("--checkpoint", default="default", help="with --runtime: weights ('default' = shipped, 'none' = random init)")
+    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="with --runtime: config overrides")
     m.add_argument("--json", metavar="FILE")
     from streamparse.bench.live import add_live_arguments
 
@@ -128,11 +135,22 @@ def run(args) -> int:
         except OutputError as exc:
             raise CLIError(str(exc)) from None
 
-    if args.suite == "model":
+    if args.suite == "model" and args.runtime:
+        from streamparse.bench.runtimes import DEFAULT_SIZES, format_runtime_table, parse_list, run_runtime_bench
+        from streamparse.config import ConfigError
+
+        try:
+            res = run_runtime_bench(parse_list(args.runtime), parse_list(args.precision),
+                                    sizes=_sizes(args.sizes) if args.sizes else DEFAULT_SIZES, batches=args.batches,
+                                    rounds=args.reps, checkpoint=args.checkpoint, overrides=list(args.set), threads=args.threads)
+        except (ConfigError, ValueError, OSError) as exc:
+            raise CLIError(str(exc).splitlines()[0]) from None
+        print(format_runtime_table(res))
+    elif args.suite == "model":
         from streamparse.bench.model import DEFAULT_VARIANTS, format_table, run_model_bench
 
-        res = run_model_bench(variants=args.variants or DEFAULT_VARIANTS, sizes=_sizes(args.sizes), reps=args.reps,
-                              threads=args.threads, num_classes=args.num_classes)
+        res = run_model_bench(variants=args.variants or DEFAULT_VARIANTS, sizes=_sizes(args.sizes or ["512x512", "800x1344"]),
+                              reps=args.reps, threads=args.threads, num_classes=args.num_classes)
         print(format_table(res))
     elif args.suite == "pipeline":
         try:

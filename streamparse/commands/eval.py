@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the metrics as JSON")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="model mode with CONFIG CHECKPOINT: config override, e.g. model.mask_thresh=0.4 (repeatable)")
+                   help="model mode with CONFIG CHECKPOINT: config override, e.g. model.mask_thresh=0.4 or "
+                        "model.runtime=openvino (repeatable)")
 
 
 def _open_dataset(args):
@@ -71,8 +72,9 @@ def _format_table(res: dict) -> str:
     def pct(x):
         return "   n/a" if x is None else f"{100 * x:6.2f}"
 
+    rt = res.get("runtime")
     lines = [f"protocol {res['protocol']}: {res['num_images']} images, {res['num_gt']} GT people, "
-             f"{res['num_pred']} predictions"]
+             f"{res['num_pred']} predictions" + (f"; runtime {rt['runtime']} {rt['precision']}" if rt else "")]
     lines.append("  t      " + " ".join(f"{t:6.2f}" for t in res["thresholds"]))
     lines.append("  AP^p   " + " ".join(pct(a) for a in res["AP_p"]))
     lines.append("  PCP    " + " ".join(pct(a) for a in res["PCP"]))
@@ -149,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
         if args.save_preds is not None and Path(args.save_preds).is_dir():
             finish_dir(args.save_preds, "predictions")
     res = ev.compute()
+    if predictor is not None:
+        res["runtime"] = predictor.info()["runtime"]
     res.update({"data": str(args.data), "format": args.format, "split": args.split,
                 "pred_dir": None if args.pred_dir is None else str(args.pred_dir),
                 "model": list(args.model) or None, "seconds": round(time.perf_counter() - t0, 3)})

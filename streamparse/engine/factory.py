@@ -12,9 +12,11 @@ from streamparse.plan import config_from_checkpoint, make_plan, validation_kwarg
 
 def make_predictor(*, model_name: str, model_kwargs: dict, weights: dict | None, class_names: list[str], palette,
                    flip_perm, input_size, device, postprocess: dict, test_scales, amp: str, cuda_streams: bool,
-                   preprocess: str, protocol: str, checkpoint_sha256: str | None, checkpoint_path: str | None):
+                   preprocess: str, protocol: str, checkpoint_sha256: str | None, checkpoint_path: str | None,
+                   runtime: dict):
     """A ``Predictor`` from plain values (in an inference actor, or in-process). ``weights``: numpy state
-    dict (strictly loaded), or None for a deterministic random init (every worker builds the same)."""
+    dict (strictly loaded), or None for a deterministic random init (every worker builds the same).
+    ``runtime``: ``streamparse.runtime.RuntimeSpec`` values (``plan.runtime_kwargs``)."""
     import torch
 
     from streamparse.checkpoint import CheckpointError
@@ -44,7 +46,7 @@ def make_predictor(*, model_name: str, model_kwargs: dict, weights: dict | None,
                      input_size=tuple(input_size), device=device, postprocess=PostprocessParams(**postprocess),
                      flip_perm=np.asarray(flip_perm) if flip_perm is not None else None, test_scales=tuple(test_scales),
                      amp=amp, cuda_streams=cuda_streams, preprocess=preprocess, protocol=protocol, official_params=official,
-                     checkpoint_sha256=checkpoint_sha256, checkpoint_path=checkpoint_path)
+                     checkpoint_sha256=checkpoint_sha256, checkpoint_path=checkpoint_path, runtime=runtime)
 
 
 def predictor_from_plan(plan, weights: dict | None = None):

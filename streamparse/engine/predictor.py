@@ -30,6 +30,8 @@ from streamparse.models.postprocess import PostprocessParams, parse_image, pick_
 from streamparse.engine.preprocess import Preprocessor, frames_to_tensor
 from streamparse import candidates
 from streamparse.labelstats import instance_stats
+from streamparse.runtime import RuntimeSpec
+from streamparse.runtime.engines import EngineModel, TorchEngine
 from streamparse.structures import FrameBatch, FrameParsing, ParsingBatch
 
 
@@ -73,6 +75,8 @@ class Predictor:
         protocol: 'default' (``models.postprocess``) or 'official' (the authors' overlapping per-person
             maps; label maps: the highest centre score wins where people overlap), with the thresholds
             ``official_params`` (``OfficialParams``).
+        runtime: the ``streamparse.runtime.RuntimeSpec`` fields (runtime, precision, cache_dir, calibration,
+            calibration_frames): what the dense heads run on (``self.engine``; torch = the model itself).
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class Predictor:
         cuda_streams: bool,
         preprocess: str,
         protocol: str,
+        runtime: dict,
         official_params=None,
         checkpoint_sha256: str | None = None,
         checkpoint_path: str | None = None,
@@ -141,6 +146,17 @@ class Predictor:
             if getattr(self.model, "stride", None) != self.official_params.upsample:
                 raise ValueError(f"protocol 'official' needs a stride-{self.official_params.upsample} model, "
                                  f"{model_name} has stride {getattr(self.model, 'stride', None)}")
+        # the dense heads' engine (streamparse.runtime): torch, or an exported runtime chosen last, when
+        # everything it needs to compare label maps with torch's is set up
+        self.runtime_spec = RuntimeSpec(**runtime)
+        self.engine = TorchEngine(self.model)
+        if self.runtime_spec.runtime != "torch":
+            from streamparse.runtime.select import make_engine
+
+            s = self.runtime_spec
+            self.engine = make_engine(self, runtime=s.runtime, precision=s.precision, cache_dir=s.cache_dir or None,
+                                      calibration=s.calibration, calibration_frames=s.calibration_frames)
+            self.stage_s.clear()  # the parity runs of the choice are not the run's time
 
     # ------------------------------------------------------------------ host -> device
     def _to_device(self, frames: np.ndarray) -> torch.Tensor:
@@ -167,7 +183,7 @@ class Predictor:
         """The network on one preprocessed batch ``x`` of valid size ``size``: dense heads, centres,
         per-person outputs; with test-time augmentation (extra scales re-preprocess ``frames_dev``)."""
         if self.flip_perm is None and len(self.test_scales) == 1:
-            out = self.model(x)
+            out = self.engine(x)
             return self.model.instances(out, pick_centres(out.heatmap, self.params), compute_parsing=False)
         from streamparse.models.tta import forward_tta
 
@@ -177,7 +193,7 @@ class Predictor:
             xi, (sh, sw) = self.preprocess(frames_dev, (round(self.input_size[0] * f), round(self.input_size[1] * f)))
             xs.append(xi)
             ratios.append(((sh / xi.shape[-2]) / (nh / ph), (sw / xi.shape[-1]) / (nw / pw)))
-        return forward_tta(self.model, xs, self.params, ratios=ratios, flip_perm=self.flip_perm, compute_parsing=False)
+        return forward_tta(EngineModel(self.model, self.engine), xs, self.params, ratios=ratios, flip_perm=self.flip_perm, compute_parsing=False)
 
     @torch.inference_mode()
     def _run_official(self, frames_dev: torch.Tensor, semantic: bool = False) -> tuple[list, object]:
@@ -188,7 +204,7 @@ class Predictor:
         b, H, W, _ = frames_dev.shape
         x, (nh, nw) = self.preprocess(frames_dev)
         with self._autocast():
-            out = self.model(x, keep_grid_pad=True)  # dense heads only
+            out = self.engine(x, keep_grid_pad=True)  # dense heads only
         return [parse_official(center_logits=out.center_logits[i, 0].float(), ins_feats=out.ins_feats[i],
                                cate_maps=out.cate_maps[i, 1:], grid=self.model.grid, valid_hw=(nh, nw), out_hw=(H, W),
                                params=self.official_params, semantic=semantic) for i in range(b)], out
@@ -289,6 +305,17 @@ class Predictor:
         self.stage_s["candidates"] += tc
         return maps
 
+    def label_maps(self, frames: np.ndarray, engine=None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """frames uint8 (B,H,W,3) -> part (B,H,W) uint8, instance (B,H,W) uint16 and people per frame,
+        with the dense heads on ``engine`` (default: this predictor's); for parity checks."""
+        prev = self.engine
+        self.engine = engine or prev
+        try:
+            m = self._infer(np.asarray(frames))
+        finally:
+            self.engine = prev
+        return m.part, m.instance, [len(s) for s in m.scores]
+
     def _infer(self, frames: np.ndarray) -> _Maps:
         dev = self._to_device(frames)
         if self.use_streams:
@@ -378,4 +405,5 @@ class Predictor:
             "test_scales": list(self.test_scales),
             "preprocess": self.preprocess.mode,
             "protocol": self.protocol,
+            "runtime": self.engine.info(),
         }
