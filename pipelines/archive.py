@@ -208,6 +208,7 @@ def _drive(plan, key, token, outdir, todo, rows, index, pool, pending, intr, rep
     queue = deque(todo)
     bar = tqdm(total=len(todo), unit="video", desc="streamparse archive", disable=not progress, dynamic_ncols=True)
     t0 = time.monotonic()
+    report["dispatch_started"] = time.time()  # wall clock of queued_s = 0 (bench archive: start-up vs steady state)
     done_frames = 0
     last_poll = last_beat = 0.0
     counts = {"complete": 0, "failed": 0, "quarantined": 0}

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 
-from streamparse.config_types import ConfigError, _one_of, _positive, _range, from_mapping  # noqa: F401
+from streamparse.config_presets import presets, resolve_config_path  # noqa: F401 (re-exported)
+from streamparse.config_types import (  # noqa: F401
+    PRECISIONS, RUNTIMES, ConfigError, _one_of, _positive, _range, check_combination, from_mapping,
+)
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,6 @@ class ModelConfig:
             _range(sec, k, getattr(self, k), 0.0, 1.0)
         _one_of(sec, "preprocess", self.preprocess, ("default", "official"))
         _one_of(sec, "protocol", self.protocol, ("default", "official"))
-        from streamparse.runtime import PRECISIONS, RUNTIMES, check_combination
-
         _one_of(sec, "runtime", self.runtime, RUNTIMES)
         _one_of(sec, "precision", self.precision, PRECISIONS)
         why = check_combination(self.runtime, self.precision)
@@ -351,34 +352,6 @@ def _deep_update(base: dict, new: dict, prefix: str = "") -> dict:
         else:
             base[k] = v
     return base
-
-
-def presets() -> list[str]:
-    """The names of the presets installed with streamparse (``configs/*.yaml`` of the repository, e.g.
-    ``quality``, ``pipeline_gpu``, ``shipped_weights/stage10``)."""
-    root = _presets_dir()
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
-
-
-def _presets_dir() -> Path:
-    """``streamparse/configs`` of an installed wheel; ``configs/`` beside the package in a checkout."""
-    here = Path(__file__).resolve().parent
-    installed = here / "configs"
-    return installed if installed.is_dir() else here.parent / "configs"
-
-
-def resolve_config_path(name: str | Path) -> Path:
-    """A config file: an existing path, else an installed preset by name (``quality`` or
-    ``quality.yaml``); otherwise ``ConfigError`` naming the presets there are."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    stem = str(name)[:-5] if str(name).endswith(".yaml") else str(name)
-    if not path.is_absolute() and ".." not in Path(stem).parts:
-        preset = _presets_dir() / f"{stem}.yaml"
-        if preset.is_file():
-            return preset
-    raise ConfigError(f"config file not found: {name} (not a file, nor a preset: {', '.join(presets()) or 'none installed'})")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -95,3 +95,23 @@ def from_mapping(cls: type, data: dict, prefix: str = "") -> Any:
         raise ConfigError(f"unknown config key {prefix}{unknown[0]!s} (known in {prefix or 'root'}: {', '.join(sorted(names))})")
     kwargs = {k: _convert(v, hints[k], prefix + k) for k, v in data.items()}
     return cls(**kwargs)
+
+
+# model.runtime / model.precision (streamparse.runtime, docs/runtimes.md)
+RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+# the precisions each concrete runtime runs (on CPU; CUDA runs torch with pipeline.amp)
+SUPPORTED = {"torch": ("fp32",), "openvino": ("fp32", "bf16", "int8"), "onnxruntime": ("fp32",)}
+
+
+def check_combination(runtime: str, precision: str) -> str | None:
+    """None if ``runtime`` can run ``precision``, else a one-line reason (auto runtimes pick one that can)."""
+    if runtime not in RUNTIMES:
+        return f"model.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}"
+    if precision not in PRECISIONS:
+        return f"model.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+    if runtime in SUPPORTED and precision != "auto" and precision not in SUPPORTED[runtime]:
+        able = [r for r, p in SUPPORTED.items() if precision in p]
+        return (f"model.precision={precision} needs model.runtime {' or '.join(able + ['auto'])} "
+                f"({runtime} runs {', '.join(SUPPORTED[runtime])})")
+    return None

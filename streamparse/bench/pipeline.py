@@ -87,7 +87,8 @@ def run_pipeline_bench(args) -> dict:
         torch.set_num_threads(threads)
         pred = build_predictor(cfg, checkpoint=ckpt)
         res = {"video": video, "model": cfg.model.name, "input_size": list(cfg.model.input_size), "batch_size": pc.batch_size,
-               "workers": pc.workers, "threads": threads, "cpu_count": os.cpu_count(), "device": str(pred.device)}
+               "workers": pc.workers, "threads": threads, "cpu_count": os.cpu_count(), "device": str(pred.device),
+               "runtime": pred.info().get("runtime")}
         n = _model_only(res, pred, video, limit, pc.batch_size)
         _naive(res, pred, cfg, ckpt, video, limit, work / "naive.zarr", n)
         del pred

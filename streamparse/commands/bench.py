@@ -23,6 +23,10 @@ def add_arguments(p) -> None:
     m.add_argument("--batches", nargs="+", type=int, default=[1, 4], help="with --runtime: batch sizes (default 1 4)")
     m.add_argument("--checkpoint", default="default", help="with --runtime: weights ('default' = shipped, 'none' = random init)")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="with --runtime: config overrides")
+    m.add_argument("--device", default="cpu", help="without --runtime: cpu or cuda (default cpu)")
+    m.add_argument("--amp", choices=("none", "fp16", "bf16"), default="none",
+                   help="without --runtime: autocast precision (the paper's GPU setting: bf16 at 800x1333)")
+    m.add_argument("--no-maskrcnn", action="store_true", help="without --runtime: skip the Mask R-CNN reference")
     m.add_argument("--json", metavar="FILE")
     from streamparse.bench.live import add_live_arguments
 
@@ -43,6 +47,7 @@ def add_arguments(p) -> None:
     ar.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ar.add_argument("--checkpoint", default=None, help="weights: a path, 'none' (random init) or the shipped default")
     ar.add_argument("--work", help="keep the videos and outputs in this new folder (default: a temporary one, removed)")
+    ar.add_argument("--device", help="cpu | cuda | auto (= --set pipeline.device=...)")
     ar.add_argument("--json", metavar="FILE")
     ar.add_argument("--no-progress", action="store_true")
     for name, hlp in (("pipeline", "streamparse run vs model-only vs a naive loop"),
@@ -56,6 +61,8 @@ def add_arguments(p) -> None:
         sp.add_argument("--checkpoint", default=None, help="weights: a path, 'none' (random init) or the shipped default")
         sp.add_argument("--size", default="256x256", help="HxW of the generated video")
         sp.add_argument("--no-progress", action="store_true")
+        if name == "pipeline":
+            sp.add_argument("--device", help="cpu | cuda | auto (= --set pipeline.device=...)")
 
 
     tr = sub.add_parser("track", help="person tracking: IoU-only vs ByteTrack vs embedding-only vs the full tracker "
@@ -134,6 +141,8 @@ def run(args) -> int:
             prepare_output(args.json, mode="overwrite", kind="file", remove=False)
         except OutputError as exc:
             raise CLIError(str(exc)) from None
+    if getattr(args, "device", None) and args.suite in ("pipeline", "archive"):
+        args.set = [*args.set, f"pipeline.device={args.device}"]
 
     if args.suite == "model" and args.runtime:
         from streamparse.bench.runtimes import DEFAULT_SIZES, format_runtime_table, parse_list, run_runtime_bench
@@ -149,8 +158,12 @@ def run(args) -> int:
     elif args.suite == "model":
         from streamparse.bench.model import DEFAULT_VARIANTS, format_table, run_model_bench
 
-        res = run_model_bench(variants=args.variants or DEFAULT_VARIANTS, sizes=_sizes(args.sizes or ["512x512", "800x1344"]),
-                              reps=args.reps, threads=args.threads, num_classes=args.num_classes)
+        try:
+            res = run_model_bench(variants=args.variants or DEFAULT_VARIANTS, sizes=_sizes(args.sizes or ["512x512", "800x1344"]),
+                                  reps=args.reps, threads=args.threads, num_classes=args.num_classes, device=args.device,
+                                  amp=args.amp, maskrcnn=not args.no_maskrcnn)
+        except (ValueError, RuntimeError) as exc:  # e.g. an op without a kernel at this precision on this device
+            raise CLIError(str(exc).splitlines()[0]) from None
         print(format_table(res))
     elif args.suite == "pipeline":
         try:

@@ -83,12 +83,8 @@ def _format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from streamparse.data import DatasetError
-    from streamparse.evaluation.metrics import ParsingEvaluator, PredictionError, read_prediction, write_prediction
-
+def _check_args(args: argparse.Namespace) -> None:
+    """One line (``CLIError``) for arguments that do not go together."""
     if args.pred_dir is not None and args.model:
         raise CLIError("give either CONFIG CHECKPOINT or --pred-dir, not both")
     if args.pred_dir is None and not args.model:
@@ -101,6 +97,15 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--set needs the model as CONFIG CHECKPOINT")
     if args.pred_dir is not None and not args.pred_dir.is_dir():
         raise CLIError(f"prediction folder not found: {args.pred_dir}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from streamparse.data import DatasetError
+    from streamparse.evaluation.metrics import ParsingEvaluator, PredictionError, read_prediction, write_prediction
+
+    _check_args(args)
     from streamparse.store.outputs import OutputError, finish_dir, prepare_output, write_json
 
     try:  # outputs: a predictions folder (new, empty or ours) and a JSON file (new or ours)
@@ -126,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 item = dataset[i]
                 image_id, persons = item["image_id"], item["persons"]
-                if getattr(predictor, "protocol", "default") == "official":  # the authors' overlapping maps
+                if predictor.protocol.name == "official":  # the authors' overlapping maps
                     official = predictor.predict_official(np.asarray(item["image"])[None], semantic=args.protocol == "mhp")[0]
                     parsing = predictor.official_frame_parsing(official)
                 else:

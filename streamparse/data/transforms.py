@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from streamparse.categories import LabelSpace
-from streamparse.engine.preprocess import resize_image, target_size
+from streamparse.data.imagerule import resize_image, target_size
 
 
 def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:

@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamparse.plan import config_from_checkpoint, make_plan, validation_kwargs
+from streamparse.plan import TORCH_RUNTIME, config_from_checkpoint, make_plan, validation_kwargs
 
 
 def make_predictor(*, model_name: str, model_kwargs: dict, weights: dict | None, class_names: list[str], palette,
                    flip_perm, input_size, device, postprocess: dict, test_scales, amp: str, cuda_streams: bool,
                    preprocess: str, protocol: str, checkpoint_sha256: str | None, checkpoint_path: str | None,
-                   runtime: dict):
+                   runtime: dict | None = None):
     """A ``Predictor`` from plain values (in an inference actor, or in-process). ``weights``: numpy state
     dict (strictly loaded), or None for a deterministic random init (every worker builds the same).
-    ``runtime``: ``streamparse.runtime.RuntimeSpec`` values (``plan.runtime_kwargs``)."""
+    ``runtime``: ``streamparse.runtime.RuntimeSpec`` values (``plan.runtime_kwargs``; None: torch)."""
     import torch
 
     from streamparse.checkpoint import CheckpointError
+    from streamparse.engine.protocols import make_protocol
     from streamparse.models import build_model
     from streamparse.models.postprocess import PostprocessParams
     from streamparse.engine.predictor import Predictor
@@ -35,18 +36,14 @@ def make_predictor(*, model_name: str, model_kwargs: dict, weights: dict | None,
         if missing or unexpected:
             raise CheckpointError(f"checkpoint {checkpoint_path} does not fit model {model_name!r}: missing "
                                   f"{list(missing)[:3]}, unexpected {list(unexpected)[:3]}")
-    official = None
-    if protocol == "official":
-        from streamparse.models.postprocess_official import OfficialParams
-
-        official = OfficialParams(ctr_score=postprocess["center_thresh"], mask_thr=postprocess["mask_thresh"],
-                                  cate_score_thr=postprocess["cate_score_thresh"])
     return Predictor(model, model_name=model_name, class_names=class_names,
                      palette=np.asarray(palette, dtype=np.uint8) if palette is not None else None,
                      input_size=tuple(input_size), device=device, postprocess=PostprocessParams(**postprocess),
                      flip_perm=np.asarray(flip_perm) if flip_perm is not None else None, test_scales=tuple(test_scales),
-                     amp=amp, cuda_streams=cuda_streams, preprocess=preprocess, protocol=protocol, official_params=official,
-                     checkpoint_sha256=checkpoint_sha256, checkpoint_path=checkpoint_path, runtime=runtime)
+                     amp=amp, cuda_streams=cuda_streams, preprocess=preprocess,
+                     protocol=make_protocol(protocol, postprocess),
+                     checkpoint_sha256=checkpoint_sha256, checkpoint_path=checkpoint_path,
+                     runtime=dict(TORCH_RUNTIME) if runtime is None else runtime)
 
 
 def predictor_from_plan(plan, weights: dict | None = None):
@@ -70,8 +67,10 @@ def predictor_for_model(model, cfg, *, class_names: list[str], input_size: tuple
     import copy
 
     from streamparse.engine.predictor import Predictor
+    from streamparse.engine.protocols import make_protocol
     from streamparse.models.postprocess import PostprocessParams
 
     kw = validation_kwargs(cfg, class_names)
     return Predictor(copy.deepcopy(model), input_size=input_size, device=device, flip_perm=None, test_scales=(1.0,), amp="none",
-                     cuda_streams=False, **{**kw, "postprocess": PostprocessParams(**kw["postprocess"])})
+                     cuda_streams=False, **{**kw, "postprocess": PostprocessParams(**kw["postprocess"]),
+                                            "protocol": make_protocol(kw["protocol"], kw["postprocess"])})

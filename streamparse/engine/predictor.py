@@ -7,9 +7,8 @@ the device) -> ``UniParser`` dense heads -> ``pick_centres`` -> ``UniParser.inst
 ``models.tta.forward_tta`` with test-time augmentation) -> ``parse_image`` per frame -> label maps
 back at the frame's size -> host (non-blocking copies on CUDA) -> ``ParsingBatch``.
 On CPU the same code runs without streams, channels_last, under inference_mode.
-``preprocess="official"`` / ``protocol="official"`` select the authors' preprocessing
-(``streamparse.official.preprocess``) and post-processing (``models.postprocess_official``), the
-preset of converted authors' checkpoints (``streamparse convert-official``).
+The post-processing is a protocol object (``streamparse.engine.protocols``: the default one, or the
+authors', ``model.protocol=official``: the preset of converted authors' checkpoints), chosen by the plan.
 
 Built from config in ``streamparse.plan`` (the only place config becomes objects).
 """
@@ -19,15 +18,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 
-from streamparse.models.candidates import candidate_outputs, parse_candidates
-from streamparse.models.postprocess import PostprocessParams, parse_image, pick_centres
+from streamparse.models.postprocess import PostprocessParams, pick_centres
 from streamparse.engine.preprocess import Preprocessor, frames_to_tensor
+from streamparse.engine.protocols import DefaultProtocol, Maps
 from streamparse import candidates
 from streamparse.labelstats import instance_stats
 from streamparse.runtime import RuntimeSpec
@@ -46,17 +44,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-@dataclass
-class _Maps:
-    """A batch's label maps at the frames' size (host numpy) and each frame's people's scores."""
-
-    part: np.ndarray  # uint8 (B,H,W)
-    instance: np.ndarray  # uint16 (B,H,W)
-    scores: list[np.ndarray]  # B x float32 (K_b,)
-    kernels: list[np.ndarray]  # B x float16 (K_b, D): each kept person's unit instance kernel
-    cand: tuple | None = None  # low-score candidates: (part (B,H,W), instance (B,H,W), B scores, B kernels)
-
-
 class Predictor:
     """Runs a UniParser on batches of RGB frames.
 
@@ -72,9 +59,8 @@ class Predictor:
         amp: 'none' | 'fp16' | 'bf16' autocast (CUDA only; ignored on CPU).
         cuda_streams: use a dedicated copy stream on CUDA.
         preprocess: 'default' (kornia, ``streamparse.engine.preprocess``) or 'official' (the authors': cv2 on the host).
-        protocol: 'default' (``models.postprocess``) or 'official' (the authors' overlapping per-person
-            maps; label maps: the highest centre score wins where people overlap), with the thresholds
-            ``official_params`` (``OfficialParams``).
+        protocol: the post-processing (``streamparse.engine.protocols``: ``DefaultProtocol`` or the
+            authors' ``OfficialProtocol``; ``make_protocol`` builds one from the plan's name).
         runtime: the ``streamparse.runtime.RuntimeSpec`` fields (runtime, precision, cache_dir, calibration,
             calibration_frames): what the dense heads run on (``self.engine``; torch = the model itself).
     """
@@ -94,14 +80,11 @@ class Predictor:
         amp: str,
         cuda_streams: bool,
         preprocess: str,
-        protocol: str,
+        protocol,
         runtime: dict,
-        official_params=None,
         checkpoint_sha256: str | None = None,
         checkpoint_path: str | None = None,
     ):
-        if protocol not in ("default", "official"):
-            raise ValueError(f"protocol must be default or official, got {protocol!r}")
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         if self.device.type == "cpu":
@@ -134,18 +117,8 @@ class Predictor:
         self._pending_event = None
         # host seconds spent per stage (on CUDA without synchronising: the device may still be running)
         self.stage_s: dict[str, float] = defaultdict(float)
-        self.protocol = protocol
-        self.official_params = None
-        if protocol == "official":
-            from streamparse.models.postprocess_official import OfficialParams
-
-            self.official_params = official_params or OfficialParams(mask_thr=postprocess.mask_thresh,
-                                                                     cate_score_thr=postprocess.cate_score_thresh)
-            if self.flip_perm is not None or len(self.test_scales) > 1:
-                raise ValueError("protocol 'official' runs without test-time augmentation (model.test_flip, model.test_scales)")
-            if getattr(self.model, "stride", None) != self.official_params.upsample:
-                raise ValueError(f"protocol 'official' needs a stride-{self.official_params.upsample} model, "
-                                 f"{model_name} has stride {getattr(self.model, 'stride', None)}")
+        self.protocol = protocol if protocol is not None else DefaultProtocol()
+        self.protocol.check(self)
         # the dense heads' engine (streamparse.runtime): torch, or an exported runtime chosen last, when
         # everything it needs to compare label maps with torch's is set up
         self.runtime_spec = RuntimeSpec(**runtime)
@@ -173,13 +146,13 @@ class Predictor:
             return t.to(self.device, non_blocking=True)
         return t
 
-    def _autocast(self):
+    def autocast(self):
         if self.device.type == "cuda" and self.amp != "none":
             return torch.autocast("cuda", dtype=torch.float16 if self.amp == "fp16" else torch.bfloat16)
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ model
-    def _forward(self, frames_dev: torch.Tensor, x: torch.Tensor, size: tuple[int, int]):
+    def forward(self, frames_dev: torch.Tensor, x: torch.Tensor, size: tuple[int, int]):
         """The network on one preprocessed batch ``x`` of valid size ``size``: dense heads, centres,
         per-person outputs; with test-time augmentation (extra scales re-preprocess ``frames_dev``)."""
         if self.flip_perm is None and len(self.test_scales) == 1:
@@ -195,115 +168,26 @@ class Predictor:
             ratios.append(((sh / xi.shape[-2]) / (nh / ph), (sw / xi.shape[-1]) / (nw / pw)))
         return forward_tta(EngineModel(self.model, self.engine), xs, self.params, ratios=ratios, flip_perm=self.flip_perm, compute_parsing=False)
 
-    @torch.inference_mode()
-    def _run_official(self, frames_dev: torch.Tensor, semantic: bool = False) -> tuple[list, object]:
-        """``protocol="official"``: one ``OfficialParsing`` (overlapping per-person maps at the frames'
-        resolution) per frame, and the dense heads (for the people's kernels)."""
-        from streamparse.models.postprocess_official import parse_official
-
-        b, H, W, _ = frames_dev.shape
-        x, (nh, nw) = self.preprocess(frames_dev)
-        with self._autocast():
-            out = self.engine(x, keep_grid_pad=True)  # dense heads only
-        return [parse_official(center_logits=out.center_logits[i, 0].float(), ins_feats=out.ins_feats[i],
-                               cate_maps=out.cate_maps[i, 1:], grid=self.model.grid, valid_hw=(nh, nw), out_hw=(H, W),
-                               params=self.official_params, semantic=semantic) for i in range(b)], out
-
-    def _maps_official(self, frames_dev: torch.Tensor) -> _Maps:
-        """The official protocol's parsings as exclusive label maps (where people overlap, the highest
-        centre score wins; people left without pixels are dropped), with each kept person's kernel."""
-        from streamparse.models.postprocess_official import overlap_label_maps
-
-        ops, out = self._run_official(frames_dev)
-        parts, insts, scores, kernels = [], [], [], []
-        for i, op in enumerate(ops):
-            part, instance, kept = overlap_label_maps(op.labels, op.scores)
-            parts.append(part.cpu().numpy().astype(np.uint8))
-            insts.append(instance.cpu().numpy().astype(np.uint16))
-            scores.append(op.scores[kept].float().cpu().numpy())
-            kfeats = out.kernel_feats if out.kernel_feats is not None else out.ins_feats
-            kernels.append(self.model.sample_kernels(kfeats[i], op.cells[kept]).to(torch.float16).cpu().numpy())
-        return _Maps(part=np.stack(parts), instance=np.stack(insts), scores=scores, kernels=kernels)
-
     def official_frame_parsing(self, op) -> FrameParsing:
         """An ``OfficialParsing`` as exclusive label maps (where people overlap, the highest centre
         score wins; people left without pixels are dropped)."""
-        from streamparse.models.postprocess_official import overlap_label_maps
+        return self._parsings(self.protocol.exclusive(op))[0]
 
-        part, instance, kept = overlap_label_maps(op.labels, op.scores)
-        m = _Maps(part=part.cpu().numpy()[None].astype(np.uint8), instance=instance.cpu().numpy()[None].astype(np.uint16),
-                  scores=[op.scores[kept].float().cpu().numpy()], kernels=[None])
-        return self._parsings(m)[0]
-
+    @torch.inference_mode()
     def predict_official(self, frames: np.ndarray, semantic: bool = False) -> list:
         """``protocol="official"`` only: frames uint8[B,H,W,3] -> B ``OfficialParsing`` (the per-person
         maps the evaluator scores, and with ``semantic`` the authors' semantic map; ``predict`` gives
         the exclusive label maps)."""
-        if self.protocol != "official":
+        if self.protocol.name != "official":
             raise ValueError("predict_official needs protocol 'official'")
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8[B,H,W,3], got {frames.dtype}{list(frames.shape)}")
-        dev = self._to_device(frames)
-        if self.use_streams:
-            torch.cuda.current_stream(self.device).wait_event(self._pending_event)
-            dev.record_stream(torch.cuda.current_stream(self.device))  # allocated on the copy stream
-        return self._run_official(dev, semantic)[0]
+        return self.protocol.parsings(self, self._on_device(frames), semantic)[0]
 
     @torch.inference_mode()
-    def _run(self, frames_dev: torch.Tensor) -> _Maps:
-        if self.protocol == "official":
-            return self._maps_official(frames_dev)
-        b, H, W, _ = frames_dev.shape
-        t0 = time.perf_counter()
-        x, (nh, nw) = self.preprocess(frames_dev)
-        t1 = time.perf_counter()
-        with self._autocast():
-            out = self._forward(frames_dev, x, (nh, nw))
-        t2 = time.perf_counter()
-        self.stage_s["preprocess"] += t1 - t0
-        self.stage_s["network"] += t2 - t1
-        heat = out.heatmap.float()
-        p = self.params
-        tc = time.perf_counter()
-        cout = None
-        if self.flip_perm is None and len(self.test_scales) == 1:  # (no candidates with test-time augmentation)
-            cout = candidate_outputs(self.model, out, heat, p)
-        tc = time.perf_counter() - tc  # (the candidates' share of the post-processing: stage_s["candidates"])
-        maps, scores, kernels, cand = [], [], [], [None] * b
-        for i in range(b):
-            parsed = parse_image(
-                heat=heat[i, 0], cells=out.centers[i], ins_kernels=out.ins_kernels[i].float(), ins_maps=out.ins_maps[i],
-                cate_maps=out.cate_maps[i], parsing=None if out.parsing is None else out.parsing[i],
-                stride=self.model.stride, out_size=(nh, nw), mask_thresh=p.mask_thresh, merge_cos=p.merge_cos,
-                cate_score_thresh=p.cate_score_thresh,
-            )
-            if cout is not None and cout.centers[i].numel():
-                t3 = time.perf_counter()
-                c = parse_candidates(heat=heat[i, 0], cells=cout.centers[i], ins_kernels=cout.ins_kernels[i].float(),
-                                     ins_maps=cout.ins_maps[i], cate_maps=cout.cate_maps[i],
-                                     parsing=None if cout.parsing is None else cout.parsing[i], det_instance=parsed.instance,
-                                     det_kernels=parsed.kernels, stride=self.model.stride, out_size=(nh, nw),
-                                     mask_thresh=p.mask_thresh, merge_cos=p.merge_cos, cate_score_thresh=p.cate_score_thresh)
-                if c.scores.numel():  # only frames with candidates pay for their maps
-                    cand[i] = (self.preprocess.to_frame(torch.stack([c.part, c.instance]), (H, W)).to(torch.uint8),
-                               c.scores.float(), c.kernels.to(torch.float16))
-                tc += time.perf_counter() - t3
-            maps.append(self.preprocess.to_frame(torch.stack([parsed.part, parsed.instance]), (H, W)).to(torch.int32))
-            scores.append(parsed.scores.float())
-            kernels.append(parsed.kernels.to(torch.float16))
-        stacked = torch.stack(maps) if maps else torch.zeros((0, 2, H, W), dtype=torch.int32)
-        if self.device.type == "cuda":  # start the device-to-host copies, then wait once
-            stacked = stacked.to("cpu", non_blocking=True)
-            scores, kernels = ([s.to("cpu", non_blocking=True) for s in x] for x in (scores, kernels))
-            cand = [None if c is None else tuple(x.to("cpu", non_blocking=True) for x in c) for c in cand]
-            torch.cuda.current_stream(self.device).synchronize()
-        maps = _Maps(part=stacked[:, 0].numpy().astype(np.uint8), instance=stacked[:, 1].numpy().astype(np.uint16),
-                     scores=[s.numpy() for s in scores], kernels=[k.numpy() for k in kernels],
-                     cand=None if cout is None else candidates.stack_frames(cand, (H, W), self.embedding_dim))
-        self.stage_s["postprocess"] += time.perf_counter() - t2
-        self.stage_s["candidates"] += tc
-        return maps
+    def _run(self, frames_dev: torch.Tensor) -> Maps:
+        return self.protocol.maps(self, frames_dev)
 
     def label_maps(self, frames: np.ndarray, engine=None) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """frames uint8 (B,H,W,3) -> part (B,H,W) uint8, instance (B,H,W) uint16 and people per frame,
@@ -316,12 +200,15 @@ class Predictor:
             self.engine = prev
         return m.part, m.instance, [len(s) for s in m.scores]
 
-    def _infer(self, frames: np.ndarray) -> _Maps:
+    def _on_device(self, frames: np.ndarray) -> torch.Tensor:
         dev = self._to_device(frames)
         if self.use_streams:
             torch.cuda.current_stream(self.device).wait_event(self._pending_event)
             dev.record_stream(torch.cuda.current_stream(self.device))  # allocated on the copy stream
-        return self._run(dev)
+        return dev
+
+    def _infer(self, frames: np.ndarray) -> Maps:
+        return self._run(self._on_device(frames))
 
     # ------------------------------------------------------------------ public API
     def __call__(self, batch: dict) -> dict:
@@ -367,7 +254,7 @@ class Predictor:
             return []
         return self._parsings(self._infer(frames))
 
-    def _parsings(self, m: _Maps) -> list[FrameParsing]:
+    def _parsings(self, m: Maps) -> list[FrameParsing]:
         out = []
         for part, instance, scores, kernels in zip(m.part, m.instance, m.scores, m.kernels):
             k = int(scores.shape[0])
@@ -404,6 +291,6 @@ class Predictor:
             "test_flip": self.flip_perm is not None,
             "test_scales": list(self.test_scales),
             "preprocess": self.preprocess.mode,
-            "protocol": self.protocol,
+            "protocol": self.protocol.name,
             "runtime": self.engine.info(),
         }

@@ -19,10 +19,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
-# the precisions each concrete runtime runs (on CPU; CUDA runs torch with pipeline.amp)
-SUPPORTED = {"torch": ("fp32",), "openvino": ("fp32", "bf16", "int8"), "onnxruntime": ("fp32",)}
+from streamparse.config_types import PRECISIONS, RUNTIMES, SUPPORTED, check_combination  # noqa: F401 (re-exported)
+
 # runtime -> (modules it needs, the extra that installs them)
 _NEEDS = {"openvino": (("openvino",), "openvino"), "onnxruntime": (("onnxruntime", "onnx", "onnxscript"), "onnx")}
 _NEEDS_INT8 = ("nncf",)
@@ -30,19 +28,6 @@ _NEEDS_INT8 = ("nncf",)
 
 class RuntimeUnavailable(ValueError):
     """A runtime asked for by name whose package is not installed (one line naming the extra)."""
-
-
-def check_combination(runtime: str, precision: str) -> str | None:
-    """None if ``runtime`` can run ``precision``, else a one-line reason (auto runtimes pick one that can)."""
-    if runtime not in RUNTIMES:
-        return f"model.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}"
-    if precision not in PRECISIONS:
-        return f"model.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
-    if runtime in SUPPORTED and precision != "auto" and precision not in SUPPORTED[runtime]:
-        able = [r for r, p in SUPPORTED.items() if precision in p]
-        return (f"model.precision={precision} needs model.runtime {' or '.join(able + ['auto'])} "
-                f"({runtime} runs {', '.join(SUPPORTED[runtime])})")
-    return None
 
 
 def missing_modules(runtime: str, precision: str = "auto") -> list[str]:
