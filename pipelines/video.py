@@ -115,7 +115,10 @@ def _drive(plan, job, intr, progress: bool, on_actors, t_start: float) -> tuple[
     from streamparse.engine.tasks import ProgressMonitor, run_task
 
     t_wall = time.time() - (time.monotonic() - t_start)
-    pool = start_pool(plan, workers=plan.workers, wait=False)  # models build while the job opens its sources
+    # files: the models build while the job opens its sources; a live stream is read once the models are
+    # ready (frames arriving while the actors start could only be dropped: drop-oldest at start-up)
+    live = any(is_live(s["uri"]) for s in job.sources)
+    pool = start_pool(plan, workers=plan.workers, wait=live)
     plan = pool.plan
     if on_actors:
         on_actors([a for a, _ in pool.actors])

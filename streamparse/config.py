@@ -125,6 +125,9 @@ class LiveConfig:
     queue_size: int = 8
     drop_policy: str = "drop-oldest"  # drop-oldest | drop-latest | wait
     stall_timeout_s: float = 10.0
+    # how long FFmpeg reads a stream at open to learn its parameters (analyzeduration): the frames read
+    # meanwhile arrive at once after it, so a long probe is a burst the queue drops (FFmpeg's default: 5 s)
+    analyze_s: float = 0.5
     # batches of a live source in flight downstream (pipeline.max_in_flight is for files): the lag
     # bound is about (queue_size + max_in_flight x batch_size) frames of model time
     max_in_flight: int = 2
@@ -133,7 +136,7 @@ class LiveConfig:
         sec = "live"
         _one_of(sec, "transport", self.transport, ("tcp", "udp"))
         _one_of(sec, "drop_policy", self.drop_policy, ("drop-oldest", "drop-latest", "wait"))
-        _positive(sec, self, "open_timeout_s", "read_timeout_s", "stall_timeout_s")
+        _positive(sec, self, "open_timeout_s", "read_timeout_s", "stall_timeout_s", "analyze_s")
         _range(sec, "reconnect_initial_s", self.reconnect_initial_s, 0.0)
         _range(sec, "reconnect_factor", self.reconnect_factor, 1.0)
         _range(sec, "reconnect_cap_s", self.reconnect_cap_s, self.reconnect_initial_s)

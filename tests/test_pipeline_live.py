@@ -111,6 +111,22 @@ def test_server_killed_and_restarted_two_segments_in_store(gst, ray_runtime, tmp
     assert st["reconnects"] == 1 and st["segments"] == 2
 
 
+def test_a_live_stream_is_read_once_the_model_is_ready_so_start_up_drops_nothing(gst, ray_runtime, tmp_path):
+    """A 5 fps stream the model keeps up with (even on a busy machine), the default queue: the source used to connect while the
+    inference actors were starting, and FFmpeg's 5 s probe delivered its frames in one burst, so the
+    queue dropped the oldest; now it connects once the actors are ready and probes 0.5 s."""
+    from streamparse.pipelines.video import run
+
+    cfg = load_config(overrides=MODEL + FAST + ["live.drop_policy=drop-oldest", "live.queue_size=8", "pipeline.batch_size=2",
+                                                "pipeline.max_frames=24", "live.reconnect_max_attempts=-1"])
+    with RtspServer(testsrc=True, fps=5) as srv:
+        summary = run(cfg, [srv.url()], tmp_path / "o.zarr", checkpoint="none", progress=False)
+    (sid, s), = summary["sources"].items()
+    idx = zarr.open_group(str(tmp_path / "o.zarr" / sid), mode="r")["frame_index"][:]
+    assert s["frames_written"] == 24 and sum(s["dropped"].values()) == 0, s["dropped"]
+    assert idx.tolist() == list(range(int(idx[0]), int(idx[0]) + 24))  # no gap
+
+
 def test_overload_drop_oldest_bounded_lag_and_counted_drops(gst, ray_runtime, tmp_path):
     """A 25 fps 320x240 stream into a model slower than that: lag stays bounded, drops are counted in the
     summary and the status, and show as frame_index gaps."""

@@ -140,6 +140,8 @@ class Scheduler:
             if not s.done:  # (a source already complete in a resumed store is not decoded again)
                 try:
                     s.info = {**s.info, **self.ex.open_source(s)}
+                    # the first batch decodes while the writer opens (a live stream does not wait for it)
+                    s.requests.append(self.ex.request(s))
                 except Exception as exc:  # noqa: BLE001
                     s.errors.append(one_line(exc))
                     s.done = True

@@ -82,13 +82,14 @@ class Connection:
     until ``stop`` is set or it gives up (then ``final_error`` holds the ``LiveSourceError``)."""
 
     def __init__(self, uri: str, *, queue: FrameQueue, state: LiveState, stop: threading.Event, transport: str,
-                 open_timeout_s: float, read_timeout_s: float, stall_timeout_s: float,
+                 open_timeout_s: float, read_timeout_s: float, stall_timeout_s: float, analyze_s: float,
                  backoff: tuple[float, float, float], max_attempts: int, decode_threads: int, policy: str):
         self.uri = uri
         self.safe_uri = redact_uri(uri)
         self.queue, self.st, self.stop = queue, state, stop
         self.transport = transport
         self.open_s, self.read_s, self.stall_s = float(open_timeout_s), float(read_timeout_s), float(stall_timeout_s)
+        self.analyze_us = str(int(float(analyze_s) * 1e6))
         self.backoff = backoff
         self.max_attempts = int(max_attempts)
         self.decode_threads = int(decode_threads)
@@ -112,10 +113,12 @@ class Connection:
     def _av_options(self) -> dict:
         # the socket timeout is a backstop behind PyAV's interrupt timeouts (which fire first and also
         # bound open); RTSP's socket timeout applies to open's I/O as well, so never below open_timeout_s
+        # analyzeduration: FFmpeg probes 5 s by default, then delivers those frames at once (a burst that a
+        # small queue drops); live.analyze_s keeps the probe short
         us = str(int(max(self.open_s, self.read_s) * 1e6))
         if self._is_rtsp():
-            return {"rtsp_transport": self.transport, "timeout": us}
-        return {"rw_timeout": us}
+            return {"rtsp_transport": self.transport, "timeout": us, "analyzeduration": self.analyze_us}
+        return {"rw_timeout": us, "analyzeduration": self.analyze_us}
 
     def run(self) -> None:
         attempt = 0  # reconnect attempts since the last connection that decoded a frame

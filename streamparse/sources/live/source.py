@@ -59,6 +59,7 @@ class LiveSource:
         queue_size: int,
         drop_policy: str,
         stall_timeout_s: float,
+        analyze_s: float,
         source_id: str = "",
         batch_timeout_s: float = 0.04,
         decode_threads: int = 2,
@@ -70,7 +71,7 @@ class LiveSource:
         if drop_policy not in DROP_POLICIES:
             raise ValueError(f"drop_policy must be one of {DROP_POLICIES}, got {drop_policy!r}")
         for name, v in (("open_timeout_s", open_timeout_s), ("read_timeout_s", read_timeout_s),
-                        ("stall_timeout_s", stall_timeout_s), ("batch_timeout_s", batch_timeout_s)):
+                        ("stall_timeout_s", stall_timeout_s), ("batch_timeout_s", batch_timeout_s), ("analyze_s", analyze_s)):
             if not v > 0:
                 raise ValueError(f"{name} must be > 0, got {v}")
         if reconnect_initial_s < 0 or reconnect_cap_s < reconnect_initial_s or reconnect_factor < 1:
@@ -89,7 +90,7 @@ class LiveSource:
         self._st = LiveState(self._safe_uri, self.source_id, transport)
         self._conn = Connection(uri, queue=self._queue, state=self._st, stop=self._stop, transport=transport,
                                 open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s,
-                                stall_timeout_s=stall_timeout_s,
+                                stall_timeout_s=stall_timeout_s, analyze_s=analyze_s,
                                 backoff=(float(reconnect_initial_s), float(reconnect_factor), float(reconnect_cap_s)),
                                 max_attempts=reconnect_max_attempts, decode_threads=decode_threads, policy=drop_policy)
         self._thread: threading.Thread | None = None
