@@ -29,6 +29,33 @@ from streamparse.store.outputs import LOCK_NAME, OutputError
 log = logging.getLogger(__name__)
 
 
+def _orphaned_ray_worker(pid: int) -> bool:
+    """A Ray worker (``ray::...``) on this host whose raylet is gone (re-parented to init): a ``kill -9`` of
+    the run that started it; it exits within seconds."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    ppid = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:")), None)
+    return ppid == 1 and cmd.startswith(b"ray::")
+
+
+def wait_for_orphan(holder: dict | None, timeout_s: float = 30.0) -> bool:
+    """If ``holder`` (a lock record) is an orphaned Ray worker of this host, wait up to ``timeout_s`` for it
+    to exit; True if it did (its lock is then free)."""
+    if not holder or not holder.get("pid") or (holder.get("host") and holder["host"] != socket.gethostname()):
+        return False
+    pid = int(holder["pid"])
+    if not _orphaned_ray_worker(pid):
+        return False
+    log.info("waiting for pid %d (a Ray worker of a run that was killed) to let go of its store", pid)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(0.1)
+    return not _pid_alive(pid)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -79,7 +106,10 @@ class WriterLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            return self._describe(self.holder())
+            holder = self.holder()
+            if wait_for_orphan(holder):  # the engine task of a killed run: gone now, look again
+                return self.busy(include_self)
+            return self._describe(holder)
         finally:
             os.close(fd)
         old = self.holder()
