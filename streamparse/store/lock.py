@@ -29,16 +29,28 @@ from streamparse.store.outputs import LOCK_NAME, OutputError
 log = logging.getLogger(__name__)
 
 
-def _orphaned_ray_worker(pid: int) -> bool:
-    """A Ray worker (``ray::...``) on this host whose raylet is gone (re-parented to init): a ``kill -9`` of
-    the run that started it; it exits within seconds."""
+def _proc(pid: int) -> tuple[int | None, bytes]:
+    """(parent pid, command line) of a process of this host, (None, b"") if it is gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
+        return None, b""
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:")), None), cmd
+
+
+def _orphaned_ray_worker(pid: int) -> bool:
+    """A Ray worker (``ray::...``) on this host whose run was killed: re-parented to init, or under a raylet
+    that was itself re-parented to init (its driver is gone); it exits within seconds. (The raylet of a
+    ``ray start`` node also has init as parent: a live writer there only makes the caller wait before it
+    is refused.)"""
+    ppid, cmd = _proc(pid)
+    if ppid is None or not cmd.startswith(b"ray::"):
         return False
-    ppid = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:")), None)
-    return ppid == 1 and cmd.startswith(b"ray::")
+    if ppid <= 1 or not _session_leader_alive(pid):
+        return True
+    grand, parent_cmd = _proc(ppid)
+    return b"raylet" in parent_cmd and (grand is None or grand <= 1)
 
 
 def wait_for_orphan(holder: dict | None, timeout_s: float = 30.0) -> bool:
@@ -56,14 +68,27 @@ def wait_for_orphan(holder: dict | None, timeout_s: float = 30.0) -> bool:
     return not _pid_alive(pid)
 
 
+def _session_leader_alive(pid: int) -> bool:
+    """Whether the leader of ``pid``'s session (the command that started it, e.g. a killed ``run``) lives."""
+    try:
+        sid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return True
+    return sid <= 0 or _pid_alive(sid)
+
+
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def describe_holder(h: dict | None) -> str:
