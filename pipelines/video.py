@@ -72,26 +72,14 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
 
     t_start = time.monotonic()
     srcs, infos = probe_sources(sources)
-    locked = False
     if not is_url(out):  # refused, damaged or being written: one line before anything starts
-        from streamparse.store.sink import SinkError, check_store
+        from streamparse.store.sink import check_store
 
-        try:
-            check_store(out, mode=mode, root_attrs=None)
-        except SinkError as exc:
-            if "being written by another process" not in str(exc):
-                raise
-            locked = True
+        check_store(out, mode=mode, root_attrs=None)
     address, store_mb = ray_settings(cfg)
     # the plan (importing torch, reading the checkpoint) on a thread while Ray starts: both take seconds
     planner = cf.ThreadPoolExecutor(1, thread_name_prefix="plan")
     planning = planner.submit(make_plan, cfg, checkpoint, gpus=0 if address else None)
-    if locked:  # checked again once the plan is made: the engine task of a run killed just before
-        try:    # (kill -9) holds the lock until Ray has ended it
-            planning.result()
-        finally:
-            planner.shutdown(wait=False)
-        check_store(out, mode=mode, root_attrs=None)
     intr = Interrupts().install()  # Ctrl-C / SIGTERM from here on: a clean stop, never mid-write
     started, summary, interrupted, job = False, None, False, None
     try:

@@ -361,25 +361,8 @@ def _runtime_version(rt: str) -> str:
     return torch.__version__
 
 
-def cpu_id() -> dict:
-    """The CPU's model name and a hash of its flags (from /proc/cpuinfo), for the auto decision's key."""
-    name, flags = "", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            k, _, v = line.partition(":")
-            if k.strip() == "model name" and not name:
-                name = v.strip()
-            elif k.strip() == "flags" and not flags:
-                flags = v.strip()
-    except OSError:
-        import platform
-
-        name = platform.processor() or platform.machine()
-    return {"name": name, "flags_sha256": hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16]}
-
-
-def cpu_flags() -> tuple[str, list[str]]:
-    """(model name, the SIMD flags that matter to the runtimes) from /proc/cpuinfo."""
+def _cpuinfo() -> tuple[str, list[str]]:
+    """(model name, flags) of the first CPU in /proc/cpuinfo; the platform's name and no flags elsewhere."""
     name, flags = "", []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -389,6 +372,20 @@ def cpu_flags() -> tuple[str, list[str]]:
             elif k.strip() == "flags" and not flags:
                 flags = v.split()
     except OSError:
-        pass
+        import platform
+
+        name = platform.processor() or platform.machine()
+    return name, flags
+
+
+def cpu_id() -> dict:
+    """The CPU's model name and a hash of its flags (from /proc/cpuinfo), for the auto decision's key."""
+    name, flags = _cpuinfo()
+    return {"name": name, "flags_sha256": hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:16]}
+
+
+def cpu_flags() -> tuple[str, list[str]]:
+    """(model name, the SIMD flags that matter to the runtimes) from /proc/cpuinfo."""
+    name, flags = _cpuinfo()
     keep = [f for f in flags if f.startswith(("avx", "amx")) or f in ("fma", "f16c")]
     return name, keep
