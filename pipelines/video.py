@@ -119,60 +119,63 @@ def _drive(plan, job, intr, progress: bool, on_actors, t_start: float) -> tuple[
     # ready (frames arriving while the actors start could only be dropped: drop-oldest at start-up)
     live = any(is_live(s["uri"]) for s in job.sources)
     pool = start_pool(plan, workers=plan.workers, wait=live)
-    plan = pool.plan
-    if on_actors:
-        on_actors([a for a, _ in pool.actors])
-    monitor = ProgressMonitor.remote()
-    node = pool.actors[0][1]
-    opts = {}
-    if node is not None:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
-    ref = run_task.options(**opts).remote(job.to_dict(), plan.to_dict(), pool.actors, monitor)
-    pool_up = False
-    total = sum((i.get("frames_hint") or 0) for i in job.infos.values()) or None
-    if plan.max_frames and total:
-        total = min(total, plan.max_frames * len(job.sources))
-    bar = tqdm(total=total, unit="frame", desc="streamparse run", disable=not progress, dynamic_ncols=True)
-    startup_s = round(time.monotonic() - t_start, 3)
-    interrupted, shown, base = False, 0, None
     try:
-        while True:
-            ready, _ = ray.wait([ref], timeout=0.5)
-            if not pool_up:
+        plan = pool.plan
+        if on_actors:
+            on_actors([a for a, _ in pool.actors])
+        monitor = ProgressMonitor.remote()
+        node = pool.actors[0][1]
+        opts = {}
+        if node is not None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
+        ref = run_task.options(**opts).remote(job.to_dict(), plan.to_dict(), pool.actors, monitor)
+        pool_up = False
+        total = sum((i.get("frames_hint") or 0) for i in job.infos.values()) or None
+        if plan.max_frames and total:
+            total = min(total, plan.max_frames * len(job.sources))
+        bar = tqdm(total=total, unit="frame", desc="streamparse run", disable=not progress, dynamic_ncols=True)
+        startup_s = round(time.monotonic() - t_start, 3)
+        interrupted, shown, base = False, 0, None
+        try:
+            while True:
+                ready, _ = ray.wait([ref], timeout=0.5)
+                if not pool_up:
+                    try:
+                        pool_up = pool.check()
+                    except PipelineError:
+                        ray.cancel(ref, force=True)
+                        raise
                 try:
-                    pool_up = pool.check()
-                except PipelineError:
-                    ray.cancel(ref, force=True)
-                    raise
-            try:
-                snap = ray.get(monitor.snapshot.remote(), timeout=5).get("run", {})
-            except Exception:  # noqa: BLE001 - progress only
-                snap = {}
-            if snap:
-                base = snap if base is None else base  # (a resumed run starts at its commit markers)
-                n = sum(snap.values()) - sum(base.values())
-                bar.update(n - shown)
-                shown = n
-            if ready:
-                break
-    except (KeyboardInterrupt, SystemExit):
-        interrupted = True
-        log.warning("interrupted: draining in-flight batches and closing the store")
-        ray.cancel(ref, force=False)
+                    snap = ray.get(monitor.snapshot.remote(), timeout=5).get("run", {})
+                except Exception:  # noqa: BLE001 - progress only
+                    snap = {}
+                if snap:
+                    base = snap if base is None else base  # (a resumed run starts at its commit markers)
+                    n = sum(snap.values()) - sum(base.values())
+                    bar.update(n - shown)
+                    shown = n
+                if ready:
+                    break
+        except (KeyboardInterrupt, SystemExit):
+            interrupted = True
+            log.warning("interrupted: draining in-flight batches and closing the store")
+            ray.cancel(ref, force=False)
+        finally:
+            bar.close()
+        summary = _result(ref, interrupted)
+        summary["startup_s"] = startup_s
+        stages = {**summary.get("stages_s", {}), **stage_seconds(pool.actors)}
+        if summary.get("first_result_s") is not None and summary.get("started_wall"):  # from the start of this run
+            summary["first_result_s"] = round(summary["first_result_s"] + summary.pop("started_wall") - t_wall, 3)
+        if summary.get("first_decoded_wall"):  # the first frame the engine decoded, from the start of this run
+            summary["first_decoded_s"] = round(summary.pop("first_decoded_wall") - t_wall, 3)
+        summary["stages_s"] = stages
+        summary["pool"] = {"actors": len(pool.actors), "device": plan.device}
+        return summary, interrupted
     finally:
-        bar.close()
-    summary = _result(ref, interrupted)
-    summary["startup_s"] = startup_s
-    stages = {**summary.get("stages_s", {}), **stage_seconds(pool.actors)}
-    if summary.get("first_result_s") is not None and summary.get("started_wall"):  # from the start of this run
-        summary["first_result_s"] = round(summary["first_result_s"] + summary.pop("started_wall") - t_wall, 3)
-    if summary.get("first_decoded_wall"):  # the first frame the engine decoded, from the start of this run
-        summary["first_decoded_s"] = round(summary.pop("first_decoded_wall") - t_wall, 3)
-    summary["stages_s"] = stages
-    summary["pool"] = {"actors": len(pool.actors), "device": plan.device}
-    return summary, interrupted
+        pool.kill()  # the run's actors end with it (not when Python collects their handles)
 
 
 def _result(ref, interrupted: bool, wait_s: float = 90.0) -> dict:

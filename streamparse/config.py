@@ -88,12 +88,13 @@ class PipelineConfig:
     device: str = "auto"  # auto | cpu | cuda
     batch_size: int = 4
     batch_timeout_s: float = 0.05
-    workers: int = 1  # inference actors (on GPU: one per GPU by default)
+    workers: int = 0  # inference actors; 0 = auto (one per GPU; on CPU plan.cpu_actors: 2 x 1 thread on 2 cores)
     torch_threads: int = 0  # CPU threads per inference actor (0 = all cores / workers)
     max_in_flight: int = 4  # batches in flight per source (backpressure)
     amp: str = "none"  # none | fp16 | bf16 (CUDA only)
     cuda_streams: bool = True
     chunk_frames: int = 16  # zarr chunk/shard length along time
+    commit_frames: int = 64  # frames per store write + commit (whole chunks; the first chunk at once, at least every 2 s)
     compressor: str = "zstd"
     max_frames: int = 0  # 0 = all
     ray_address: str = ""  # "" = start a local Ray
@@ -105,10 +106,10 @@ class PipelineConfig:
             raise ConfigError(f"pipeline.device must be one of auto, cpu, cuda (or cuda:N), got {self.device!r}")
         _one_of(sec, "amp", self.amp, ("none", "fp16", "bf16"))
         _one_of(sec, "compressor", self.compressor, ("zstd", "blosc", "none"))
-        for k in ("batch_size", "workers", "max_in_flight", "chunk_frames"):
+        for k in ("batch_size", "max_in_flight", "chunk_frames", "commit_frames"):
             _range(sec, k, getattr(self, k), 1)
         _positive(sec, self, "batch_timeout_s")
-        for k in ("torch_threads", "max_frames"):
+        for k in ("workers", "torch_threads", "max_frames"):
             _range(sec, k, getattr(self, k), 0)
         _range(sec, "object_store_memory_mb", self.object_store_memory_mb, 64)
 

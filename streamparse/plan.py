@@ -107,7 +107,7 @@ class Plan:
         from streamparse.store.objstore import is_url
 
         kw = dict(mode=mode, root_attrs=attrs, chunk_frames=self.store["chunk_frames"], compressor=self.store["compressor"],
-                  lock_token=lock_token)
+                  lock_token=lock_token, commit_frames=self.store.get("commit_frames", 0))
         if is_url(out):
             from streamparse.store.remote import RemoteZarrSink
 
@@ -160,9 +160,28 @@ def make_plan(cfg: Config, checkpoint: str | None = None, *, device: str | None 
     return _plan(cfg, meta, weights, device)
 
 
+def cpu_actor_threads(cores: int, torch_threads: int = 0, actors: int = 0) -> int:
+    """Threads of each CPU inference actor on a node of ``cores`` CPUs: ``torch_threads`` if set; with
+    ``actors`` named, the node's cores (at most 8) shared by them; else (``pipeline.workers`` = 0, auto)
+    ``cores // 4`` (1 to 8), so a 2-core machine runs 2 single-threaded actors and a 16-core node 4 of
+    4 threads. Single-threaded actors waste no core on the threads' barriers when another process takes
+    a core for a moment (decoding, writing, Ray): on 2 cores, 2 x 1 thread gave 1.18x the frames/s of
+    1 x 2 threads end to end (docs/performance.md)."""
+    if torch_threads:
+        return int(torch_threads)
+    if actors:
+        return max(1, min(int(cores), 8) // int(actors))
+    return max(1, min(int(cores) // 4, 8))
+
+
+def cpu_actors(cores: int, torch_threads: int = 0) -> int:
+    """CPU inference actors on a node of ``cores`` CPUs when ``pipeline.workers`` = 0 (auto)."""
+    return max(1, int(cores) // cpu_actor_threads(cores, torch_threads))
+
+
 def _plan(cfg: Config, meta: dict, weights: dict | None, device: str) -> Plan:
     pc, mc = cfg.pipeline, cfg.model
-    threads = pc.torch_threads or max(1, (os.cpu_count() or 2) // max(1, pc.workers))
+    threads = cpu_actor_threads(os.cpu_count() or 2, pc.torch_threads, pc.workers)
     pred = {"model_name": meta.get("model_name"), "model_kwargs": dict(meta.get("model_kwargs") or {}),
             "class_names": list(meta.get("class_names") or []), "palette": meta.get("palette"), "flip_perm": meta.get("flip_perm"),
             "input_size": list(mc.input_size), "device": device, "postprocess": postprocess_kwargs(mc),
@@ -172,7 +191,7 @@ def _plan(cfg: Config, meta: dict, weights: dict | None, device: str) -> Plan:
     return Plan(config=to_dict(cfg), model=meta, predictor=pred, device=device, threads=threads, workers=pc.workers,
                 batch_size=pc.batch_size, batch_timeout_s=pc.batch_timeout_s, max_in_flight=pc.max_in_flight,
                 live_max_in_flight=cfg.live.max_in_flight, max_frames=pc.max_frames, live=live_kwargs(cfg.live),
-                store={"chunk_frames": pc.chunk_frames, "compressor": pc.compressor},
+                store={"chunk_frames": pc.chunk_frames, "commit_frames": pc.commit_frames, "compressor": pc.compressor},
                 track=track_kwargs(cfg.track) if cfg.track.enabled else None, ray_address=pc.ray_address,
                 object_store_mb=pc.object_store_memory_mb, weights=weights)
 

@@ -42,3 +42,28 @@ def test_pipeline_stores_the_recorded_bytes(ray_runtime, tmp_path, golden_videos
     for sid, arrays in rec["cases"][case].items():
         for name, digest in arrays.items():
             assert got[sid][name] == digest, f"{case}/{sid}/{name} differs from the recorded output"
+
+
+def test_default_cpu_layout(ray_runtime, tmp_path, golden_videos):
+    """The default CPU layout (``pipeline.workers=0``: one single-threaded actor per core here) stores the
+    recorded label maps, people, boxes and areas; only the scores round differently (< 1e-6) than with
+    the recorded layout (one actor of 2 threads), and the kernels by at most one float16 step."""
+    import numpy as np
+    import zarr
+
+    from streamparse.config import load_config
+    from streamparse.pipelines.video import run
+
+    rec, videos = golden_videos
+    ov, ck = CASES["tiny_random"]  # threshold 0: every rounding shows
+    base = [o for o in COMMON if not o.startswith(("pipeline.workers", "pipeline.torch_threads"))]
+    for name, extra in (("default", []), ("recorded", ["pipeline.workers=1", "pipeline.torch_threads=2"])):
+        run(load_config(overrides=ov + base + extra), videos, tmp_path / f"{name}.zarr", checkpoint=ck, progress=False)
+    got = store_checksums(tmp_path / "default.zarr")
+    for sid, arrays in rec["cases"]["tiny_random"].items():
+        for name, digest in arrays.items():
+            if name != "inst_score":
+                assert got[sid][name] == digest, f"default layout: {sid}/{name} differs from the recorded output"
+        a, b = (zarr.open_group(str(tmp_path / f"{n}.zarr"), mode="r")[sid] for n in ("default", "recorded"))
+        assert np.abs(a["inst_score"][:].astype(np.float64) - b["inst_score"][:]).max() < 1e-6
+        assert np.abs(a["inst_embedding"][:].astype(np.float64) - b["inst_embedding"][:]).max() <= 2.0 ** -12

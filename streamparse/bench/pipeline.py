@@ -1,9 +1,10 @@
 """`streamparse bench pipeline`: end-to-end `streamparse run` vs model-only vs a naive loop.
 
-All three use the same video, model, weights, input size and CPU thread budget, in one process run:
+All three use the same video, model, weights, input size and CPU budget (every core), in one process run:
 
 - **model-only**: every frame decoded up front into memory, then ``Predictor.predict`` over batches of
-  ``pipeline.batch_size`` (no decode, no store, no Ray) — the ceiling for this model on this machine;
+  ``pipeline.batch_size`` (no decode, no store, no Ray) with a thread per core — the ceiling for this
+  model in one process on this machine;
 - **naive**: one process, frame by frame: decode (PyAV) → ``predict([frame])`` → zarr write;
 - **end-to-end**: ``pipelines.video.run`` (Ray decoder actor, inference actors, reorder sink) into a
   fresh zarr store; Ray is started before the clock starts (its start-up is reported apart).
@@ -76,6 +77,7 @@ def run_pipeline_bench(args) -> dict:
 
     from streamparse.config import load_config
     from streamparse.engine.factory import build_predictor
+    from streamparse.plan import cpu_actor_threads, cpu_actors
 
     cfg = load_config(args.config, overrides=list(args.set))
     pc = cfg.pipeline
@@ -83,12 +85,15 @@ def run_pipeline_bench(args) -> dict:
     try:
         video, limit = _video(args, work)
         ckpt = args.checkpoint
-        threads = pc.torch_threads or max(1, (os.cpu_count() or 2) // max(1, pc.workers))
+        cores = os.cpu_count() or 2
+        threads = pc.torch_threads or cores  # model-only and naive: one process, every core
         torch.set_num_threads(threads)
         pred = build_predictor(cfg, checkpoint=ckpt)
+        # the run's CPU inference actors (engine.pool._cpu_slots on this one node)
+        workers = pc.workers or (cpu_actors(cores, pc.torch_threads) if pred.device.type == "cpu" else 1)
         res = {"video": video, "model": cfg.model.name, "input_size": list(cfg.model.input_size), "batch_size": pc.batch_size,
-               "workers": pc.workers, "threads": threads, "cpu_count": os.cpu_count(), "device": str(pred.device),
-               "runtime": pred.info().get("runtime")}
+               "workers": workers, "actor_threads": cpu_actor_threads(cores, pc.torch_threads, pc.workers),
+               "threads": threads, "cpu_count": cores, "device": str(pred.device), "runtime": pred.info().get("runtime")}
         n = _model_only(res, pred, video, limit, pc.batch_size)
         _naive(res, pred, cfg, ckpt, video, limit, work / "naive.zarr", n)
         del pred
@@ -174,7 +179,8 @@ def format_pipeline(res: dict) -> str:
     m = res["memory"]
     lines = [
         f"video {res['video']}  {res['frames']} frames {res['width']}x{res['height']}  model {res['model']} @ {res['input_size']}  "
-        f"batch {res['batch_size']}  workers {res['workers']}  threads {res['threads']}/{res['cpu_count']} cpus  device {res['device']}",
+        f"batch {res['batch_size']}  {res['cpu_count']} cpus  device {res['device']}: model-only and naive {res['threads']} threads, "
+        f"run {res['workers']} actor(s) x {res.get('actor_threads', res['threads'])} thread(s)",
         f"{'mode':<28}{'fps':>10}",
         f"{'model-only (pre-decoded)':<28}{res['model_only_fps']:>10.2f}",
         f"{'naive loop (1 process)':<28}{res['naive_fps']:>10.2f}",

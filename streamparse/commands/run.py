@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
     p.add_argument("--checkpoint", help="checkpoint path; 'none' = random init; default: the shipped weights if they fit")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="inference device")
     p.add_argument("--batch-size", type=int, help="frames per inference batch")
-    p.add_argument("--workers", type=int, help="inference actors (one per GPU; on CPU they share the cores)")
+    p.add_argument("--workers", type=int, help="inference actors (default: one per GPU; on CPU by cores, 2 x 1 thread on 2)")
     p.add_argument("--max-frames", type=int, help="stop each source after N frames")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in OUT")

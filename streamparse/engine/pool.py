@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streamparse.engine.scheduler import PipelineError, one_line
-from streamparse.plan import Plan, decide_device
+from streamparse.plan import Plan, cpu_actor_threads, cpu_actors, decide_device
 
 
 @dataclass
@@ -98,13 +98,12 @@ def start_pool(plan: Plan, *, workers: int = 0, wait: bool = True, start_timeout
 def _cpu_slots(nodes: list[dict], torch_threads: int, workers: int) -> list[tuple[str, int]]:
     """(node id, torch threads) per CPU inference actor. ``workers`` given: that many actors, spread over
     the nodes in turn, sharing each node's cores (``torch_threads``, else min(CPUs, 8) // actors there).
-    Else per node ``cpus // threads`` actors of ``threads`` = ``torch_threads`` or min(CPUs, 8)."""
+    Else per node ``plan.cpu_actors`` actors of ``plan.cpu_actor_threads`` threads (2 x 1 on 2 cores)."""
     cpus = {nd["NodeID"]: int(nd["Resources"]["CPU"]) for nd in nodes}
     if workers:
         ids = [list(cpus)[i % len(cpus)] for i in range(workers)]
-        return [(n, torch_threads or max(1, min(cpus[n], 8) // ids.count(n))) for n in ids]
+        return [(n, cpu_actor_threads(cpus[n], torch_threads, ids.count(n))) for n in ids]
     slots = []
     for n, c in cpus.items():
-        threads = torch_threads or max(1, min(c, 8))
-        slots += [(n, threads)] * max(1, c // threads)
+        slots += [(n, cpu_actor_threads(c, torch_threads))] * cpu_actors(c, torch_threads)
     return slots

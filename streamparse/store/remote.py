@@ -31,8 +31,10 @@ class RemoteZarrSink(ZarrSink):
     standard AWS environment variables are used)."""
 
     def __init__(self, url: str, *, mode: str = "create", root_attrs: dict | None = None, chunk_frames: int = 16,
-                 compressor: str = "zstd", storage_options: dict | None = None, lock_token: str | None = None):
+                 compressor: str = "zstd", storage_options: dict | None = None, lock_token: str | None = None,
+                 commit_frames: int = 0):
         self.path = self.url = str(url).rstrip("/")
+        self.commit_frames = int(commit_frames)
         self.storage_options = storage_options
         self.fs, self.fpath = filesystem(self.url, storage_options)
         self._open(mode, root_attrs, chunk_frames, compressor, lock_token)  # ZarrSink's, through the hooks below

@@ -124,9 +124,11 @@ class ZarrSink:
     """
 
     def __init__(self, path: str | Path, *, mode: str = "create", root_attrs: dict | None = None,
-                 chunk_frames: int = 16, compressor: str = "zstd", store=None, lock_token: str | None = None):
+                 chunk_frames: int = 16, compressor: str = "zstd", store=None, lock_token: str | None = None,
+                 commit_frames: int = 0):
         self.path = Path(path)
         self._store = store
+        self.commit_frames = int(commit_frames)  # frames per write and commit (``SourceWriter``; 0 = one chunk)
         self._open(mode, root_attrs, chunk_frames, compressor, lock_token)
 
     def _open(self, mode: str, root_attrs: dict | None, chunk_frames: int, compressor: str, lock_token: str | None) -> None:
@@ -248,7 +250,7 @@ class ZarrSink:
                 st.update(state="running", errors=[], previous_errors=st.get("errors") or [])
                 g.attrs["status"] = st
         w = SourceWriter(g, self.chunk_frames, on_commit=self.lock.heartbeat, on_write_error=self._release_reserve,
-                         tracker=tracker)
+                         tracker=tracker, commit_frames=self.commit_frames)
         self.writers[source_id] = w
         return w
 

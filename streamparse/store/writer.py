@@ -1,9 +1,12 @@
 """``SourceWriter``: one source's arrays in a schema v2 store (see README "Output"), and the errors of
 writing a store.
 
-Results are buffered (and reordered by their frame sequence number) until ``chunk_frames``
-consecutive frames are ready, then written as whole chunks; only after the data is written is the
-source's ``status.frames_written`` attribute advanced (the commit marker). The writer is the same for
+Results are buffered (and reordered by their frame sequence number) until ``commit_frames``
+consecutive frames are ready (the first chunk at once, and at least every ``commit_s`` seconds),
+then written as whole chunks of ``chunk_frames``; only after the data is written is the source's
+``status.frames_written`` attribute advanced (the commit marker). Writing several chunks at a time
+costs zarr's per-array work (a resize and a read-modify-write of every table's last chunk, about
+1 ms per array) once instead of once per chunk; the stored bytes are the same either way. The writer is the same for
 a local store (``streamparse.store.sink.ZarrSink``) and one on object storage
 (``streamparse.store.remote.RemoteZarrSink``); both import it from here.
 """
@@ -42,9 +45,13 @@ class SourceWriter:
     (``status.tracker_state``), and a resumed writer continues from the stored state (``from_state``), so
     a resumed run assigns the same ids as an uninterrupted one."""
 
-    def __init__(self, group, chunk_frames: int, on_commit=None, on_write_error=None, tracker=None):
+    def __init__(self, group, chunk_frames: int, on_commit=None, on_write_error=None, tracker=None, *,
+                 commit_frames: int = 0, commit_s: float = 2.0):
         self.g = group
         self.chunk = int(chunk_frames)
+        self.commit_frames = max(int(commit_frames), self.chunk)  # frames per write (whole chunks), at least one chunk
+        self.commit_s = float(commit_s)
+        self._last_write: float | None = None  # monotonic time of this writer's last write (None: none yet)
         self.pending: dict[int, ParsingBatch] = {}
         missing = missing_arrays(group)
         if missing:
@@ -100,6 +107,9 @@ class SourceWriter:
         n = stop - self.committed
         if n <= 0:
             return
+        if not final and n < self.commit_frames and self._last_write is not None \
+                and time.monotonic() - self._last_write < self.commit_s:
+            return  # wait for more (the first chunk goes at once: a reader sees results early)
         data = ParsingBatch.concat([self.pending.pop(s) for s in run])
         if n < len(data):
             self.pending[self.next_seq + n] = data.slice(n, len(data))
@@ -119,6 +129,7 @@ class SourceWriter:
 
     def _write(self, batch: ParsingBatch) -> None:
         t0, t1 = self.committed, self.committed + len(batch)
+        self._last_write = time.monotonic()
         try:
             self._write_arrays(batch, t0, t1)
         except OSError as exc:
