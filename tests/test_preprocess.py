@@ -43,3 +43,38 @@ def test_to_frame_is_nearest_and_exact():
     maps = torch.tensor([[[1, 2], [3, 4]]])
     out = Preprocessor.to_frame(maps, (4, 4))
     assert out.dtype == maps.dtype and out[0].tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+
+
+@pytest.mark.parametrize("hw", [(480, 640), (481, 643), (720, 1280), (300, 2000), (2, 900), (600, 3), (97, 61)])
+@pytest.mark.parametrize("layout", ["frames", "contiguous"])
+def test_antialias_resize_is_kornias_bits(hw, layout):
+    """The CPU shrink (``antialias_resize``: reflect padding by copies, kornia's taps in kornia's order) gives
+    exactly kornia's bits, for channels_last frames (as decoded) and contiguous tensors, odd sizes, singletons."""
+    import kornia
+
+    from streamparse.engine.preprocess import antialias_resize
+
+    h, w = hw
+    frames = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, h, w, 3), dtype=np.uint8))
+    x = frames.permute(0, 3, 1, 2).float().div_(255.0)
+    if layout == "contiguous":
+        x = x.contiguous()
+    for size in (target_size(h, w, 256, 448)[:2], (max(1, h // 2), max(1, w // 3)), (max(1, h - 1), w)):
+        ref = kornia.geometry.transform.resize(x, size, interpolation="bilinear", antialias=True)
+        assert torch.equal(antialias_resize(x, size), ref), (hw, size)
+
+
+def test_preprocessor_output_is_the_kornia_rule():
+    """The inference preprocessing of a 640x480 batch (the fast shrink) == the rule written with kornia."""
+    import kornia
+    import torch.nn.functional as F
+
+    from streamparse.engine.preprocess import MEAN
+
+    frames = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (3, 480, 640, 3), dtype=np.uint8))
+    x, (nh, nw) = Preprocessor(input_size=(256, 448), device=torch.device("cpu"))(frames)
+    ref = kornia.geometry.transform.resize(frames.permute(0, 3, 1, 2).float().div(255.0), (nh, nw), interpolation="bilinear",
+                                           antialias=True)
+    ref = kornia.enhance.normalize(ref, torch.tensor(MEAN), torch.tensor(STD))
+    ref = F.pad(ref, (0, x.shape[-1] - nw, 0, x.shape[-2] - nh))
+    assert torch.equal(x, ref)
