@@ -172,7 +172,7 @@ def _drive(plan, job, intr, progress: bool, on_actors, t_start: float) -> tuple[
         if summary.get("first_decoded_wall"):  # the first frame the engine decoded, from the start of this run
             summary["first_decoded_s"] = round(summary.pop("first_decoded_wall") - t_wall, 3)
         summary["stages_s"] = stages
-        summary["pool"] = {"actors": len(pool.actors), "device": plan.device}
+        summary["pool"] = {**pool.desc, "device": plan.device}  # actors, their threads, nodes
         return summary, interrupted
     finally:
         pool.kill()  # the run's actors end with it (not when Python collects their handles)

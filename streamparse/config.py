@@ -89,7 +89,7 @@ class PipelineConfig:
     batch_size: int = 4
     batch_timeout_s: float = 0.05
     workers: int = 0  # inference actors; 0 = auto (one per GPU; on CPU plan.cpu_actors: 2 x 1 thread on 2 cores)
-    torch_threads: int = 0  # CPU threads per inference actor (0 = all cores / workers)
+    torch_threads: int = 0  # CPU threads per inference actor (0 = plan.cpu_actor_threads: cores / workers, or cores // 4 with workers=0)
     max_in_flight: int = 4  # batches in flight per source (backpressure)
     amp: str = "none"  # none | fp16 | bf16 (CUDA only)
     cuda_streams: bool = True

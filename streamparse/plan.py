@@ -14,7 +14,6 @@ remain for single-process callers (predict, eval, tests) and build the same obje
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +43,6 @@ class Plan:
     model: dict
     predictor: dict
     device: str
-    threads: int
     workers: int
     batch_size: int
     batch_timeout_s: float
@@ -107,7 +105,7 @@ class Plan:
         from streamparse.store.objstore import is_url
 
         kw = dict(mode=mode, root_attrs=attrs, chunk_frames=self.store["chunk_frames"], compressor=self.store["compressor"],
-                  lock_token=lock_token, commit_frames=self.store.get("commit_frames", 0))
+                  lock_token=lock_token, commit_frames=self.store["commit_frames"])
         if is_url(out):
             from streamparse.store.remote import RemoteZarrSink
 
@@ -181,14 +179,13 @@ def cpu_actors(cores: int, torch_threads: int = 0) -> int:
 
 def _plan(cfg: Config, meta: dict, weights: dict | None, device: str) -> Plan:
     pc, mc = cfg.pipeline, cfg.model
-    threads = cpu_actor_threads(os.cpu_count() or 2, pc.torch_threads, pc.workers)
     pred = {"model_name": meta.get("model_name"), "model_kwargs": dict(meta.get("model_kwargs") or {}),
             "class_names": list(meta.get("class_names") or []), "palette": meta.get("palette"), "flip_perm": meta.get("flip_perm"),
             "input_size": list(mc.input_size), "device": device, "postprocess": postprocess_kwargs(mc),
             "test_scales": list(mc.test_scales), "amp": pc.amp, "cuda_streams": pc.cuda_streams, "preprocess": mc.preprocess,
             "protocol": mc.protocol, "checkpoint_sha256": meta.get("checkpoint_sha256"), "checkpoint_path": meta.get("checkpoint"),
             "runtime": runtime_kwargs(mc)}
-    return Plan(config=to_dict(cfg), model=meta, predictor=pred, device=device, threads=threads, workers=pc.workers,
+    return Plan(config=to_dict(cfg), model=meta, predictor=pred, device=device, workers=pc.workers,
                 batch_size=pc.batch_size, batch_timeout_s=pc.batch_timeout_s, max_in_flight=pc.max_in_flight,
                 live_max_in_flight=cfg.live.max_in_flight, max_frames=pc.max_frames, live=live_kwargs(cfg.live),
                 store={"chunk_frames": pc.chunk_frames, "commit_frames": pc.commit_frames, "compressor": pc.compressor},

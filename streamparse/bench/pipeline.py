@@ -6,7 +6,7 @@ All three use the same video, model, weights, input size and CPU budget (every c
   ``pipeline.batch_size`` (no decode, no store, no Ray) with a thread per core — the ceiling for this
   model in one process on this machine;
 - **naive**: one process, frame by frame: decode (PyAV) → ``predict([frame])`` → zarr write;
-- **end-to-end**: ``pipelines.video.run`` (Ray decoder actor, inference actors, reorder sink) into a
+- **end-to-end**: ``pipelines.video.run`` (the engine task: decode threads and the writer; the inference actors) into a
   fresh zarr store; Ray is started before the clock starts (its start-up is reported apart).
 
 Resident memory of the whole run (driver + every Ray process) is sampled once a second during the
@@ -77,7 +77,6 @@ def run_pipeline_bench(args) -> dict:
 
     from streamparse.config import load_config
     from streamparse.engine.factory import build_predictor
-    from streamparse.plan import cpu_actor_threads, cpu_actors
 
     cfg = load_config(args.config, overrides=list(args.set))
     pc = cfg.pipeline
@@ -89,10 +88,7 @@ def run_pipeline_bench(args) -> dict:
         threads = pc.torch_threads or cores  # model-only and naive: one process, every core
         torch.set_num_threads(threads)
         pred = build_predictor(cfg, checkpoint=ckpt)
-        # the run's CPU inference actors (engine.pool._cpu_slots on this one node)
-        workers = pc.workers or (cpu_actors(cores, pc.torch_threads) if pred.device.type == "cpu" else 1)
         res = {"video": video, "model": cfg.model.name, "input_size": list(cfg.model.input_size), "batch_size": pc.batch_size,
-               "workers": workers, "actor_threads": cpu_actor_threads(cores, pc.torch_threads, pc.workers),
                "threads": threads, "cpu_count": cores, "device": str(pred.device), "runtime": pred.info().get("runtime")}
         n = _model_only(res, pred, video, limit, pc.batch_size)
         _naive(res, pred, cfg, ckpt, video, limit, work / "naive.zarr", n)
@@ -170,6 +166,7 @@ def _end_to_end(res: dict, cfg, checkpoint: str | None, video: str, out: Path, n
     res["e2e_steady_vs_model_only"] = round(res["e2e_steady_fps"] / res["model_only_fps"], 3) if res["e2e_steady_fps"] else None
     res["e2e_vs_naive"] = round(res["e2e_fps"] / res["naive_fps"], 3)
     res["stages_s"] = summ.get("stages_s", {})
+    res["pool"] = summ.get("pool", {})  # the run's inference actors: how many, their threads, the device
     res["cpu_share_pct"] = mem.cpu_share_pct(wall)
     res["memory"] = mem.summary()
     res["memory"]["samples_mb"] = [round(s / 2**20, 1) for _, s in mem.samples]
@@ -180,7 +177,7 @@ def format_pipeline(res: dict) -> str:
     lines = [
         f"video {res['video']}  {res['frames']} frames {res['width']}x{res['height']}  model {res['model']} @ {res['input_size']}  "
         f"batch {res['batch_size']}  {res['cpu_count']} cpus  device {res['device']}: model-only and naive {res['threads']} threads, "
-        f"run {res['workers']} actor(s) x {res.get('actor_threads', res['threads'])} thread(s)",
+        f"run {res['pool'].get('actors')} actor(s) x {res['pool'].get('threads')} thread(s)",
         f"{'mode':<28}{'fps':>10}",
         f"{'model-only (pre-decoded)':<28}{res['model_only_fps']:>10.2f}",
         f"{'naive loop (1 process)':<28}{res['naive_fps']:>10.2f}",

@@ -34,10 +34,9 @@ class RemoteZarrSink(ZarrSink):
                  compressor: str = "zstd", storage_options: dict | None = None, lock_token: str | None = None,
                  commit_frames: int = 0):
         self.path = self.url = str(url).rstrip("/")
-        self.commit_frames = int(commit_frames)
         self.storage_options = storage_options
         self.fs, self.fpath = filesystem(self.url, storage_options)
-        self._open(mode, root_attrs, chunk_frames, compressor, lock_token)  # ZarrSink's, through the hooks below
+        self._open(mode, root_attrs, chunk_frames, compressor, lock_token, commit_frames)  # ZarrSink's, through the hooks below
 
     # -------------------------------------------------------------- the hooks of ZarrSink._open
     def _new_lock(self, lock_token: str | None) -> ObjectLock:

@@ -128,10 +128,10 @@ class ZarrSink:
                  commit_frames: int = 0):
         self.path = Path(path)
         self._store = store
-        self.commit_frames = int(commit_frames)  # frames per write and commit (``SourceWriter``; 0 = one chunk)
-        self._open(mode, root_attrs, chunk_frames, compressor, lock_token)
+        self._open(mode, root_attrs, chunk_frames, compressor, lock_token, commit_frames)
 
-    def _open(self, mode: str, root_attrs: dict | None, chunk_frames: int, compressor: str, lock_token: str | None) -> None:
+    def _open(self, mode: str, root_attrs: dict | None, chunk_frames: int, compressor: str, lock_token: str | None,
+              commit_frames: int = 0) -> None:
         """The construction every sink shares (``RemoteZarrSink`` too): check the arguments, refuse what
         may not be touched, take the writer lock, then open (resume) or create the root group -- born
         with every root attribute in ONE write of zarr.json, so a writer killed here leaves a store that
@@ -140,6 +140,7 @@ class ZarrSink:
         import zarr
 
         self.chunk_frames = int(chunk_frames)
+        self.commit_frames = int(commit_frames)  # frames per write and commit (``SourceWriter``; 0 = one chunk)
         self.compressor = compressor
         _compressors(compressor)  # a bad name fails before anything is created
         if mode not in ("create", "overwrite", "resume"):
