@@ -14,9 +14,8 @@ Slow (~6 min: two venvs, a cluster start, three jobs).
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -40,7 +39,8 @@ def venvs(tmp_path_factory):
     make_venv(nodes, *wheel_requirements(dists["wheel"]))
     r = subprocess.run([nodes / "bin" / "python", "-c", "import streamparse"], capture_output=True, text=True, cwd=d)
     assert r.returncode != 0 and "No module named 'streamparse'" in r.stderr  # the nodes lack streamparse
-    return {"client": client, "nodes": nodes}
+    yield {"client": client, "nodes": nodes}
+    shutil.rmtree(d, ignore_errors=True)  # two venvs of ~6 GB each (torch)
 
 
 @pytest.fixture(scope="module")

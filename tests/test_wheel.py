@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def _version() -> str:
 def venv(dists, tmp_path_factory):
     path = tmp_path_factory.mktemp("venv") / "sp-venv"
     make_venv(path, str(dists["wheel"]))
-    return path
+    yield path
+    shutil.rmtree(path, ignore_errors=True)  # ~6 GB (torch): not left for pytest's three kept runs
 
 
 def test_fresh_venv_from_an_empty_directory(venv, tmp_path_factory):
