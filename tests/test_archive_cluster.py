@@ -139,7 +139,7 @@ def mid_video(out: Path, done_before: set) -> str | None:
     m = markers(out)
     if not any(c for _, c in m.values() if c) and not done_before:
         return None
-    return next((k for k, (n, c) in m.items() if n >= 8 and not c), None)
+    return next((k for k, (n, c) in m.items() if n >= 1 and not c), None)
 
 
 def wait_unlocked(out: Path) -> None:
@@ -223,7 +223,7 @@ def test_lost_node_videos_finish_on_the_head(cluster, vids, reference, tmp_path)
                     continue
                 name = lk.parent.name[:-5]
                 n, c = markers(out).get(name, (0, False))
-                if cluster.on_node2(pid) and n >= 4 and not c:
+                if cluster.on_node2(pid) and n >= 1 and not c:
                     return name
             return None
 

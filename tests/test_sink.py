@@ -52,6 +52,25 @@ def test_reorders_and_writes_every_frame_once(tmp_path):
     assert dict(root.attrs)["streamparse_schema_version"] == 2  # schema v2 (issue 19: tracks, embeddings, part areas)
 
 
+def test_first_rows_are_committed_at_once_then_whole_chunks(tmp_path):
+    """The first batch a writer gets is written (and committed) at once, before its chunk is full; later
+    writes end on chunk boundaries; the store holds every frame as one written in whole chunks would."""
+    out = tmp_path / "o.zarr"
+    with ZarrSink(out, mode="create", root_attrs={"model_name": "m", "class_names": NAMES}, chunk_frames=4) as sink:
+        w = sink.source("cam", {"uri": "x", "width": 8, "height": 6}, (6, 8), NAMES, embedding_dim=DIM)
+        w.commit_s = 0.0  # no grouping: every whole chunk is written as soon as it is ready
+        seen = []
+        for seq in range(10):
+            w.add_batch(seq, batch_of([frame(seq)]))
+            seen.append(w.committed)
+    assert seen == [1, 1, 1, 4, 4, 4, 4, 8, 8, 8]  # frame 0 at once; then chunk boundaries; the tail at close
+    g = zarr.open_group(str(out / "cam"), mode="r")
+    assert dict(g.attrs)["status"]["frames_written"] == 10
+    for t in range(10):
+        np.testing.assert_array_equal(g["instance"][t], frame(t)["instance"])
+    assert np.diff(np.append(g["inst_offset"][:], len(g["inst_id"][:]))).tolist() == [t % 3 for t in range(10)]
+
+
 def test_duplicate_frame_is_refused(tmp_path):
     with pytest.raises(SinkError, match="twice"):
         write(tmp_path / "o.zarr", [0, 1, 1])
@@ -70,8 +89,10 @@ def test_resume_truncates_uncommitted_frames(tmp_path):
     out = tmp_path / "o.zarr"
     with ZarrSink(out, root_attrs={"model_name": "m"}, chunk_frames=4) as sink:
         w = sink.source("cam", {"uri": "x"}, (6, 8), NAMES, embedding_dim=DIM)
+        w.commit_s = 0.0  # each whole chunk written when ready (no grouping): frames 0-3 are committed
         for seq in range(6):
             w.add_batch(seq, batch_of([frame(seq)]))
+        assert w.committed == 4
         # simulate a crash: frames 4-5 half-written (data beyond the commit marker)
         g = sink.root["cam"]
         g["part"].resize((6, 6, 8))

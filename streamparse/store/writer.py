@@ -2,11 +2,13 @@
 writing a store.
 
 Results are buffered (and reordered by their frame sequence number) until ``commit_frames``
-consecutive frames are ready (the first chunk at once, and at least every ``commit_s`` seconds),
-then written as whole chunks of ``chunk_frames``; only after the data is written is the source's
-``status.frames_written`` attribute advanced (the commit marker). Writing several chunks at a time
-costs zarr's per-array work (a resize and a read-modify-write of every table's last chunk, about
-1 ms per array) once instead of once per chunk; the stored bytes are the same either way. The writer is the same for
+consecutive frames are ready (at least every ``commit_s`` seconds), then written as whole chunks of
+``chunk_frames``. The first rows a writer gets are written at once, whatever their number: a reader
+sees the first results after one batch (the next write completes their chunk). Only after the data is
+written is the source's ``status.frames_written`` attribute advanced (the commit marker). Writing
+several chunks at a time costs zarr's per-array work (a resize and a read-modify-write of every
+table's last chunk, about 1 ms per array) once instead of once per chunk; the stored bytes are the
+same either way. The writer is the same for
 a local store (``streamparse.store.sink.ZarrSink``) and one on object storage
 (``streamparse.store.remote.RemoteZarrSink``); both import it from here.
 """
@@ -101,15 +103,16 @@ class SourceWriter:
         total = sum(len(self.pending[s]) for s in run)
         if not total:
             return
-        # whole chunks: write up to the last chunk boundary reachable (all of it when final)
+        # whole chunks: write up to the last chunk boundary reachable (all of it when final, and the first
+        # rows this writer gets: a reader sees the first results at once; their chunk is rewritten whole later)
         end = self.committed + total
-        stop = end if final else (end // self.chunk) * self.chunk
+        stop = end if final or self._last_write is None else (end // self.chunk) * self.chunk
         n = stop - self.committed
         if n <= 0:
             return
         if not final and n < self.commit_frames and self._last_write is not None \
                 and time.monotonic() - self._last_write < self.commit_s:
-            return  # wait for more (the first chunk goes at once: a reader sees results early)
+            return  # wait for more
         data = ParsingBatch.concat([self.pending.pop(s) for s in run])
         if n < len(data):
             self.pending[self.next_seq + n] = data.slice(n, len(data))
