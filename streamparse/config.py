@@ -128,7 +128,7 @@ class LiveConfig:
     stall_timeout_s: float = 10.0
     # how long FFmpeg reads a stream at open to learn its parameters (analyzeduration): the frames read
     # meanwhile arrive at once after it, so a long probe is a burst the queue drops (FFmpeg's default: 5 s)
-    analyze_s: float = 0.5
+    analyze_s: float = 0.25
     # batches of a live source in flight downstream (pipeline.max_in_flight is for files): the lag
     # bound is about (queue_size + max_in_flight x batch_size) frames of model time
     max_in_flight: int = 2

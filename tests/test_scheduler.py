@@ -83,9 +83,10 @@ class Shuffled(InProcessExecutor):
         return h
 
 
-def run_store(path, slots, executor, chunk=4, store=None):
+def run_store(path, slots, executor, chunk=4, store=None, commit_frames=0):
     class_names = executor.predictor.class_names
-    with ZarrSink(path, root_attrs={"model_name": "uniparser_tiny"}, chunk_frames=chunk, store=store) as sink:
+    with ZarrSink(path, root_attrs={"model_name": "uniparser_tiny"}, chunk_frames=chunk, store=store,
+                  commit_frames=commit_frames) as sink:
         def open_writer(s):
             s.writer = sink.source(s.sid, s.info, (s.info["height"], s.info["width"]), class_names,
                                    embedding_dim=executor.predictor.embedding_dim)
@@ -136,6 +137,21 @@ def test_live_policy_skips_empty_reads_and_records_drops(tmp_path, predictor):
     st = dict(g.attrs)["status"]
     assert st["state"] == "ended" and st["complete"] and st["dropped"] == 3 and st["reconnects"] == 1
     assert sched.slots[0].metrics.summary()["dropped"] == {"drop_oldest": 3}
+
+
+def test_a_live_source_writes_each_chunk_a_file_groups_them(tmp_path, predictor):
+    """pipeline.commit_frames groups whole chunks into one write for files; a live source's writer writes
+    each chunk once complete (a grouped write would hold up the loop that feeds the stream)."""
+    video = make_video(tmp_path / "clip.mp4", n=20, h=48, w=64)
+    cam = ScriptedSource([live_batch([0, 1, 2, 3]), live_batch([4, 5, 6, 7]), live_batch([8, 9, 10, 11])])
+    ex = InProcessExecutor(lambda s: cam if s.sid == "cam" else FileSource(s.uri, source_id=s.sid), predictor,
+                           batch_size=4)
+    slots = [Slot(uri=str(video), sid="clip", policy=file_policy(4)),
+             Slot(uri="rtsp://cam/x", sid="cam", policy=live_policy(2))]
+    run_store(tmp_path / "o.zarr", slots, ex, chunk=4, commit_frames=16)
+    assert slots[0].writer.commit_frames == 16 and slots[1].writer.commit_frames == 4
+    rep = verify_store(tmp_path / "o.zarr")
+    assert rep.ok and rep.sources["clip"].frames_written == 20 and rep.sources["cam"].frames_written == 12
 
 
 def test_live_max_frames_stops_the_decoder():

@@ -52,18 +52,22 @@ def test_reorders_and_writes_every_frame_once(tmp_path):
     assert dict(root.attrs)["streamparse_schema_version"] == 2  # schema v2 (issue 19: tracks, embeddings, part areas)
 
 
-def test_first_rows_are_committed_at_once_then_whole_chunks(tmp_path):
+@pytest.mark.parametrize("commit_frames,expected", [(4, [1, 1, 1, 4, 4, 4, 4, 8, 8, 8]),   # each chunk when complete
+                                                     (8, [1, 1, 1, 1, 1, 1, 1, 8, 8, 8])])  # two chunks a write
+def test_first_rows_are_committed_at_once_then_whole_chunks(tmp_path, commit_frames, expected):
     """The first batch a writer gets is written (and committed) at once, before its chunk is full; later
-    writes end on chunk boundaries; the store holds every frame as one written in whole chunks would."""
+    writes end on chunk boundaries, ``commit_frames`` at a time (counted from the chunk the first write
+    began); the store holds every frame as one written in whole chunks would."""
     out = tmp_path / "o.zarr"
-    with ZarrSink(out, mode="create", root_attrs={"model_name": "m", "class_names": NAMES}, chunk_frames=4) as sink:
+    with ZarrSink(out, mode="create", root_attrs={"model_name": "m", "class_names": NAMES}, chunk_frames=4,
+                  commit_frames=commit_frames) as sink:
         w = sink.source("cam", {"uri": "x", "width": 8, "height": 6}, (6, 8), NAMES, embedding_dim=DIM)
-        w.commit_s = 0.0  # no grouping: every whole chunk is written as soon as it is ready
+        w.commit_s = 1e9  # no write for time's sake: only the frame counts decide
         seen = []
         for seq in range(10):
             w.add_batch(seq, batch_of([frame(seq)]))
             seen.append(w.committed)
-    assert seen == [1, 1, 1, 4, 4, 4, 4, 8, 8, 8]  # frame 0 at once; then chunk boundaries; the tail at close
+    assert seen == expected  # the tail (frames 8-9) at close
     g = zarr.open_group(str(out / "cam"), mode="r")
     assert dict(g.attrs)["status"]["frames_written"] == 10
     for t in range(10):

@@ -37,12 +37,16 @@ class PipelineError(RuntimeError):
 class SourcePolicy:
     """What differs between kinds of source. ``resume_rows``: a resumed file continues decoding at its
     commit marker; a live stream starts now and its frames are appended after the committed ones.
-    ``keep_numbering``: a file's rows are its frame numbers (checked)."""
+    ``keep_numbering``: a file's rows are its frame numbers (checked). ``group_commits``: the writer
+    groups whole chunks into larger writes (``pipeline.commit_frames``); a live source writes each chunk
+    as soon as it is complete instead: one large write holds up the loop that feeds the stream's
+    batches (its queue drops frames meanwhile), and readers of a live store see results sooner."""
 
     kind: str
     max_in_flight: int
     resume_rows: bool
     keep_numbering: bool
+    group_commits: bool = True
 
     def finish(self, committed: int, errors: list[str], driver_errors: list[str]) -> tuple[str, bool]:
         """(state, complete) of a source whose decoder has ended. ``errors``: all its errors (the
@@ -59,7 +63,7 @@ def file_policy(max_in_flight: int) -> SourcePolicy:
 
 
 def live_policy(max_in_flight: int) -> SourcePolicy:
-    return SourcePolicy("live", max_in_flight, resume_rows=False, keep_numbering=False)
+    return SourcePolicy("live", max_in_flight, resume_rows=False, keep_numbering=False, group_commits=False)
 
 
 # ----------------------------------------------------------------------------- executor interface
@@ -133,6 +137,11 @@ class Scheduler:
         self._t0 = time.monotonic() if t0 is None else t0
 
     # -------------------------------------------------------------- start
+    def _open_writer(self, s: Slot) -> None:
+        self.open_writer(s)
+        if s.writer is not None and not s.policy.group_commits:
+            s.writer.commit_frames = s.writer.chunk  # each whole chunk when ready
+
     def start(self) -> None:
         """Open every source (a source that cannot open must not stop the others) and its writer."""
         for s in self.slots:
@@ -147,7 +156,7 @@ class Scheduler:
                     s.done = True
                     s.info = {"uri": redact_uri(s.uri), "kind": s.policy.kind, **s.info}
             if s.info.get("width"):  # (a live source not connected yet gets its writer with its first frames)
-                self.open_writer(s)
+                self._open_writer(s)
             if s.done and s.writer is not None:
                 s.writer.set_status(state="complete" if not s.errors else "error", errors=s.errors)
 
@@ -198,7 +207,7 @@ class Scheduler:
         if s.writer is None:
             h_, w_ = np.asarray(batch["frames"]).shape[1:3]
             s.info = {**s.info, "height": int(h_), "width": int(w_)}
-            self.open_writer(s)
+            self._open_writer(s)
         s.metrics.count("decoded", n)
         s.in_flight += 1
         self.pending[self.ex.infer(batch)] = (s, s.next_seq, n)

@@ -110,7 +110,8 @@ class SourceWriter:
         n = stop - self.committed
         if n <= 0:
             return
-        if not final and n < self.commit_frames and self._last_write is not None \
+        # (after the first write, which may end mid-chunk, a group ends on the commit_frames boundary)
+        if not final and n < self.commit_frames - self.committed % self.chunk and self._last_write is not None \
                 and time.monotonic() - self._last_write < self.commit_s:
             return  # wait for more
         data = ParsingBatch.concat([self.pending.pop(s) for s in run])
