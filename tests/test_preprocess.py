@@ -45,6 +45,22 @@ def test_to_frame_is_nearest_and_exact():
     assert out.dtype == maps.dtype and out[0].tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
 
 
+@pytest.mark.parametrize("hw,size", [((256, 455), (432, 768)), ((256, 341), (480, 640)), ((200, 333), (1080, 1920)),
+                                     ((257, 449), (1023, 1777)), ((512, 512), (300, 301)), ((64, 64), (64, 64)),
+                                     ((7, 5), (3, 11))])
+def test_labels_to_frame_gathers_the_pixels_to_frame_resamples(hw, size):
+    """The CPU pipeline's host gather (``labels_to_frame``) = ``to_frame`` then the stored dtypes, bit for bit,
+    enlarging, shrinking, odd ratios and the same size; instance ids past 255 keep their high byte."""
+    g = torch.Generator().manual_seed(hw[0] * size[1])
+    part = torch.randint(0, 59, hw, generator=g)
+    instance = torch.randint(0, 700, hw, generator=g)
+    ref = Preprocessor.to_frame(torch.stack([part, instance]), size).to(torch.int32)
+    out_p, out_i = np.empty(size, np.uint8), np.empty(size, np.uint16)
+    Preprocessor.labels_to_frame(part, instance, size, out_p, out_i)
+    np.testing.assert_array_equal(out_p, ref[0].numpy().astype(np.uint8))
+    np.testing.assert_array_equal(out_i, ref[1].numpy().astype(np.uint16))
+
+
 @pytest.mark.parametrize("hw", [(480, 640), (481, 643), (720, 1280), (300, 2000), (2, 900), (600, 3), (97, 61)])
 @pytest.mark.parametrize("layout", ["frames", "contiguous"])
 def test_antialias_resize_is_kornias_bits(hw, layout):

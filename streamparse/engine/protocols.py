@@ -63,23 +63,28 @@ class DefaultProtocol:
         if pred.flip_perm is None and len(pred.test_scales) == 1:  # (no candidates with test-time augmentation)
             cout = candidate_outputs(pred.model, out, heat, pred.params)
         tc = time.perf_counter() - tc  # (the candidates' share of the post-processing: stage_s["candidates"])
+        cuda = pred.device.type == "cuda"
         maps, scores, kernels, cand = [], [], [], [None] * b
+        part, instance = np.empty((b, H, W), np.uint8), np.empty((b, H, W), np.uint16)  # (CPU: filled per frame)
         for i in range(b):
             parsed, c, dt = self._frame(pred, out, cout, heat, i, (nh, nw))
             tc += dt
             if c is not None:  # only frames with candidates pay for their maps
                 cand[i] = (pred.preprocess.to_frame(torch.stack([c.part, c.instance]), (H, W)).to(torch.uint8),
                            c.scores.float(), c.kernels.to(torch.float16))
-            maps.append(pred.preprocess.to_frame(torch.stack([parsed.part, parsed.instance]), (H, W)).to(torch.int32))
+            if cuda:
+                maps.append(pred.preprocess.to_frame(torch.stack([parsed.part, parsed.instance]), (H, W)).to(torch.int32))
+            else:
+                pred.preprocess.labels_to_frame(parsed.part, parsed.instance, (H, W), part[i], instance[i])
             scores.append(parsed.scores.float())
             kernels.append(parsed.kernels.to(torch.float16))
-        stacked = torch.stack(maps) if maps else torch.zeros((0, 2, H, W), dtype=torch.int32)
-        if pred.device.type == "cuda":  # start the device-to-host copies, then wait once
-            stacked = stacked.to("cpu", non_blocking=True)
+        if cuda:  # start the device-to-host copies, then wait once
+            stacked = (torch.stack(maps) if maps else torch.zeros((0, 2, H, W), dtype=torch.int32)).to("cpu", non_blocking=True)
             scores, kernels = ([s.to("cpu", non_blocking=True) for s in x] for x in (scores, kernels))
             cand = [None if c is None else tuple(x.to("cpu", non_blocking=True) for x in c) for c in cand]
             torch.cuda.current_stream(pred.device).synchronize()
-        res = Maps(part=stacked[:, 0].numpy().astype(np.uint8), instance=stacked[:, 1].numpy().astype(np.uint16),
+            part, instance = stacked[:, 0].numpy().astype(np.uint8), stacked[:, 1].numpy().astype(np.uint16)
+        res = Maps(part=part, instance=instance,
                    scores=[s.numpy() for s in scores], kernels=[k.numpy() for k in kernels],
                    cand=None if cout is None else candidates.stack_frames(cand, (H, W), pred.embedding_dim))
         pred.stage_s["postprocess"] += time.perf_counter() - t2
