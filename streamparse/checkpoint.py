@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # torch is imported where a checkpoint is read or written: the CLI's driver names
-    import torch   # CheckpointError long before (a second or more of start-up on a small CPU)
+import torch
 
 FORMAT = "streamparse-checkpoint-v1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -27,8 +26,6 @@ def atomic_save(obj: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    import torch
-
     torch.save(obj, tmp)
     tmp.replace(path)
     return path
@@ -40,8 +37,6 @@ def torch_load(path: str | Path, what: str, error: type[Exception] = ValueError)
     path = Path(path)
     if not path.is_file():
         raise error(f"{what} not found: {path}")
-    import torch
-
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, or a pickle that is not plain data
