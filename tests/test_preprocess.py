@@ -64,7 +64,7 @@ def test_labels_to_frame_gathers_the_pixels_to_frame_resamples(hw, size):
 @pytest.mark.parametrize("hw", [(480, 640), (481, 643), (720, 1280), (300, 2000), (2, 900), (600, 3), (97, 61)])
 @pytest.mark.parametrize("layout", ["frames", "contiguous"])
 def test_antialias_resize_is_kornias_bits(hw, layout):
-    """The CPU shrink (``antialias_resize``: reflect padding by copies, kornia's taps in kornia's order) gives
+    """The CPU shrink (``antialias_resize``: reflected borders from views, kornia's taps in kornia's order) gives
     exactly kornia's bits, for channels_last frames (as decoded) and contiguous tensors, odd sizes, singletons."""
     import kornia
 

@@ -45,7 +45,7 @@ def antialias_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     on the CPU for channels_last frames and short kernels (1.65x at 640x480 on one thread, 1.2x at 1280x720;
     slower than kornia's convolution for 7 taps and more, from 1080p): kornia's Gaussian (its
     sigma and kernel size rule, its kernels, its tap order: ``x * k0``, then ``addcmul`` per tap, along
-    the width then the height), with the reflect padding made by copies in the frame's own layout instead of
+    the width then the height), reading the reflected borders from views of the frame (``_taps``) instead of
     ``F.pad(mode="reflect")`` (40 % of the time on channels_last frames). x float (B,C,h,w)."""
     from kornia.filters.kernels import get_gaussian_kernel1d
 
@@ -62,10 +62,32 @@ def antialias_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _taps(x: torch.Tensor, kernel: torch.Tensor, axis: int) -> torch.Tensor:
-    """One separable pass of ``kernel`` (K,) along ``axis`` with reflect borders (kornia's accumulation order)."""
+    """One separable pass of ``kernel`` (K,) along ``axis`` with reflect borders (kornia's accumulation order:
+    ``x * k0``, then ``addcmul`` per tap). The interior reads shifted views of ``x``; only the ``r`` border
+    lines on each side read reflected ones (no padded copy of the frame: ~1.2x on 960x540 frames)."""
     r, n = kernel.shape[0] // 2, x.shape[axis]
     if r == 0:
         return x * kernel[0]
+    if n <= 2 * r:
+        return _taps_padded(x, kernel, axis)
+    out = torch.empty_like(x)  # (the frame's layout: channels_last stays channels_last)
+    _accumulate(out.narrow(axis, r, n - 2 * r), [x.narrow(axis, t, n - 2 * r) for t in range(len(kernel))], kernel)
+    for i in [*range(r), *range(n - r, n)]:  # source of tap t for output i: i + t - r, reflected into [0, n)
+        src = [abs(j) if j < n else 2 * (n - 1) - j for j in (i + t - r for t in range(len(kernel)))]
+        _accumulate(out.narrow(axis, i, 1), [x.narrow(axis, j, 1) for j in src], kernel)
+    return out
+
+
+def _accumulate(out: torch.Tensor, views: list[torch.Tensor], kernel: torch.Tensor) -> None:
+    """``out = views[0] * k0``, then ``out += views[t] * k[t]`` in tap order (kornia's rounding)."""
+    torch.mul(views[0], kernel[0], out=out)
+    for t in range(1, len(kernel)):
+        out.addcmul_(views[t], kernel[t])
+
+
+def _taps_padded(x: torch.Tensor, kernel: torch.Tensor, axis: int) -> torch.Tensor:
+    """``_taps`` through a reflect-padded copy, for an axis no longer than the kernel's span."""
+    r, n = kernel.shape[0] // 2, x.shape[axis]
     shape = list(x.shape)
     shape[axis] = n + 2 * r
     cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
