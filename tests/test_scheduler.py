@@ -215,3 +215,67 @@ def test_interrupt_drains_what_is_in_flight(tmp_path, predictor):
     st = dict(zarr.open_group(str(out / "clip"), mode="r").attrs)["status"]
     assert st["state"] == "interrupted" and st["frames_written"] >= before + in_flight > before
     assert verify_store(out).ok
+
+
+def test_turns_run_one_at_a_time_a_first_batch_before_the_others():
+    """``Turns`` (an inference actor's order): calls run one at a time on one thread; a source's first
+    batch goes before the batches that arrived earlier, the others keep their arrival order; a call's
+    error reaches its caller."""
+    import threading
+    import time
+
+    from streamparse.engine.turns import Turns
+
+    turns, order, running, threads_used = Turns(), [], [], set()
+    release = threading.Event()
+
+    def work(name):
+        running.append(name)
+        assert len(running) == 1  # never two at once
+        threads_used.add(threading.get_ident())
+        if name == "busy":
+            release.wait(10)
+        if name == "bad":
+            running.remove(name)
+            raise ValueError("a broken batch")
+        order.append(name)
+        running.remove(name)
+        return name.upper()
+
+    results, errors = {}, {}
+
+    def call(name, first=False):
+        try:
+            results[name] = turns.run(work, name, first)
+        except ValueError as exc:
+            errors[name] = str(exc)
+
+    threads = [threading.Thread(target=call, args=("busy",))]
+    threads[0].start()
+    while not running:
+        time.sleep(0.001)
+    for name, first in (("a", False), ("bad", False), ("b", False), ("new-video", True), ("c", False)):
+        threads.append(threading.Thread(target=call, args=(name, first)))
+        threads[-1].start()
+        while len(turns._waiting) < len(threads) - 1:  # registered before the next one arrives
+            time.sleep(0.001)
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert order == ["busy", "new-video", "a", "b", "c"]
+    assert results == {n: n.upper() for n in order} and errors == {"bad": "a broken batch"}
+    assert len(threads_used) == 1
+
+
+def test_the_first_batch_of_each_source_is_marked_for_the_actors(tmp_path, predictor):
+    video = make_video(tmp_path / "clip.mp4", n=12, h=48, w=64)
+    seen = []
+
+    class Recording(InProcessExecutor):
+        def infer(self, batch):
+            seen.append(bool(batch.get("first", False)))
+            return super().infer(batch)
+
+    run_store(tmp_path / "o.zarr", [Slot(uri=str(video), sid="clip", policy=file_policy(4))],
+              Recording(lambda s: FileSource(s.uri, source_id=s.sid), predictor, batch_size=4))
+    assert seen == [True, False, False]

@@ -10,6 +10,8 @@ import uuid
 
 import ray
 
+from streamparse.engine.turns import Turns
+
 
 @ray.remote(num_cpus=0)
 class WeightsHolder:
@@ -38,10 +40,14 @@ def share_weights(weights: dict | None):
     return name, holder
 
 
-@ray.remote(max_restarts=4, max_task_retries=4)
+CALLS_AT_ONCE = 32  # calls an inference actor accepts at once (and orders by ``Turns``); more wait in Ray's queue
+
+
+@ray.remote(max_restarts=4, max_task_retries=4, max_concurrency=CALLS_AT_ONCE)
 class InferenceActor:
     """Owns one model; restartable: a killed actor is restarted (fetching the weights again from the
-    holder) and its batch re-run by Ray."""
+    holder) and its batch re-run by Ray. Batches run one at a time, a source's first batch before the
+    others (``Turns``: an archive's new video does not wait behind the batches other videos queued)."""
 
     def __init__(self, predictor: dict, weights: str | None, threads: int):
         """``weights``: None (random init), or the name of the run's ``WeightsHolder``."""
@@ -58,9 +64,11 @@ class InferenceActor:
         if weights is not None:
             weights = ray.get(ray.get(ray.get_actor(weights).get.remote())[0])
         self.pred = make_predictor(**predictor, weights=weights)
+        self.turns = Turns()
 
     def infer(self, batch: dict) -> dict:
-        return self.pred(batch)
+        """``batch``: a ``FrameBatch`` dict; ``batch["first"]`` (optional): its source's first batch."""
+        return self.turns.run(self.pred, batch, first=bool(batch.get("first", False)))
 
     def pid(self) -> int:
         return os.getpid()

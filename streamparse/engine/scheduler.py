@@ -101,6 +101,7 @@ class Slot:
     next_seq: int = 0
     requests: deque = field(default_factory=deque)  # decode handles, oldest first
     in_flight: int = 0
+    submitted: int = 0  # batches sent to inference
     eof: bool = False
     done: bool = False
     errors: list = field(default_factory=list)
@@ -209,6 +210,9 @@ class Scheduler:
             s.info = {**s.info, "height": int(h_), "width": int(w_)}
             self._open_writer(s)
         s.metrics.count("decoded", n)
+        if not s.submitted:  # an inference actor runs a source's first batch before others (``Turns``)
+            batch = {**batch, "first": np.bool_(True)}
+        s.submitted += 1
         s.in_flight += 1
         self.pending[self.ex.infer(batch)] = (s, s.next_seq, n)
         s.next_seq += n
