@@ -80,17 +80,26 @@ def test_antialias_resize_is_kornias_bits(hw, layout):
         assert torch.equal(antialias_resize(x, size), ref), (hw, size)
 
 
-def test_preprocessor_output_is_the_kornia_rule():
-    """The inference preprocessing of a 640x480 batch (the fast shrink) == the rule written with kornia."""
+@pytest.mark.parametrize("hw", [(480, 640), (432, 768), (540, 960), (97, 61), (3, 900), (257, 300), (200, 300), (720, 1280),
+                                (1080, 1920)])
+def test_preprocessor_output_is_the_kornia_rule(hw):
+    """The inference preprocessing (CPU: the strip-wise shrink of uint8 frames, normalised into the padded
+    tensor) == the rule written with kornia, bit for bit: shrinks by short kernels (strips, borders, a frame
+    barely taller than a strip), by long ones (kornia's own path), no shrink (257x300 -> 256) and a bigger
+    frame (200x300 -> 256x384)."""
     import kornia
     import torch.nn.functional as F
 
     from streamparse.engine.preprocess import MEAN
 
-    frames = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (3, 480, 640, 3), dtype=np.uint8))
-    x, (nh, nw) = Preprocessor(input_size=(256, 448), device=torch.device("cpu"))(frames)
-    ref = kornia.geometry.transform.resize(frames.permute(0, 3, 1, 2).float().div(255.0), (nh, nw), interpolation="bilinear",
-                                           antialias=True)
-    ref = kornia.enhance.normalize(ref, torch.tensor(MEAN), torch.tensor(STD))
-    ref = F.pad(ref, (0, x.shape[-1] - nw, 0, x.shape[-2] - nh))
-    assert torch.equal(x, ref)
+    frames = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (3, *hw, 3), dtype=np.uint8))
+    pre = Preprocessor(input_size=(256, 448), device=torch.device("cpu"))
+    for _ in range(2):  # (the second batch reuses the shrink's buffer)
+        x, (nh, nw) = pre(frames)
+        ref = frames.permute(0, 3, 1, 2).float().div(255.0)
+        if (nh, nw) != hw:
+            ref = kornia.geometry.transform.resize(ref, (nh, nw), interpolation="bilinear", antialias=nh < hw[0])
+        ref = kornia.enhance.normalize(ref, torch.tensor(MEAN), torch.tensor(STD))
+        ref = F.pad(ref, (0, x.shape[-1] - nw, 0, x.shape[-2] - nh))
+        assert x.shape == ref.shape and x.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(x, ref), hw
