@@ -59,6 +59,9 @@ def test_labels_to_frame_gathers_the_pixels_to_frame_resamples(hw, size):
     Preprocessor.labels_to_frame(part, instance, size, out_p, out_i)
     np.testing.assert_array_equal(out_p, ref[0].numpy().astype(np.uint8))
     np.testing.assert_array_equal(out_i, ref[1].numpy().astype(np.uint16))
+    cand = np.empty((2, *size), np.uint8)  # the candidates' maps: both uint8, as the protocol stored them before
+    Preprocessor.labels_to_frame(part, instance, size, cand[0], cand[1])
+    np.testing.assert_array_equal(cand, Preprocessor.to_frame(torch.stack([part, instance]), size).to(torch.uint8).numpy())
 
 
 @pytest.mark.parametrize("hw", [(480, 640), (481, 643), (720, 1280), (300, 2000), (2, 900), (600, 3), (97, 61)])

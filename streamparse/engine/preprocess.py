@@ -212,14 +212,16 @@ class Preprocessor:
     def labels_to_frame(part: torch.Tensor, instance: torch.Tensor, size: tuple[int, int],
                         out_part: np.ndarray, out_instance: np.ndarray) -> None:
         """``to_frame`` for one frame's two CPU label maps, into host arrays: part (h, w) -> ``out_part``
-        uint8 (H, W), instance (h, w) -> ``out_instance`` uint16 (H, W); the same pixels as ``to_frame``
-        (the source rows and columns are ``F.interpolate``'s own, ``nearest_index``), gathered in the
-        stored dtypes instead of resampled as float32: 3x faster at 768x432, 6x at 1080p (one thread)."""
+        uint8 (H, W), instance (h, w) -> ``out_instance`` uint16 or uint8 (H, W); the same pixels as
+        ``to_frame`` (the source rows and columns are ``F.interpolate``'s own, ``nearest_index``), gathered in
+        the stored dtypes instead of resampled as float32: 3x faster at 768x432, 6x at 1080p (one thread)."""
         iy, ix = nearest_index(part.shape[-2], size[0]), nearest_index(part.shape[-1], size[1])
-        p = part.to(torch.uint8).numpy()  # (the same wrap-around as the int32 -> uint8 / uint16 casts)
-        i = instance.to(torch.int16).numpy().view(np.uint16)
-        np.take(p[iy], ix, axis=1, out=out_part)
-        np.take(i[iy], ix, axis=1, out=out_instance)
+        for m, out in ((part, out_part), (instance, out_instance)):
+            if out.dtype == np.uint8:  # (the same wrap-around as the int -> uint8 / uint16 casts)
+                m = m.to(torch.uint8).numpy()
+            else:
+                m = m.to(torch.int16).numpy().view(np.uint16)
+            np.take(m[iy], ix, axis=1, out=out)
 
 
 @functools.lru_cache(maxsize=256)

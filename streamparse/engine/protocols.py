@@ -70,8 +70,13 @@ class DefaultProtocol:
             parsed, c, dt = self._frame(pred, out, cout, heat, i, (nh, nw))
             tc += dt
             if c is not None:  # only frames with candidates pay for their maps
-                cand[i] = (pred.preprocess.to_frame(torch.stack([c.part, c.instance]), (H, W)).to(torch.uint8),
-                           c.scores.float(), c.kernels.to(torch.float16))
+                if cuda:
+                    cmaps = pred.preprocess.to_frame(torch.stack([c.part, c.instance]), (H, W)).to(torch.uint8)
+                else:
+                    cmaps = np.empty((2, H, W), np.uint8)
+                    pred.preprocess.labels_to_frame(c.part, c.instance, (H, W), cmaps[0], cmaps[1])
+                    cmaps = torch.from_numpy(cmaps)
+                cand[i] = (cmaps, c.scores.float(), c.kernels.to(torch.float16))
             if cuda:
                 maps.append(pred.preprocess.to_frame(torch.stack([parsed.part, parsed.instance]), (H, W)).to(torch.int32))
             else:
