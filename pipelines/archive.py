@@ -324,7 +324,7 @@ def _finish(outdir, rows, d: Decision, res: dict, state: str, key: str, intr) ->
         outdir.append_index([record(v, state, model_key=key, **fields)])
     row = rows[v.video_id]
     row.update({k: res.get(k) for k in ("frames", "frames_new", "start_frame", "fps", "wall_s", "errors", "note", "node",
-                                        "open_s", "first_result_s", "first_write_s", "queued_s", "attempt")})
+                                        "open_s", "first_decoded_s", "first_result_s", "first_write_s", "queued_s", "attempt")})
     row["state"] = state
     if state == "quarantined":
         row["note"] = "; ".join(x for x in [row.get("note"), f"quarantined: failed the same way {d.attempt} time(s) or more"] if x)

@@ -60,6 +60,7 @@ def test_store_equals_run_then_resume_modes(setup, tmp_path):
     r = go(setup, store)
     assert r["state"] == "complete" and r["frames"] == r["frames_new"] == 18 and r["errors"] == [] and r["start_frame"] == 0
     assert r["first_write_s"] is not None and r["first_write_s"] <= r["wall_s"]
+    assert r["first_decoded_s"] is not None and 0 <= r["first_decoded_s"] <= r["first_write_s"]
     assert_groups_equal(open_group(store, "clip"), open_group(setup["ref"], "clip"), what="archive vs run")
     root = dict(zarr.open_group(str(store), mode="r").attrs)
     assert root["archive"]["input"]["sha256_1mb"] and root["archive"]["model_key"] and root["model_name"] == "uniparser_tiny"

@@ -31,6 +31,9 @@ def test_bench_archive_tiny(tmp_path):
     assert 0 < res["first_write_median_s"] < res["archive_s"]
     assert res["rss_at_video"] == 2 and res["rss_mb_at_video_k"] > 100 and res["rss_mb_at_end"] > 100  # a driver + Ray, in MiB
     assert abs(res["rss_growth_pct"]) < 100
-    assert set(res["met"]) == set(res["targets"]) == {"archive_vs_run", "archive_vs_model_only", "first_write_median_s", "rss_growth_pct"}
+    assert 0 < res["first_write_after_decode_median_s"] <= res["first_write_median_s"]  # (per video: decoded, then written)
+    assert 0 < res["video_first_decoded_s_median"] < res["video_wall_s_median"]
+    assert set(res["met"]) == set(res["targets"]) == {"archive_vs_run", "archive_vs_model_only", "first_write_median_s",
+                                                      "first_write_after_decode_median_s", "rss_growth_pct"}
     assert all(isinstance(v, bool) for v in res["met"].values())
-    assert "(c)/(b)" in r.stdout and "(c)/(a)" in r.stdout and "first written frame" in r.stdout
+    assert "(c)/(b)" in r.stdout and "(c)/(a)" in r.stdout and "first written frame" in r.stdout and "after its first decoded frame" in r.stdout

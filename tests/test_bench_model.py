@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from streamparse.bench.archive import _startup
+from streamparse.bench.archive import _startup, after_decode_median
 from streamparse.bench.model import PAPER_IMG_PER_S, run_model_bench
 
 
@@ -44,3 +44,14 @@ def test_archive_startup_is_spawn_to_the_first_written_frame_and_the_rest_is_ste
     assert res["archive_steady_fps"] == pytest.approx(400 / 40.5, abs=0.01)
     assert res["archive_steady_vs_model_only"] == pytest.approx(400 / 40.5 / 20.0, abs=1e-3)
     json.dumps(res)
+
+
+def test_first_write_after_decode_is_per_video_and_skips_the_first_dispatched():
+    rows = [{"queued_s": 0.0, "first_decoded_s": 1.0, "first_write_s": 3.0},  # (the first dispatched: the pool's warm-up)
+            {"queued_s": 0.5, "first_decoded_s": 0.3, "first_write_s": 0.7},
+            {"queued_s": 1.0, "first_decoded_s": 0.2, "first_write_s": 0.8},
+            {"queued_s": 2.0, "first_decoded_s": None, "first_write_s": 0.5},  # (never decoded: not counted)
+            {"queued_s": 3.0, "first_decoded_s": 0.4, "first_write_s": 0.6}]
+    assert after_decode_median(rows) == pytest.approx(0.4)  # median of 0.4, 0.6, 0.2
+    assert after_decode_median(rows[:1]) == pytest.approx(2.0)  # one video: its own
+    assert after_decode_median([]) is None

@@ -81,12 +81,13 @@ def process_video(job: dict, ctx: dict, make_executor, *, on_progress=None, node
     from streamparse.plan import Plan
     from streamparse.store.sink import SinkError
 
-    t0 = time.monotonic()
+    t0, t0_wall = time.monotonic(), time.time()
     plan = Plan.from_dict(ctx["plan"])
     vid, uri, store = job["video_id"], job["uri"], job["store"]
     res = {"video_id": vid, "state": "failed", "frames": 0, "frames_new": 0, "start_frame": 0, "errors": [], "note": "",
            "input": {}, "node": node or socket.gethostname(), "pid": os.getpid(), "attempt": job.get("attempt", 1),
-           "open_s": None, "first_result_s": None, "first_write_s": None, "wall_s": None, "fps": None}
+           "open_s": None, "first_decoded_s": None, "first_result_s": None, "first_write_s": None, "wall_s": None,
+           "fps": None}
 
     def done(**kw):
         res.update(kw)
@@ -129,7 +130,8 @@ def process_video(job: dict, ctx: dict, make_executor, *, on_progress=None, node
     src = summ["sources"][vid]
     frames = src["frames_written"]
     res.update(start_frame=committed, frames_new=frames - committed, open_s=summ.get("open_s"),
-               first_result_s=summ.get("first_result_s"), first_write_s=summ.get("first_write_s"))
+               first_result_s=summ.get("first_result_s"), first_write_s=summ.get("first_write_s"),
+               first_decoded_s=round(summ["first_decoded_wall"] - t0_wall, 3) if summ.get("first_decoded_wall") else None)
     if summ["interrupted"]:
         return done(state="pending", frames=frames, errors=[], note=(res["note"] + "; " if res["note"] else "") + "interrupted")
     ok = frames > 0 and not src["errors"]

@@ -99,8 +99,8 @@ def run_job(job: Job, plan, make_executor, *, sink=None, intr: Interrupts | None
         summary["stages_s"] = {k: round(v, 3) for k, v in sched.stage_s.items()}
         if ex is not None and hasattr(ex, "decode_seconds"):
             summary["stages_s"]["decode"] = round(sum(ex.decode_seconds(s) for s in slots), 3)
-        firsts = [s.decoder.core.first_decoded for s in slots if getattr(getattr(s, "decoder", None), "core", None)
-                  and s.decoder.core.first_decoded]
+        cores = [getattr(s.decoder, "core", s.decoder) for s in slots if getattr(s, "decoder", None) is not None]
+        firsts = [c.first_decoded for c in cores if getattr(c, "first_decoded", None)]  # (a thread's core, or in-process)
         summary["first_decoded_wall"] = min(firsts) if firsts else None
     for s in slots:
         summ = s.metrics.summary() if s.metrics else {}
