@@ -279,3 +279,47 @@ def test_the_first_batch_of_each_source_is_marked_for_the_actors(tmp_path, predi
     run_store(tmp_path / "o.zarr", [Slot(uri=str(video), sid="clip", policy=file_policy(4))],
               Recording(lambda s: FileSource(s.uri, source_id=s.sid), predictor, batch_size=4))
     assert seen == [True, False, False]
+
+
+def test_a_files_first_batch_goes_to_inference_before_its_writer_opens(tmp_path, predictor):
+    """A file's first batch is submitted, then its writer opens (the store's arrays are created while the
+    network runs); a live source's writer opens first (its rows are numbered by the writer); a file whose
+    store continues at another row than the source's first frame is an internal error, not a silent gap."""
+    video = make_video(tmp_path / "clip.mp4", n=12, h=48, w=64)
+    events = []
+
+    class Recording(InProcessExecutor):
+        def infer(self, batch):
+            events.append(("infer", int(batch["frame_index"][0])))
+            return super().infer(batch)
+
+    def run(path, slots, ex):
+        with ZarrSink(path, root_attrs={"model_name": "uniparser_tiny"}, chunk_frames=4) as sink:
+            def open_writer(s):
+                events.append(("writer", s.sid))
+                s.writer = sink.source(s.sid, s.info, (s.info["height"], s.info["width"]), predictor.class_names,
+                                       embedding_dim=predictor.embedding_dim)
+                s.next_seq = s.writer.next_seq
+
+            sched = Scheduler(slots, ex, open_writer=open_writer)
+            sched.start()
+            sched.run()
+
+    run(tmp_path / "f.zarr", [Slot(uri=str(video), sid="clip", policy=file_policy(4))],
+        Recording(lambda s: FileSource(s.uri, source_id=s.sid), predictor, batch_size=4))
+    assert events == [("infer", 0), ("writer", "clip"), ("infer", 4), ("infer", 8)]
+    g = zarr.open_group(str(tmp_path / "f.zarr" / "clip"), mode="r")
+    assert g["frame_index"][:].tolist() == list(range(12)) and dict(g.attrs)["status"]["complete"]
+
+    events.clear()
+    script = [live_batch([0, 1]), live_batch([2, 3])]
+    run(tmp_path / "l.zarr", [Slot(uri="rtsp://cam/x", sid="cam", policy=live_policy(4))],
+        Recording(lambda s: ScriptedSource(script), predictor, batch_size=2))
+    assert events[:2] == [("writer", "cam"), ("infer", 0)]
+
+    events.clear()
+    from streamparse.engine.scheduler import PipelineError
+
+    with pytest.raises(PipelineError, match="the store continues at row 0, the source at frame 4"):
+        run(tmp_path / "r.zarr", [Slot(uri=str(video), sid="clip", policy=file_policy(4), start_frame=4)],
+            Recording(lambda s: FileSource(s.uri, source_id=s.sid, start_frame=4), predictor, batch_size=4))

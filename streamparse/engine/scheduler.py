@@ -125,13 +125,14 @@ class Scheduler:
 
     def __init__(self, slots: list[Slot], executor: Executor, *, open_writer: Callable[[Slot], None],
                  intr: Interrupts | None = None, on_progress: Callable[[int], None] | None = None,
-                 wait_s: float = 0.2, t0: float | None = None):
+                 wait_s: float = 0.2, t0: float | None = None, first_batch_s: float = 2.0):
         self.slots = slots
         self.ex = executor
         self.open_writer = open_writer
         self.intr = intr or Interrupts()
         self.on_progress = on_progress or (lambda n: None)
         self.wait_s = wait_s
+        self.first_batch_s = first_batch_s  # how long start() waits for a file's first batch before opening its writer
         self.pending: dict = {}  # inference handle -> (slot, seq, n)
         self.first_result_s: float | None = None  # seconds from t0 to the first written result
         self.stage_s = {"write": 0.0, "wait": 0.0}  # driver seconds: in the writers, waiting for results
@@ -144,19 +145,23 @@ class Scheduler:
             s.writer.commit_frames = s.writer.chunk  # each whole chunk when ready
 
     def start(self) -> None:
-        """Open every source (a source that cannot open must not stop the others) and its writer."""
+        """Open every source (a source that cannot open must not stop the others) and its writer. A
+        numbered source's (a file's) first batch goes to inference before its writer opens (the store's
+        arrays take 0.2-0.4 s to create; the network runs meanwhile)."""
         for s in self.slots:
             s.metrics = SourceMetrics(s.sid)
             if not s.done:  # (a source already complete in a resumed store is not decoded again)
                 try:
                     s.info = {**s.info, **self.ex.open_source(s)}
-                    # the first batch decodes while the writer opens (a live stream does not wait for it)
-                    s.requests.append(self.ex.request(s))
+                    s.requests.append(self.ex.request(s))  # (a live stream does not wait for its writer)
                 except Exception as exc:  # noqa: BLE001
                     s.errors.append(one_line(exc))
                     s.done = True
                     s.info = {"uri": redact_uri(s.uri), "kind": s.policy.kind, **s.info}
-            if s.info.get("width"):  # (a live source not connected yet gets its writer with its first frames)
+        for s in self.slots:
+            if s.requests and s.policy.keep_numbering and self.ex.wait([s.requests[0]], self.first_batch_s):
+                self._on_decoded(s, s.requests.popleft())  # (submits it, then opens the writer)
+            if s.writer is None and s.info.get("width"):  # (a live source not connected yet: with its first frames)
                 self._open_writer(s)
             if s.done and s.writer is not None:
                 s.writer.set_status(state="complete" if not s.errors else "error", errors=s.errors)
@@ -202,20 +207,30 @@ class Scheduler:
             s.eof = s.eof or bool(out.get("end"))
             return
         n = len(batch["frame_index"])
+        early = s.writer is None and s.policy.keep_numbering  # a file: submitted first, its writer opened after
+        if early:
+            s.next_seq = s.start_frame  # (the writer's next row: checked once it is open)
         if s.policy.keep_numbering and int(batch["frame_index"][0]) != s.next_seq:
             raise PipelineError(f"{s.sid}: internal error: a batch starting at frame {int(batch['frame_index'][0])} "
                                 f"arrived for row {s.next_seq}")
         if s.writer is None:
             h_, w_ = np.asarray(batch["frames"]).shape[1:3]
             s.info = {**s.info, "height": int(h_), "width": int(w_)}
-            self._open_writer(s)
+            if not early:
+                self._open_writer(s)
         s.metrics.count("decoded", n)
         if not s.submitted:  # an inference actor runs a source's first batch before others (``Turns``)
             batch = {**batch, "first": np.bool_(True)}
         s.submitted += 1
         s.in_flight += 1
-        self.pending[self.ex.infer(batch)] = (s, s.next_seq, n)
-        s.next_seq += n
+        seq = s.next_seq
+        self.pending[self.ex.infer(batch)] = (s, seq, n)
+        if early:
+            self._open_writer(s)
+            if s.next_seq != seq:
+                raise PipelineError(f"{s.sid}: internal error: the store continues at row {s.next_seq}, "
+                                    f"the source at frame {seq}")
+        s.next_seq = seq + n
 
     def _on_inferred(self, h, s: Slot, seq: int, n: int) -> None:
         s.in_flight -= 1
