@@ -129,6 +129,10 @@ class LiveConfig:
     # how long FFmpeg reads a stream at open to learn its parameters (analyzeduration): the frames read
     # meanwhile arrive at once after it, so a long probe is a burst the queue drops (FFmpeg's default: 5 s)
     analyze_s: float = 0.25
+    # for this long after a stream's first frame the queue keeps up to 25 x startup_s frames more than
+    # queue_size (the first batches wait while the inference workers make the model for the stream's
+    # shape: ~1 s on 2 CPU cores); then the backlog drains and the bound returns to queue_size. 0: off
+    startup_s: float = 4.0
     # batches of a live source in flight downstream (pipeline.max_in_flight is for files): the lag
     # bound is about (queue_size + max_in_flight x batch_size) frames of model time
     max_in_flight: int = 2
@@ -144,6 +148,7 @@ class LiveConfig:
         _range(sec, "reconnect_max_attempts", self.reconnect_max_attempts, -1)
         _range(sec, "queue_size", self.queue_size, 1)
         _range(sec, "max_in_flight", self.max_in_flight, 1)
+        _range(sec, "startup_s", self.startup_s, 0.0)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from streamparse.sources.uri import redact_uri
 # a model being trained is validated on torch (its weights change between validations)
 TORCH_RUNTIME = {"runtime": "torch", "precision": "fp32", "cache_dir": "", "calibration": "", "calibration_frames": 0}
 LIVE_KEYS = ("transport", "open_timeout_s", "read_timeout_s", "reconnect_initial_s", "reconnect_factor", "reconnect_cap_s",
-             "reconnect_max_attempts", "queue_size", "drop_policy", "stall_timeout_s", "analyze_s")
+             "reconnect_max_attempts", "queue_size", "drop_policy", "stall_timeout_s", "analyze_s", "startup_s")
 
 
 @dataclass(frozen=True)

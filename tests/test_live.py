@@ -104,10 +104,47 @@ def test_queue_policies():
     q = _FrameQueue(1, "wait")
     q.put((0,), stop)
     threading.Timer(0.3, lambda: q.items.popleft() and None).start()
-    reason, blocked = q.put((1,), stop)
+    reason, blocked, _ = q.put((1,), stop)
     assert reason is None and 0.2 < blocked < 2.0 and [it[0] for it in q.items] == [1]
     threading.Timer(0.2, stop.set).start()
     assert q.put((2,), stop)[0] == "closed"
+
+
+def test_queue_start_up_allowance_then_the_backlog_drains_to_the_bound():
+    """For startup_s after the first frame the queue keeps size + startup_extra frames; afterwards the bound
+    follows the backlog down as it is read, never up, to size (then drop-oldest as before)."""
+    stop = threading.Event()
+
+    def f(i):  # a queue item: frame, ..., time base
+        return (np.full(1, i), 0, 0, 0, 0, 0, (1, 25))
+
+    q = _FrameQueue(2, "drop-oldest", startup_extra=3, startup_s=0.3)
+    assert [q.put(f(i), stop)[0] for i in range(6)] == [None] * 5 + ["drop_oldest"]  # 2 + 3 kept
+    assert [int(it[0][0]) for it in q.items] == [1, 2, 3, 4, 5]
+    time.sleep(0.4)  # the window is over: the bound only comes down, to the backlog plus 2
+    assert [int(it[0][0]) for it in q.get_many(1, time.monotonic(), lambda: False)] == [1]
+    assert q.put(f(6), stop) == (None, 0.0, 0) and q.bound == 5
+    # a reader that does not keep up: each new frame evicts two until the bound is back at 2
+    assert [q.put(f(i), stop) for i in (7, 8, 9)] == [("drop_oldest", 0.0, 2)] * 3
+    assert [int(it[0][0]) for it in q.items] == [8, 9] and q.bound == 2
+    assert q.put(f(10), stop) == ("drop_oldest", 0.0, 1) and [int(it[0][0]) for it in q.items] == [9, 10]
+    q.get_many(2, time.monotonic(), lambda: False)
+    assert [q.put(f(i), stop)[0] for i in range(11, 14)] == [None, None, "drop_oldest"]  # size 2, as without the allowance
+    # a reader that keeps up works the backlog off without a drop
+    q = _FrameQueue(2, "drop-oldest", startup_extra=10, startup_s=0.2)
+    assert [q.put(f(i), stop)[0] for i in range(10)] == [None] * 10
+    time.sleep(0.3)
+    for i in range(10, 20):  # two read for each new frame
+        assert q.put(f(i), stop)[0] is None
+        q.get_many(2, time.monotonic(), lambda: False)
+    assert len(q.items) == 0 and q.bound == 2
+    off = _FrameQueue(2, "drop-oldest", startup_extra=3, startup_s=0.0)  # startup_s 0: no allowance
+    assert [off.put(f(i), stop)[0] for i in range(3)] == [None, None, "drop_oldest"]
+    assert LiveConfig().startup_s == 4.0
+    with pytest.raises(ValueError, match="startup_s"):
+        LiveConfig(startup_s=-1.0)
+    src = build_source("rtsp://127.0.0.1:1/x", Config(live=LiveConfig(queue_size=3, startup_s=2.0)), source_id="c")
+    assert src._queue.bound == 3 + 50 and src._queue.startup_s == 2.0
 
 
 def test_timeline_monotonic_across_segments():
@@ -225,7 +262,8 @@ def test_nothing_listening_backoff_then_error_others_keep_going(gst, caplog):
 def _overload(url: str, policy: str, seconds: float = 5.0, work_s: float = 0.1):
     """Consume one frame per ``work_s`` (10 fps) from a 25 fps stream; returns (lags, stats)."""
     lags = []
-    with fast(url, queue_size=4, drop_policy=policy) as src:
+    with fast(url, queue_size=4, drop_policy=policy, startup_s=0.0) as src:  # (the steady-state bound; the
+        # start-up allowance is tested apart: test_queue_start_up_allowance_then_the_backlog_drains_to_the_bound)
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             b = src.read(1, 0.2)

@@ -134,7 +134,7 @@ def test_overload_drop_oldest_bounded_lag_and_counted_drops(gst, ray_runtime, tm
 
     cfg = load_config(overrides=MODEL + FAST + [
         "model.input_size=[512,512]", "pipeline.batch_size=1", "live.drop_policy=drop-oldest", "live.queue_size=2",
-        "pipeline.max_frames=40", "live.reconnect_max_attempts=-1"])
+        "pipeline.max_frames=40", "live.reconnect_max_attempts=-1", "live.startup_s=0"])  # (the steady-state bound)
     with RtspServer(testsrc=True, width=320, height=240) as srv:
         summary = run(cfg, [srv.url()], tmp_path / "o.zarr", checkpoint="none", progress=False)
     (sid, s), = summary["sources"].items()

@@ -271,10 +271,10 @@ class Connection:
         item = (img, idx, pts, t, wall, seg, (tb.numerator, tb.denominator), ref)
         if self.policy == "wait":
             st.set("blocked" if len(self.queue.items) >= self.queue.size else None)
-        reason, blocked = self.queue.put(item, self.stop)
+        reason, blocked, dropped = self.queue.put(item, self.stop)
         with st.lock:
             if reason:
-                st.dropped[reason] += 1
+                st.dropped[reason] += dropped
             st.c["blocked_s"] += blocked
             if blocked and st.state == "blocked":
                 st.state = "streaming"

@@ -3,7 +3,9 @@ bounded lag -- the consumer side of the source protocol::
 
     network --PyAV (open/read timeouts)--> decode thread (Connection) --FrameQueue (drop policy)--> read()
 
-* The queue holds at most ``queue_size`` decoded frames; when full ``drop-oldest`` (live default) evicts
+* The queue holds at most ``queue_size`` decoded frames (for ``startup_s`` seconds after the first frame,
+  up to ``25 x startup_s`` more, while the run's first batches wait for the model: then the bound
+  follows the backlog down); when full ``drop-oldest`` (live default) evicts
   the oldest frame, ``drop-latest`` discards the new one, ``wait`` blocks the decode thread (lossless;
   lag then grows in the socket). Drops are counted by reason; ``frame_index`` counts every decoded
   frame, so gaps in it mark dropped frames.
@@ -19,6 +21,7 @@ defaults of its own for them).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Iterator
@@ -34,6 +37,7 @@ from streamparse.structures import FrameBatch
 log = logging.getLogger(__name__)
 
 TRANSPORTS = ("tcp", "udp")
+STARTUP_FPS = 25  # the start-up allowance holds startup_s seconds of a stream at this rate
 
 
 class LiveSource:
@@ -60,6 +64,7 @@ class LiveSource:
         drop_policy: str,
         stall_timeout_s: float,
         analyze_s: float,
+        startup_s: float = 0.0,
         source_id: str = "",
         batch_timeout_s: float = 0.04,
         decode_threads: int = 2,
@@ -80,11 +85,14 @@ class LiveSource:
             raise ValueError(f"reconnect_max_attempts must be -1 (forever) or >= 0, got {reconnect_max_attempts}")
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        if not startup_s >= 0:
+            raise ValueError(f"startup_s must be >= 0, got {startup_s}")
         self._safe_uri = redact_uri(uri)
         self.source_id = source_id or self._safe_uri
         self._open_s, self._read_s = float(open_timeout_s), float(read_timeout_s)
         self._batch_timeout = float(batch_timeout_s)
-        self._queue = FrameQueue(int(queue_size), drop_policy)
+        self._queue = FrameQueue(int(queue_size), drop_policy, startup_s=float(startup_s),
+                                 startup_extra=math.ceil(STARTUP_FPS * float(startup_s)))
         self._policy = drop_policy
         self._stop = threading.Event()
         self._st = LiveState(self._safe_uri, self.source_id, transport)
