@@ -17,7 +17,8 @@ from streamparse import plan
 from streamparse.engine.factory import build_predictor
 from streamparse.archive.worker import make_context, process_video
 from streamparse.config import load_config
-from streamparse.engine.scheduler import InProcessExecutor, Scheduler, Slot, file_policy
+from streamparse.engine.decoders import InProcessExecutor
+from streamparse.engine.scheduler import Scheduler, Slot, file_policy
 from videos import make_video
 
 

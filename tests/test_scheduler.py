@@ -13,7 +13,8 @@ from faults import FaultyStore
 from streamparse.store.outputs import RESERVE_NAME
 from streamparse.engine.factory import build_predictor
 from streamparse.config import load_config
-from streamparse.engine.scheduler import DecoderCore, InProcessExecutor, Scheduler, Slot, file_policy, live_policy
+from streamparse.engine.decoders import DecoderCore, InProcessExecutor
+from streamparse.engine.scheduler import Scheduler, Slot, file_policy, live_policy
 from streamparse.store.sink import ZarrSink, verify_store
 from streamparse.sources import FileSource
 from streamparse.structures import FrameBatch

@@ -39,7 +39,8 @@ def write_v2_store(video: str | Path, out: str | Path, predictor, *, tracker=Non
     import zarr
 
     from streamparse import __version__
-    from streamparse.engine.scheduler import InProcessExecutor, Scheduler, Slot, file_policy
+    from streamparse.engine.decoders import InProcessExecutor
+    from streamparse.engine.scheduler import Scheduler, Slot, file_policy
     from streamparse.store.sink import ZarrSink
     from streamparse.sources import FileSource, redact_uri, source_id as make_sid
     from streamparse.structures import FrameBatch

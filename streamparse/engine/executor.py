@@ -16,7 +16,8 @@ import os
 
 import ray
 
-from streamparse.engine.scheduler import DecoderCore, Slot
+from streamparse.engine.decoders import DecoderCore
+from streamparse.engine.scheduler import Slot
 
 
 class DecodeThread:
