@@ -4,8 +4,9 @@ in ``put`` (drop-oldest evicts the oldest frame, drop-latest discards the new on
 Start-up allowance: for ``startup_s`` seconds after the first frame the queue holds up to ``size +
 startup_extra`` frames (the run's first batches wait while the inference workers make the model for the
 stream's shape); after that the bound follows the backlog down as it is read (the backlog plus ``size``
-frames), to ``size``, and never grows again (a reader slower than the stream meets a full queue: drop-oldest then evicts two frames per
-new one until the bound is back at ``size``, so an overload does not keep the start-up backlog's lag)."""
+frames), to ``size``, and never grows again. A reader slower than the stream meets a full queue:
+drop-oldest then evicts two frames per new one until the bound is back at ``size``, so an overload does
+not keep the start-up backlog's lag."""
 
 from __future__ import annotations
 
