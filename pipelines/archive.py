@@ -25,7 +25,7 @@ from streamparse.store.index import parse_index
 from streamparse.archive.outdir import INDEX, open_outdir
 from streamparse.archive.report import (finalize_report, format_summary, read_archive_json, video_row,
                                         write_archive_json)
-from streamparse.archive.balance import NodeBalancer
+from streamparse.archive.balance import NodeBalancer, task_limit
 from streamparse.archive.worker import make_context
 from streamparse.engine.pool import start_pool
 from streamparse.config import Config
@@ -214,7 +214,8 @@ def _drive(plan, key, token, outdir, todo, rows, index, pool, pending, intr, rep
     counts = {"complete": 0, "failed": 0, "quarantined": 0}
     try:
         while queue or pending:
-            while queue and len(pending) < conc:
+            limit = task_limit(conc, pool.up, pool_up)  # fewer while the models build
+            while queue and len(pending) < limit:
                 _dispatch(queue.popleft(), ctx, key, outdir, pool, balancer, monitor, pending, rows, intr, on_event)
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
             if not pool_up:  # an inference actor that cannot start ends the run in one line
@@ -287,7 +288,8 @@ def _dispatch(d: Decision, ctx: dict, key: str, outdir, pool, balancer, monitor,
         outdir.append_index([record(v, "running", attempt=d.attempt, input=stat_identity(v.uri), model_key=key,
                                     note=d.reason)])
     if on_event:
-        on_event("dispatched", {"video_id": v.video_id, "ref": ref})
+        on_event("dispatched", {"video_id": v.video_id, "ref": ref, "running": len(pending), "actors_up": pool.up,
+                                "pool_up": pool.up == len(pool.actors)})
 
 
 def _result(ref, d: Decision) -> dict:

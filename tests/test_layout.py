@@ -53,3 +53,19 @@ def test_leaves_import_no_ray():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "[]", r.stdout
+
+
+def test_submit_stages_the_installed_layout(tmp_path):
+    """What `submit` uploads (no cluster needed): ``streamparse/`` with ``models/``, ``pipelines/`` and
+    ``configs/`` inside it, as a wheel installs them, and no caches. (The cluster tests that submit
+    for real are slow; this keeps a broken staging out of the default run.)"""
+    from streamparse.commands.submit import stage_package
+    from streamparse.config_presets import presets
+
+    entries = stage_package(tmp_path)
+    pkg = tmp_path / "streamparse"
+    assert entries[0] == pkg
+    for rel in ("__init__.py", "models/__init__.py", "pipelines/archive.py", "engine/scheduler.py"):
+        assert (pkg / rel).is_file(), rel
+    assert presets() and all((pkg / "configs" / f"{p}.yaml").is_file() for p in presets())
+    assert not list(pkg.rglob("__pycache__")) and not list(pkg.rglob("*.pyc"))

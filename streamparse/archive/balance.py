@@ -1,4 +1,4 @@
-"""Where an archive's next video task goes: ``NodeBalancer``."""
+"""Where an archive's next video task goes (``NodeBalancer``) and how many run at once (``task_limit``)."""
 
 from __future__ import annotations
 
@@ -24,3 +24,10 @@ class NodeBalancer:
     def give(self, node) -> None:
         if node in self.inflight:
             self.inflight[node] = max(0, self.inflight[node] - 1)
+
+
+def task_limit(concurrency: int, actors_up: int, pool_up: bool) -> int:
+    """Video tasks allowed at once: one while the inference actors build their models, then two per
+    actor up, ``concurrency`` once all are up. More tasks could only open their videos, decode a first
+    batch and wait for the models, on the CPU the models build with (docs/performance.md)."""
+    return concurrency if pool_up else min(concurrency, max(1, 2 * actors_up))

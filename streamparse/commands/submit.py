@@ -99,7 +99,7 @@ def stage_package(dest: Path) -> list[Path]:
     import streamparse
     import streamparse.models
     import streamparse.pipelines
-    from streamparse.config import _presets_dir
+    from streamparse.config_presets import _presets_dir
 
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".*")
     pkg = dest / "streamparse"

@@ -21,15 +21,17 @@ class Pool:
     holder: object
     plan: Plan
     ready: list = field(default_factory=list)  # refs of each actor's node id: done when its model is built
+    up: int = 0  # actors up at the last ``check``
 
     def check(self) -> bool:
-        """True once every actor is up; a ``PipelineError`` (one line) for an actor that could not start
-        (e.g. a node lacking a package). Never blocks."""
+        """True once every actor is up (``up`` counts them); a ``PipelineError`` (one line) for an actor
+        that could not start (e.g. a node lacking a package). Never blocks."""
         import ray
 
         done, _ = ray.wait(self.ready, num_returns=len(self.ready), timeout=0)
         for ref in done:
             self._get(ref, 1.0)
+        self.up = len(done)
         return len(done) == len(self.ready)
 
     def wait(self, timeout_s: float = 600.0) -> "Pool":
