@@ -38,6 +38,7 @@ class Pool:
         """Until every actor is up (or ``PipelineError``); then ``actors`` name the node each one runs on."""
         where = [self._get(ref, timeout_s) for ref in self.ready]
         self.actors = [(a, node) for (a, _), node in zip(self.actors, where)]
+        self.up = len(where)
         self.desc["nodes"] = len(set(where))
         return self
 
