@@ -289,7 +289,7 @@ def _dispatch(d: Decision, ctx: dict, key: str, outdir, pool, balancer, monitor,
                                     note=d.reason)])
     if on_event:
         on_event("dispatched", {"video_id": v.video_id, "ref": ref, "running": len(pending), "actors_up": pool.up,
-                                "pool_up": pool.up == len(pool.actors)})
+                                "pool_up": pool.all_up})
 
 
 def _result(ref, d: Decision) -> dict:

@@ -32,7 +32,12 @@ class Pool:
         for ref in done:
             self._get(ref, 1.0)
         self.up = len(done)
-        return len(done) == len(self.ready)
+        return self.all_up
+
+    @property
+    def all_up(self) -> bool:
+        """Every actor was up at the last ``check`` (or ``wait``)."""
+        return self.up == len(self.ready)
 
     def wait(self, timeout_s: float = 600.0) -> "Pool":
         """Until every actor is up (or ``PipelineError``); then ``actors`` name the node each one runs on."""
