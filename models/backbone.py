@@ -16,11 +16,12 @@ from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
-from torchvision.ops import DeformConv2d, FeaturePyramidNetwork
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from ._vision import torchvision  # (before any torchvision module: see there)
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet  # noqa: E402
+from torchvision.ops import DeformConv2d, FeaturePyramidNetwork  # noqa: E402
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool  # noqa: E402
 
 CONVERTS = ("compress", "split")
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops import sigmoid_focal_loss
+
+from ._vision import torchvision  # noqa: F401 (before any torchvision module: see there)
+from torchvision.ops import sigmoid_focal_loss  # noqa: E402
 
 from .targets import IGNORE, ImageTargets
 from .uniparser import UniParserOutput

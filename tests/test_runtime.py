@@ -58,6 +58,25 @@ def test_importing_streamparse_imports_no_runtime():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
+def test_an_actors_imports_stay_light():
+    """What every inference actor imports before its first batch: the model without ``torch._dynamo``
+    (torchvision's roi_align asks for it at import, ~1 s), and the installed runtimes found without
+    importing onnx (~0.5 s); dynamo still loads for real afterwards (exports, torch.compile)."""
+    code = ("import sys\n"
+            "from streamparse.models import build_model\n"
+            "from streamparse.runtime import available_runtimes\n"
+            "assert 'torch._dynamo' not in sys.modules\n"
+            "found = available_runtimes()\n"
+            "assert found == ['torch', 'openvino', 'onnxruntime'], found\n"
+            "bad = [m for m in ('onnx', 'onnxscript', 'onnxruntime') if m in sys.modules]\n"
+            "assert not bad, bad\n"
+            "import torch._dynamo.utils as du\n"
+            "ra = sys.modules['torchvision.ops.roi_align']  # (the attribute is the function)\n"
+            "assert hasattr(du, 'counters') and hasattr(sys.modules['torch._dynamo'], 'optimize')\n"
+            "assert ra.is_compile_supported('cpu') == du.is_compile_supported('cpu')\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
 def test_config_checks_runtime_and_precision():
     from streamparse.config import ConfigError, load_config
 
