@@ -74,8 +74,6 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
     (``videos``: one row per input video; ``counts``; ``interrupted``), also written to ``report_path``
     (JSON, before the folder marker). ``on_event(name, data)``: a hook for tests (``"dispatched"``,
     ``"result"``)."""
-    from streamparse.engine.raystart import init_ray
-
     t_start = time.monotonic()
     if quarantine_after < 1:
         raise PipelineError("--quarantine-after must be >= 1")
@@ -84,18 +82,26 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
         raise PipelineError("no video given")
     outdir = open_outdir(out, storage_options)
     outdir.check(resume)  # refused outputs fail before anything is written, loaded or started
-    from streamparse.plan import make_plan
-
-    # the plan, once (the checkpoint read once; on a cluster the pool decides the device from its GPUs)
-    plan = make_plan(cfg, checkpoint, gpus=0 if (ray_address or os.environ.get("RAY_ADDRESS")) else None)
+    address = ray_address or os.environ.get("RAY_ADDRESS", "")
+    intr = Interrupts().install()
+    # the plan, once (the checkpoint read once; on a cluster the pool decides the device from its GPUs), on a
+    # thread while Ray starts when some input is not complete yet (else Ray starts only if a video needs it;
+    # the index is read again under the lock to decide)
+    last = parse_index(outdir.read_text(INDEX) or "").last
+    ray_start: dict = {}
+    try:
+        plan = _plan_while_ray_starts(cfg, checkpoint, address, ray_start, intr,
+                                      early=any(last.get(v.video_id, {}).get("state") != "complete" for v in videos))
+    except BaseException:
+        intr.restore()
+        raise
+    started_ray = bool(ray_start.get("started"))
     meta = plan.model
     key = model_key(plan.root_attrs([]))
-    intr = Interrupts().install()
     token = uuid.uuid4().hex
     report = {"outdir": redact_uri(outdir.label), "model_name": meta["model_name"], "checkpoint_sha256": meta["checkpoint_sha256"],
               "model_key": key, "started": time.time(), "resume": resume, "notes": [], "videos": []}
     rows: dict[str, dict] = {}
-    started_ray = False
     pool: list = []
     pending: dict = {}  # task ref -> (decision, node, t_dispatch)
     interrupted = False
@@ -105,10 +111,10 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
         todo, index = _decide(outdir, videos, plan, key, report, rows, intr, quarantine_after=quarantine_after,
                               retry_quarantined=retry_quarantined, max_videos=max_videos)
         if todo:
-            t_ray = time.monotonic()
-            started_ray = init_ray(ray_address or os.environ.get("RAY_ADDRESS", ""), cfg.pipeline.object_store_memory_mb)
-            intr.install()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
-            report["ray_start_s"] = round(time.monotonic() - t_ray, 3)
+            if not started_ray:
+                ray_start = _start_ray(address, cfg.pipeline.object_store_memory_mb, intr)
+                started_ray = ray_start["started"]
+            report["ray_start_s"] = ray_start["seconds"]
             pool_ = start_pool(plan, workers=workers, wait=False)  # models build while the first videos open
             pool, report["pool"], plan = pool_.actors, pool_.desc, pool_.plan
             interrupted = _drive(plan, key, token, outdir, todo, rows, index, pool_, pending, intr, report,
@@ -122,6 +128,44 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
         finalize_report(report, videos, rows, interrupted, t_start)
         _close(outdir, report, report_path, pool, started_ray)
     return report
+
+
+def _plan_while_ray_starts(cfg: Config, checkpoint: str | None, address: str, ray_start: dict, intr, *, early: bool):
+    """``make_plan`` (importing torch, reading the checkpoint: ~1.4 s on 2 cores) on a thread while this
+    thread starts Ray, as ``run`` does, when ``early`` (some input is not complete: Ray will almost surely
+    be needed); ``ray_start`` receives ``_start_ray``'s answer. A plan that fails (a wrong checkpoint)
+    shuts down the Ray it started and raises, before anything is written."""
+    from concurrent.futures import ThreadPoolExecutor as Planner
+
+    from streamparse.plan import make_plan
+
+    gpus = 0 if address else None
+    if not early:
+        return make_plan(cfg, checkpoint, gpus=gpus)
+    import ray
+
+    already = ray.is_initialized()
+    planner = Planner(1, thread_name_prefix="plan")
+    try:
+        planning = planner.submit(make_plan, cfg, checkpoint, gpus=gpus)
+        ray_start.update(_start_ray(address, cfg.pipeline.object_store_memory_mb, intr))
+        return planning.result()
+    except BaseException:
+        if not already and ray.is_initialized():
+            ray.shutdown()
+        raise
+    finally:
+        planner.shutdown(wait=False, cancel_futures=True)
+
+
+def _start_ray(address: str, object_store_mb: int, intr) -> dict:
+    """Start (or join) Ray: {"started": whether this run did (and shuts it down), "seconds": how long}."""
+    from streamparse.engine.raystart import init_ray
+
+    t = time.monotonic()
+    started = init_ray(address, object_store_mb)
+    intr.install()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
+    return {"started": started, "seconds": round(time.monotonic() - t, 3)}
 
 
 def _decide(outdir, videos, plan, key: str, report: dict, rows: dict, intr, *, quarantine_after: int,

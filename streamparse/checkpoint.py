@@ -1,16 +1,19 @@
 """Checkpoints are data: ``{format, state_dict, model_name, model_kwargs, config, class_names}``.
 
 Saved with ``torch.save`` and loaded with ``torch.load(weights_only=True)`` -- never pickled
-modules, never module paths, so a checkpoint loads whatever the package layout becomes.
+modules, never module paths, so a checkpoint loads whatever the package layout becomes. torch is
+imported when a checkpoint is saved or read, not with this module (a driver that only names
+``CheckpointError`` starts without it; ``archive`` imports it on the plan's thread while Ray starts).
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "streamparse-checkpoint-v1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -25,6 +28,8 @@ def atomic_save(obj: dict, path: str | Path) -> Path:
     """``torch.save`` through a temporary file and a rename: a crash never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    import torch
+
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
@@ -34,6 +39,8 @@ def atomic_save(obj: dict, path: str | Path) -> Path:
 def torch_load(path: str | Path, what: str, error: type[Exception] = ValueError) -> object:
     """``torch.load(weights_only=True)`` on the CPU; any failure (missing, truncated, not plain data)
     becomes ``error`` with one line naming ``what`` and the path."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise error(f"{what} not found: {path}")
