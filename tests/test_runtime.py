@@ -178,6 +178,24 @@ def test_bf16_agrees_with_torch_on_parity_frames(cache):
     assert ag.part_map >= 0.999 and ag.people == ag.people_ref, ag
 
 
+def test_openvino_models_do_not_pin_threads(cache):
+    """Each compiled OpenVINO model leaves its threads unpinned: actors sharing a node otherwise pin their
+    inference threads to the same first core (two single-threaded actors on 2 cores ran on one)."""
+    import numpy as np
+
+    from streamparse.runtime import openvino_engine
+
+    precs = ["fp32"] + (["bf16"] if openvino_engine.has_bf16() else [])
+    for prec in precs:
+        pred = predictor(["model.runtime=openvino", f"model.precision={prec}"], cache=cache)
+        assert pred.engine.runtime == "openvino" and pred.engine.precision == prec, pred.engine.note
+        pred.predict(np.zeros((2, 64, 96, 3), np.uint8))  # (compiles the model for this input shape)
+        reqs = list(pred.engine.requests.values())
+        assert reqs
+        for req in reqs:
+            assert req.get_compiled_model().get_property("ENABLE_CPU_PINNING") is False, prec
+
+
 @pytest.mark.slow  # ~40 s: NNCF calibration
 def test_int8_agrees_with_torch_on_parity_frames(cache):
     ref = predictor(["model.runtime=torch"])

@@ -93,9 +93,15 @@ def quantize_ir(fp32_dir: Path, dest: Path, calibration: list[np.ndarray]) -> No
 
 
 def compile_config(precision: str, threads: int) -> dict:
-    """The CPU plugin's settings: one stream, ``threads`` threads, latency; fp32 and bf16 set the
-    inference precision, int8 leaves the non-quantised layers at the CPU's default (bf16 where it has it)."""
-    cfg = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": int(threads)}
+    """The CPU plugin's settings: one stream, ``threads`` threads, latency, no CPU pinning; fp32 and bf16 set
+    the inference precision, int8 leaves the non-quantised layers at the CPU's default (bf16 where it has it).
+
+    Pinning (the plugin's default on Linux) is off because inference actors share a node: each process pins
+    its inference threads from the first core without knowing the others, so two single-threaded actors on
+    2 cores ran on one core (2 processes x 1 thread: 26 frames/s each with pinning, 48-49 without, 256x256
+    batch 4; ``docs/performance.md``)."""
+    cfg = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": int(threads),
+           "ENABLE_CPU_PINNING": False}
     if precision in HINT:
         cfg["INFERENCE_PRECISION_HINT"] = HINT[precision]
     return cfg
