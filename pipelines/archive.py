@@ -31,6 +31,7 @@ from streamparse.engine.pool import start_pool
 from streamparse.config import Config
 from streamparse.archive.inputs import expand_inputs, input_identity, same_input, stat_identity
 from streamparse.engine.interrupts import Interrupts
+from streamparse.engine.raystart import plan_while_ray_starts, start_ray
 from streamparse.logs import MissingDependency
 from streamparse.engine.scheduler import PipelineError, one_line
 from streamparse.sources.uri import redact_uri
@@ -90,8 +91,8 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
     last = parse_index(outdir.read_text(INDEX) or "").last
     ray_start: dict = {}
     try:
-        plan = _plan_while_ray_starts(cfg, checkpoint, address, ray_start, intr,
-                                      early=any(last.get(v.video_id, {}).get("state") != "complete" for v in videos))
+        plan = plan_while_ray_starts(cfg, checkpoint, address, ray_start, intr, gpus=0 if address else None,
+                                     early=any(last.get(v.video_id, {}).get("state") != "complete" for v in videos))
     except BaseException:
         intr.restore()
         raise
@@ -112,7 +113,7 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
                               retry_quarantined=retry_quarantined, max_videos=max_videos)
         if todo:
             if not started_ray:
-                ray_start = _start_ray(address, cfg.pipeline.object_store_memory_mb, intr)
+                ray_start = start_ray(address, cfg.pipeline.object_store_memory_mb, intr)
                 started_ray = ray_start["started"]
             report["ray_start_s"] = ray_start["seconds"]
             pool_ = start_pool(plan, workers=workers, wait=False)  # models build while the first videos open
@@ -128,44 +129,6 @@ def run_archive(cfg: Config, inputs: list[str], out: str, *, checkpoint: str | N
         finalize_report(report, videos, rows, interrupted, t_start)
         _close(outdir, report, report_path, pool, started_ray)
     return report
-
-
-def _plan_while_ray_starts(cfg: Config, checkpoint: str | None, address: str, ray_start: dict, intr, *, early: bool):
-    """``make_plan`` (importing torch, reading the checkpoint: ~1.4 s on 2 cores) on a thread while this
-    thread starts Ray, as ``run`` does, when ``early`` (some input is not complete: Ray will almost surely
-    be needed); ``ray_start`` receives ``_start_ray``'s answer. A plan that fails (a wrong checkpoint)
-    shuts down the Ray it started and raises, before anything is written."""
-    from concurrent.futures import ThreadPoolExecutor as Planner
-
-    from streamparse.plan import make_plan
-
-    gpus = 0 if address else None
-    if not early:
-        return make_plan(cfg, checkpoint, gpus=gpus)
-    import ray
-
-    already = ray.is_initialized()
-    planner = Planner(1, thread_name_prefix="plan")
-    try:
-        planning = planner.submit(make_plan, cfg, checkpoint, gpus=gpus)
-        ray_start.update(_start_ray(address, cfg.pipeline.object_store_memory_mb, intr))
-        return planning.result()
-    except BaseException:
-        if not already and ray.is_initialized():
-            ray.shutdown()
-        raise
-    finally:
-        planner.shutdown(wait=False, cancel_futures=True)
-
-
-def _start_ray(address: str, object_store_mb: int, intr) -> dict:
-    """Start (or join) Ray: {"started": whether this run did (and shuts it down), "seconds": how long}."""
-    from streamparse.engine.raystart import init_ray
-
-    t = time.monotonic()
-    started = init_ray(address, object_store_mb)
-    intr.install()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
-    return {"started": started, "seconds": round(time.monotonic() - t, 3)}
 
 
 def _decide(outdir, videos, plan, key: str, report: dict, rows: dict, intr, *, quarantine_after: int,

@@ -21,13 +21,14 @@ def test_a_wrong_checkpoint_stops_the_ray_it_started_and_writes_nothing(tmp_path
     out = tmp_path / "out"
     code = textwrap.dedent(f"""
         import sys, ray
+        import streamparse.engine.raystart as rs
         import streamparse.pipelines.archive as arc
         from streamparse.checkpoint import CheckpointError
         from streamparse.config import load_config
         assert 'torch' not in sys.modules  # the plan imports it, on its thread
         starts = []
-        real = arc._start_ray
-        arc._start_ray = lambda *a: starts.append(1) or real(*a)
+        real = rs.start_ray
+        rs.start_ray = lambda *a: starts.append(1) or real(*a)  # (what plan_while_ray_starts calls)
         try:
             arc.run_archive(load_config(overrides={TINY!r}), [{str(tmp_path / "v.mp4")!r}], {str(out)!r},
                             checkpoint={str(bad)!r}, progress=False)

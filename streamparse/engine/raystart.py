@@ -7,6 +7,7 @@ no usage stats, every port on 127.0.0.1, no dashboard. Joining a cluster (``addr
 environment as the user set it: a token-auth cluster needs ``RAY_AUTH_MODE=token`` and
 ``RAY_AUTH_TOKEN_PATH`` in the environment, never on a command line. Ray's log lines go to a file
 (``streamparse.logs``); a failure to start is one line naming where the full log is.
+``plan_while_ray_starts``: a command's plan made on a thread while Ray starts (both take seconds).
 """
 
 from __future__ import annotations
@@ -83,3 +84,42 @@ def init_ray(address: str = "", object_store_mb: int = 1024, num_cpus: int | Non
         where = f"Ray at {address}" if address else "a local Ray"
         raise RayStartError(f"could not start {where}: {msg[:300]} (full log: {logs.where_logs(None if address else temp_dir)})") from None
     return True
+
+
+def start_ray(address: str, object_store_mb: int, intr) -> dict:
+    """``init_ray`` timed, our signal handlers put back after it (``intr``: an ``Interrupts``; ``ray.init``
+    installs its own SIGTERM handler): {"started": whether this call started or joined Ray, "seconds"}."""
+    import time
+
+    t = time.monotonic()
+    started = init_ray(address, object_store_mb)
+    intr.install()
+    return {"started": started, "seconds": round(time.monotonic() - t, 3)}
+
+
+def plan_while_ray_starts(cfg, checkpoint: str | None, address: str, ray_start: dict, intr, *, gpus: int | None,
+                          early: bool):
+    """``streamparse.plan.make_plan(cfg, checkpoint, gpus=gpus)`` (importing torch, reading the checkpoint:
+    ~1.4 s on 2 cores) on a thread while this thread starts Ray (``start_ray``, its answer put in
+    ``ray_start``), when ``early`` (Ray will almost surely be needed); else only the plan. A plan that
+    fails (a wrong checkpoint) shuts down the Ray this call started, and raises."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from streamparse.plan import make_plan
+
+    if not early:
+        return make_plan(cfg, checkpoint, gpus=gpus)
+    import ray
+
+    already = ray.is_initialized()
+    planner = ThreadPoolExecutor(1, thread_name_prefix="plan")
+    try:
+        planning = planner.submit(make_plan, cfg, checkpoint, gpus=gpus)
+        ray_start.update(start_ray(address, cfg.pipeline.object_store_memory_mb, intr))
+        return planning.result()
+    except BaseException:
+        if not already and ray.is_initialized():
+            ray.shutdown()
+        raise
+    finally:
+        planner.shutdown(wait=False, cancel_futures=True)
