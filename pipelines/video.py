@@ -17,7 +17,7 @@ from pathlib import Path
 
 from streamparse.config import Config
 from streamparse.engine.interrupts import Interrupts
-from streamparse.engine.raystart import init_ray
+from streamparse.engine.raystart import init_ray, plan_while_ray_starts
 from streamparse.engine.scheduler import PipelineError, one_line
 from streamparse.logs import MissingDependency
 from streamparse.sources import SourceError, is_live, redact_uri, source_id
@@ -65,9 +65,7 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
         progress: bool = True, on_actors=None) -> dict:
     """Run the pipeline; returns the summary. ``mode``: create | overwrite | resume.
     ``on_actors(inference_actors)``: a hook for fault-injection tests."""
-    import concurrent.futures as cf
-
-    from streamparse.plan import make_plan, ray_settings
+    from streamparse.plan import ray_settings
     from streamparse.store.objstore import is_url
 
     t_start = time.monotonic()
@@ -76,23 +74,20 @@ def run(cfg: Config, sources: list[str], out: str | Path, *, checkpoint: str | N
         from streamparse.store.sink import check_store
 
         check_store(out, mode=mode, root_attrs=None)
-    address, store_mb = ray_settings(cfg)
-    # the plan (importing torch, reading the checkpoint) on a thread while Ray starts: both take seconds
-    planner = cf.ThreadPoolExecutor(1, thread_name_prefix="plan")
-    planning = planner.submit(make_plan, cfg, checkpoint, gpus=0 if address else None)
+    address, _ = ray_settings(cfg)
     intr = Interrupts().install()  # Ctrl-C / SIGTERM from here on: a clean stop, never mid-write
     started, summary, interrupted, job = False, None, False, None
     try:
-        started = init_ray(address, store_mb)
-        intr.install()  # ray.init installs its own SIGTERM handler (sys.exit): ours again
-        plan = planning.result()
+        # the plan (importing torch, reading the checkpoint) on a thread while Ray starts: both take seconds
+        ray_start: dict = {}
+        plan = plan_while_ray_starts(cfg, checkpoint, address, ray_start, intr, gpus=0 if address else None, early=True)
+        started = ray_start["started"]
         job = make_job(plan, srcs, infos, out, mode)
         summary, interrupted = _drive(plan, job, intr, progress, on_actors, t_start)
     except (KeyboardInterrupt, SystemExit):  # SystemExit: Ray's own SIGTERM handler, during ray.init
         interrupted = True
     finally:
         intr.restore()
-        planner.shutdown(wait=False, cancel_futures=True)
         if started:
             import ray
 
